@@ -1,0 +1,80 @@
+/* core.h - what every stage of lopt shares: errors, assertions, the counter-based
+ * random generator, timing, and atomic file output.
+ *
+ * Errors come in two kinds (STYLE.md). Programmer errors (a violated precondition)
+ * go through LOPT_ASSERT, which reports expression, file and line and aborts.
+ * User and environment errors (files, flags, data, divergence) are returned as a
+ * lopt_status with a one-line message in a lopt_err the caller owns.
+ */
+#ifndef LOPT_CORE_H
+#define LOPT_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors ------------------------------------------------------------------ */
+
+typedef enum {
+    LOPT_OK = 0,
+    LOPT_EIO,        /* a file could not be opened, read or written */
+    LOPT_EFORMAT,    /* a file is corrupt, truncated or not what it claims */
+    LOPT_EUSAGE,     /* a bad argument from the user */
+    LOPT_ENOMEM,     /* an allocation failed */
+    LOPT_EDIVERGED,  /* NaN/inf or a loss blow-up during training */
+} lopt_status;
+
+typedef struct {
+    lopt_status status;
+    char msg[512];   /* one line, no trailing newline */
+} lopt_err;
+
+/* Records status and a printf-style message in err (if err is not NULL) and
+ * returns status, so callers can write `return lopt_fail(err, LOPT_EIO, ...)`. */
+lopt_status lopt_fail(lopt_err *err, lopt_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void lopt_assert_fail(const char *expr, const char *file, int line);
+#define LOPT_ASSERT(e) ((e) ? (void)0 : lopt_assert_fail(#e, __FILE__, __LINE__))
+
+/* Allocation that aborts on failure (model-sized buffers: running out of memory
+ * there is not something a caller can recover from). Zero-initialised. */
+void *lopt_xcalloc(size_t n, size_t size);
+float *lopt_floats(size_t n);       /* 64-byte aligned, zeroed; free with lopt_free */
+void lopt_free(void *p);
+
+/* ---- randomness ----------------------------------------------------------------
+ * Counter-based: every draw is a pure function of (seed, stream, index), so an
+ * antithetic pair, a resumed run or another process sees the same numbers without
+ * storing them. */
+
+uint64_t lopt_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
+/* uniform in [0, 1), 24-bit resolution as float, 53-bit as double */
+double lopt_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
+/* standard normal (Box-Muller over two uniform draws at 2*index, 2*index+1) */
+double lopt_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
+/* fills x[0..n) with N(0, std²), draw i at index offset+i */
+void lopt_rng_fill_normal(float *x, size_t n, float std, uint64_t seed,
+                          uint64_t stream, uint64_t offset);
+
+/* Stream identifiers, so no two uses of one seed ever overlap. */
+enum {
+    LOPT_STREAM_INIT = 1,     /* model weights */
+    LOPT_STREAM_BATCH = 2,    /* data order */
+    LOPT_STREAM_TASK = 3,     /* task instance constants (quadratic a, c) */
+    LOPT_STREAM_NOISE = 4,    /* gradient noise */
+    LOPT_STREAM_TEST = 99,    /* tests only */
+};
+
+/* ---- time ---------------------------------------------------------------------- */
+double lopt_now(void);   /* monotonic seconds */
+
+/* ---- files ----------------------------------------------------------------------
+ * Atomic write: the data go to PATH.tmp.<pid>, are fsync'ed, then renamed over
+ * PATH, so a reader sees the old file or the new one, never half of one. */
+lopt_status lopt_write_atomic(const char *path, const void *data, size_t n,
+                              lopt_err *err);
+/* Reads a whole file into a malloc'ed buffer (caller frees). */
+lopt_status lopt_read_file(const char *path, unsigned char **data, size_t *n,
+                           lopt_err *err);
+
+#endif

@@ -1,0 +1,140 @@
+/* nn.h - the layers lopt trains: forward, backward, and the R-operator pair that
+ * gives the exact Hessian-vector product (Pearlmutter 1994, "Fast exact
+ * multiplication by the Hessian").
+ *
+ * For a network f(w) with loss L, the R-operator R{.} = d/dr (.)(w + r v) |r=0
+ * propagates a parameter direction v:
+ *   rforward  : tangents  R{a}  of every activation a   (rx, rW, rb -> ry)
+ *   rbackward : tangents  R{da} of every adjoint da      (-> rdW = (H v)_W)
+ * so H v is read off the rbackward parameter outputs. Linear ops reuse their own
+ * kernels for tangents; nonlinear ones add the curvature term (tanh) or none (ReLU,
+ * max-pool: piecewise linear, second derivative zero almost everywhere).
+ *
+ * Conventions (STYLE.md): outputs first, then inputs, cached forward values, sizes.
+ * Forward and rforward overwrite their outputs; backward and rbackward ACCUMULATE
+ * (+=) into their outputs, which the caller zeroes. An output pointer for an input
+ * adjoint (dx, rdx) may be NULL when the input is data. Kernels never allocate,
+ * print or exit; scratch space is passed in.
+ *
+ * Dimension glossary:
+ *   B batch, I/O dense in/out features, C input channels, O output channels,
+ *   H,W input height/width, OH,OW output height/width, KH,KW kernel size,
+ *   P planes (C*B) for per-plane ops, K classes, n element count.
+ * Image activations are stored channel-major over the batch, (C,B,H,W) "CBHW", so a
+ * convolution over the whole batch is one GEMM: (O, C*KH*KW) x (C*KH*KW, B*OH*OW).
+ * With C = 1 this is the same memory as torch's (B,1,H,W). Dense activations are
+ * (B,I) row-major. Weights use torch's layouts: dense (O,I), conv (O,C,KH,KW).
+ */
+#ifndef LOPT_NN_H
+#define LOPT_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- dense: y = x W^T + b ----------------------------------------------------- */
+void dense_forward(float *y,                 /* (B,O) */
+                   const float *x,           /* (B,I) */
+                   const float *W,           /* (O,I) */
+                   const float *b,           /* (O)   */
+                   int B, int I, int O);
+void dense_backward(float *dx,               /* (B,I) += dy W, or NULL */
+                    float *dW,               /* (O,I) += dy^T x */
+                    float *db,               /* (O)   += sum_b dy */
+                    const float *dy,         /* (B,O) */
+                    const float *x,          /* (B,I) */
+                    const float *W,          /* (O,I) */
+                    int B, int I, int O);
+/* ry = rx W^T + x rW^T + rb */
+void dense_rforward(float *ry,               /* (B,O) */
+                    const float *rx,         /* (B,I) or NULL (data input) */
+                    const float *x,          /* (B,I) */
+                    const float *W,          /* (O,I) */
+                    const float *rW,         /* (O,I) */
+                    const float *rb,         /* (O)   */
+                    int B, int I, int O);
+/* R{dx} = rdy W + dy rW ;  R{dW} = rdy^T x + dy^T rx ;  R{db} = sum_b rdy */
+void dense_rbackward(float *rdx,             /* (B,I) or NULL */
+                     float *rdW,             /* (O,I) */
+                     float *rdb,             /* (O)   */
+                     const float *rdy,       /* (B,O) */
+                     const float *dy,        /* (B,O) */
+                     const float *x,         /* (B,I) */
+                     const float *rx,        /* (B,I) or NULL (data input) */
+                     const float *W,         /* (O,I) */
+                     const float *rW,        /* (O,I) */
+                     int B, int I, int O);
+
+/* ---- conv2d: y = W * x + b (cross-correlation, like torch) ----------------------- */
+typedef struct {
+    int B, C, H, W;       /* input  (C,B,H,W) */
+    int O, KH, KW;        /* weight (O,C,KH,KW) */
+    int stride, pad;
+    int OH, OW;           /* output (O,B,OH,OW) */
+} conv_shape;
+
+conv_shape conv_shape_make(int B, int C, int H, int W, int O, int KH, int KW,
+                           int stride, int pad);
+size_t conv_col_floats(const conv_shape *s);   /* C*KH*KW * B*OH*OW */
+
+/* col: the im2col matrix of x, (C*KH*KW, B*OH*OW), written here and kept by the
+ * caller as a cached forward value for backward and the R-pair. */
+void conv2d_forward(float *y, float *col, const float *x, const float *W,
+                    const float *b, const conv_shape *s);
+/* scratch: conv_col_floats(s) floats (needed only when dx != NULL) */
+void conv2d_backward(float *dx, float *dW, float *db, const float *dy,
+                     const float *col, const float *W, const conv_shape *s,
+                     float *scratch);
+/* ry = W * rx + rW * x + rb ; rcol (output, cached) = im2col(rx), unused if rx NULL */
+void conv2d_rforward(float *ry, float *rcol, const float *rx, const float *col,
+                     const float *W, const float *rW, const float *rb,
+                     const conv_shape *s);
+/* R{dx} = W^T * rdy + rW^T * dy ; R{dW} = rdy x col^T + dy x rcol^T ; R{db} = sum rdy
+ * rcol may be NULL when rx was NULL. */
+void conv2d_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
+                      const float *dy, const float *col, const float *rcol,
+                      const float *W, const float *rW, const conv_shape *s,
+                      float *scratch);
+
+/* ---- max-pool, k x k windows with stride k (floor), per plane ---------------------
+ * argmax (cached): for each output, the index within its plane of the chosen input. */
+void maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, int W,
+                     int k);
+/* dx[plane, argmax] += dy ; n_out = P*OH*OW ; dx plane size H*W */
+void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, int P,
+                      int H, int W, int k);
+void maxpool_rforward(float *ry, const float *rx, const int32_t *argmax, int P,
+                      int H, int W, int k);
+void maxpool_rbackward(float *rdx, const float *rdy, const int32_t *argmax, int P,
+                       int H, int W, int k);
+
+/* ---- global average pool: (C,B,H,W) -> (B,C) ----------------------------------- */
+void gap_forward(float *y, const float *x, int C, int B, int HW);
+void gap_backward(float *dx, const float *dy, int C, int B, int HW);
+/* linear: rforward/rbackward are forward/backward applied to tangents */
+
+/* ---- elementwise ------------------------------------------------------------------ */
+void relu_forward(float *y, const float *x, size_t n);
+void relu_backward(float *dx, const float *dy, const float *y, size_t n);
+void relu_rforward(float *ry, const float *rx, const float *y, size_t n);
+void relu_rbackward(float *rdx, const float *rdy, const float *y, size_t n);
+
+void tanh_forward(float *y, const float *x, size_t n);
+void tanh_backward(float *dx, const float *dy, const float *y, size_t n);
+void tanh_rforward(float *ry, const float *rx, const float *y, size_t n);
+/* dx = dy (1 - y^2)  =>  R{dx} = rdy (1 - y^2) - 2 dy y ry */
+void tanh_rbackward(float *rdx, const float *rdy, const float *dy, const float *y,
+                    const float *ry, size_t n);
+
+/* ---- softmax cross-entropy, mean over the batch ------------------------------------
+ * Returns the mean loss; prob (cached) = softmax(z). correct (may be NULL) receives
+ * the number of rows whose argmax equals the label. */
+double softmax_xent_forward(float *prob, int *correct, const float *z,
+                            const int32_t *labels, int B, int K);
+/* dz += (prob - onehot(label)) / B */
+void softmax_xent_backward(float *dz, const float *prob, const int32_t *labels, int B,
+                           int K);
+/* R{dz} += (prob * rz - prob * <prob, rz>) / B */
+void softmax_xent_rbackward(float *rdz, const float *prob, const float *rz, int B,
+                            int K);
+
+#endif
