@@ -74,7 +74,7 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OMP=0 test
 
 bench: deps all
-	@$(BUILD)/lopt bench
+	@scripts/bench.sh $(BUILD)
 
 demo: deps all
 	@scripts/demo.sh $(BUILD)
@@ -89,3 +89,4 @@ clean:
 	rm -rf build build-asan
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d)
+.SECONDARY:

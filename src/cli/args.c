@@ -1,0 +1,143 @@
+/* args.c - table-driven option parsing and the progress display for `lopt`. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/core.h"
+
+static void print_help(const cli_spec *s)
+{
+    printf("usage: %s\n\n%s\n\noptions:\n", s->usage, s->about);
+    for (int i = 0; i < s->nopts; i++) {
+        const cli_opt *o = &s->opts[i];
+        const char *arg = o->kind == OPT_INT ? " N" : o->kind == OPT_FLOAT ? " X"
+                        : o->kind == OPT_STR ? " S" : "";
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", o->name, arg);
+        printf("  %-22s %s%s\n", left, o->help, o->required ? " (required)" : "");
+    }
+    printf("  %-22s %s\n", "--help", "this text");
+}
+
+void cli_usage_error(const cli_spec *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "lopt %s: ", s->command);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s\n", s->usage);
+    exit(EXIT_USAGE);
+}
+
+void cli_fail(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "lopt %s: ", command);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    exit(EXIT_RUNTIME);
+}
+
+static void parse_value(const cli_spec *s, cli_opt *o, const char *v)
+{
+    char *end = NULL;
+    errno = 0;
+    switch (o->kind) {
+    case OPT_INT: {
+        long long x = strtoll(v, &end, 10);
+        if (errno || end == v || *end)
+            cli_usage_error(s, "bad value for --%s: '%s' (want an integer)", o->name, v);
+        *(int64_t *)o->dest = x;
+        break;
+    }
+    case OPT_FLOAT: {
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x))
+            cli_usage_error(s, "bad value for --%s: '%s' (want a number)", o->name, v);
+        *(double *)o->dest = x;
+        break;
+    }
+    case OPT_STR:
+        *(const char **)o->dest = v;
+        break;
+    case OPT_FLAG:
+        *(int *)o->dest = 1;
+        break;
+    }
+}
+
+void cli_parse(cli_spec *s, int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            print_help(s);
+            exit(0);
+        }
+        if (strncmp(a, "--", 2) != 0)
+            cli_usage_error(s, "unexpected argument '%s'", a);
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        cli_opt *o = NULL;
+        for (int k = 0; k < s->nopts; k++)
+            if (strlen(s->opts[k].name) == len && strncmp(s->opts[k].name, name, len) == 0)
+                o = &s->opts[k];
+        if (!o) cli_usage_error(s, "unknown option '%.*s'", (int)(len + 2), a);
+        o->seen = 1;
+        if (o->kind == OPT_FLAG) {
+            if (eq) cli_usage_error(s, "--%s takes no value", o->name);
+            parse_value(s, o, "");
+            continue;
+        }
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v || (!eq && strncmp(v, "--", 2) == 0 && strlen(v) > 2))
+            cli_usage_error(s, "missing value for --%s", o->name);
+        parse_value(s, o, v);
+    }
+    for (int k = 0; k < s->nopts; k++)
+        if (s->opts[k].required && !s->opts[k].seen)
+            cli_usage_error(s, "missing --%s", s->opts[k].name);
+}
+
+void cli_progress_init(cli_progress *p, const char *label)
+{
+    p->label = label;
+    p->tty = isatty(STDERR_FILENO);
+    p->start = p->last = lopt_now();
+}
+
+void cli_progress_update(cli_progress *p, int64_t done, int64_t total, const char *extra)
+{
+    double now = lopt_now();
+    double every = p->tty ? 0.1 : 5.0;
+    if (now - p->last < every && done != total) return;
+    p->last = now;
+    double el = now - p->start, frac = total > 0 ? (double)done / (double)total : 0.0;
+    double eta = frac > 0 ? el * (1.0 - frac) / frac : 0.0;
+    if (p->tty) {
+        char bar[31];
+        int fill = (int)(frac * 30);
+        for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+        bar[30] = 0;
+        fprintf(stderr, "\r%s [%s] %lld/%lld %5.1fs eta %5.1fs %s\033[K", p->label, bar,
+                (long long)done, (long long)total, el, eta, extra ? extra : "");
+    } else {
+        fprintf(stderr, "%s %lld/%lld (%.0f%%) %.1fs eta %.1fs %s\n", p->label,
+                (long long)done, (long long)total, 100 * frac, el, eta, extra ? extra : "");
+    }
+    fflush(stderr);
+}
+
+void cli_progress_end(cli_progress *p)
+{
+    if (p->tty) fprintf(stderr, "\n");
+}

@@ -1,0 +1,57 @@
+/* cli.h - the `lopt` command (DESIGN.md section 4): argument parsing, progress
+ * display and the subcommands. The only code in lopt that prints for the user or
+ * exits. Exit codes: 0 success, 1 runtime failure (one-line reason), 2 bad usage
+ * (with the usage line). */
+#ifndef LOPT_CLI_H
+#define LOPT_CLI_H
+
+#include <stdint.h>
+
+enum { EXIT_USAGE = 2, EXIT_RUNTIME = 1 };
+
+typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG } opt_kind;
+
+typedef struct {
+    const char *name;     /* without the leading "--" */
+    opt_kind kind;
+    void *dest;           /* int64_t*, double*, const char**, int* */
+    const char *help;
+    int required;
+    int seen;             /* set by the parser */
+} cli_opt;
+
+typedef struct {
+    const char *command;  /* "train" */
+    const char *usage;    /* one line: "lopt train --task T ..." */
+    const char *about;    /* a sentence or two for --help */
+    cli_opt *opts;
+    int nopts;
+} cli_spec;
+
+/* Parses argv[0..argc) (after the subcommand) into spec's destinations. --help
+ * prints the help and exits 0; errors print "lopt CMD: reason" and the usage line
+ * and exit 2. */
+void cli_parse(cli_spec *spec, int argc, char **argv);
+
+/* Exits 2 with "lopt CMD: reason" and the usage line. */
+void cli_usage_error(const cli_spec *spec, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+/* Exits 1 with "lopt CMD: reason". */
+void cli_fail(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+
+/* Progress on stderr: a redrawn bar on a TTY, a line every few seconds otherwise. */
+typedef struct {
+    const char *label;
+    int tty;
+    double start, last;
+} cli_progress;
+void cli_progress_init(cli_progress *p, const char *label);
+void cli_progress_update(cli_progress *p, int64_t done, int64_t total, const char *extra);
+void cli_progress_end(cli_progress *p);
+
+int cmd_tasks(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

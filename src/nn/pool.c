@@ -1,0 +1,127 @@
+/* pool.c - max-pooling (k x k windows, stride k, floor division: trailing rows and
+ * columns that do not fill a window are dropped, like torch's ceil_mode=False) and
+ * global average pooling, with their gradients and R-pairs.
+ * Max-pool is piecewise linear: its R-forward gathers tangents through the cached
+ * argmax and its R-backward scatters them, exactly like its backward (Pearlmutter
+ * 1994; second derivative zero away from ties). Global average pooling is linear, so
+ * its R-pair is gap_forward / gap_backward applied to tangents.
+ * Ties pick the first maximum in row-major window order, and a NaN wins (as torch),
+ * so divergence is not hidden. */
+#include "nn/kern.h"
+#include "nn/nn.h"
+
+/* one plane, 2x2 windows: the pooling of every conv layer of the fmnist CNN */
+static void maxpool2_plane(float *y, int32_t *am, const float *x, int H, int W)
+{
+    int OH = H / 2, OW = W / 2;
+    for (int oh = 0; oh < OH; oh++) {
+        const float *r0 = x + (size_t)2 * oh * W;   /* (W) window row 0 */
+        const float *r1 = r0 + W;                   /* (W) window row 1 */
+        int32_t base = 2 * oh * W;
+        for (int ow = 0; ow < OW; ow++) {
+            int i = 2 * ow;
+            float best = r0[i];
+            int32_t at = base + i;
+            float v = r0[i + 1];
+            if (v > best || v != v) { best = v; at = base + i + 1; }
+            v = r1[i];
+            if (v > best || v != v) { best = v; at = base + W + i; }
+            v = r1[i + 1];
+            if (v > best || v != v) { best = v; at = base + W + i + 1; }
+            y[oh * OW + ow] = best;
+            am[oh * OW + ow] = at;
+        }
+    }
+}
+
+static void maxpool_plane(float *y, int32_t *am, const float *x, int H, int W, int k)
+{
+    int OH = H / k, OW = W / k;
+    for (int oh = 0; oh < OH; oh++)
+        for (int ow = 0; ow < OW; ow++) {
+            int32_t at = oh * k * W + ow * k;
+            float best = x[at];
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) {
+                    int32_t idx = (oh * k + i) * W + ow * k + j;
+                    if (x[idx] > best || x[idx] != x[idx]) { best = x[idx]; at = idx; }
+                }
+            y[oh * OW + ow] = best;
+            am[oh * OW + ow] = at;
+        }
+}
+
+void maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, int W,
+                     int k)
+{
+    size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
+    NN_OMP(parallel for if ((size_t)P * HW >= NN_PAR_MIN) schedule(static))
+    for (int p = 0; p < P; p++) {
+        if (k == 2)
+            maxpool2_plane(y + p * OHW, argmax + p * OHW, x + p * HW, H, W);
+        else
+            maxpool_plane(y + p * OHW, argmax + p * OHW, x + p * HW, H, W, k);
+    }
+}
+
+/* y[j] = x[argmax[j]] (per plane)  =>  dx[argmax[j]] += dy[j]. Windows do not
+ * overlap, so planes are independent and no two outputs hit one input. */
+void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, int P, int H,
+                      int W, int k)
+{
+    size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
+    NN_OMP(parallel for if ((size_t)P * HW >= NN_PAR_MIN) schedule(static))
+    for (int p = 0; p < P; p++) {
+        float *dxp = dx + p * HW;             /* (H,W) */
+        const float *dyp = dy + p * OHW;      /* (OH,OW) */
+        const int32_t *ap = argmax + p * OHW; /* (OH,OW) */
+        for (size_t j = 0; j < OHW; j++) dxp[ap[j]] += dyp[j];
+    }
+}
+
+/* y[j] = x[argmax[j]]  =>  ry[j] = rx[argmax[j]] */
+void maxpool_rforward(float *ry, const float *rx, const int32_t *argmax, int P, int H,
+                      int W, int k)
+{
+    size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
+    NN_OMP(parallel for if ((size_t)P * HW >= NN_PAR_MIN) schedule(static))
+    for (int p = 0; p < P; p++) {
+        const float *rxp = rx + p * HW;
+        for (size_t j = 0; j < OHW; j++) ry[p * OHW + j] = rxp[argmax[p * OHW + j]];
+    }
+}
+
+/* dx[argmax[j]] += dy[j] is linear in dy with a fixed argmax  =>
+ * R{dx}[argmax[j]] += rdy[j] */
+void maxpool_rbackward(float *rdx, const float *rdy, const int32_t *argmax, int P,
+                       int H, int W, int k)
+{
+    maxpool_backward(rdx, rdy, argmax, P, H, W, k);
+}
+
+/* y[b,c] = (1/HW) sum_i x[c,b,i] */
+void gap_forward(float *y, const float *x, int C, int B, int HW)
+{
+    float inv = 1.0f / (float)HW;
+    NN_OMP(parallel for if ((size_t)C * B * HW >= NN_PAR_MIN) schedule(static))
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++) {
+            const float *xp = x + ((size_t)c * B + b) * HW;   /* (HW) */
+            float s = 0.0f;
+            for (int i = 0; i < HW; i++) s += xp[i];
+            y[(size_t)b * C + c] = s * inv;
+        }
+}
+
+/* y[b,c] = (1/HW) sum_i x[c,b,i]  =>  dx[c,b,i] += dy[b,c] / HW */
+void gap_backward(float *dx, const float *dy, int C, int B, int HW)
+{
+    float inv = 1.0f / (float)HW;
+    NN_OMP(parallel for if ((size_t)C * B * HW >= NN_PAR_MIN) schedule(static))
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++) {
+            float *dxp = dx + ((size_t)c * B + b) * HW;   /* (HW) */
+            float g = dy[(size_t)b * C + c] * inv;
+            for (int i = 0; i < HW; i++) dxp[i] += g;
+        }
+}

@@ -1,0 +1,238 @@
+/* optim.c - the hand-designed optimizers with torch.optim's semantics (PyTorch 1.13,
+ * the single-tensor code path of torch/optim/{sgd,rmsprop,adam}.py):
+ *
+ *   SGD (sgd, momentum, nesterov)    d = g + wd w
+ *                                    b = d at the first step, else mu b + (1-damp) d
+ *                                    d = d + mu b (nesterov) or b (heavy ball)
+ *                                    w -= lr d
+ *   RMSprop (non-centered)           d = g + wd w;  v = alpha v + (1-alpha) d²
+ *                                    a = sqrt(v) + eps   (eps after the sqrt)
+ *                                    b = mu b + d / a, w -= lr b   (mu > 0; b starts at 0)
+ *                                    w -= lr d / a                 (mu = 0)
+ *   Adam                             d = g + wd w;  m = b1 m + (1-b1) d
+ *                                    v = b2 v + (1-b2) d²
+ *                                    w -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)
+ *                                    bc1 = 1 - b1^t, bc2 = 1 - b2^t, t from 1
+ *
+ * Weight decay is torch's coupled one (added to the gradient), skipped when 0 as torch
+ * does. Scalar coefficients (bias corrections, step size) are computed in double and
+ * rounded to float, like torch's Python scalars; the element-wise products keep
+ * torch's association order (addcmul: (c a) b, addcdiv: (c a) / b), so results agree
+ * with torch to float32 rounding. Left out: centered RMSprop, AMSGrad, AdamW,
+ * maximize, and torch's foreach/fused paths (same math, other rounding).
+ *
+ * Each optimizer's state is one flat allocation made at creation; step never
+ * allocates.
+ */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const lopt_optim_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
+                                        NULL};
+
+typedef struct {
+    lopt_hparams hp;
+    int64_t t;      /* steps taken (torch's state["step"]) */
+    float *m;       /* (n) sgd, rmsprop: momentum buffer; adam: first moment */
+    float *v;       /* (n) rmsprop: square average; adam: 2nd moment; sgd: unused (NULL) */
+} optim_ctx;
+
+/* ---- SGD, heavy-ball and Nesterov momentum ------------------------------------- */
+
+static void sgd_step(lopt_optimizer *o, float *w, const float *g)
+{
+    optim_ctx *c = o->ctx;
+    const size_t n = o->n;
+    const float lr = c->hp.lr, wd = c->hp.weight_decay, mu = c->hp.momentum;
+    const float keep = (float)(1.0 - (double)c->hp.dampening);   /* 1 - dampening */
+    const int first = c->t == 0;
+    float *b = c->m;   /* (n) momentum buffer */
+    c->t++;
+    if (mu == 0.0f) {
+        for (size_t i = 0; i < n; i++) {
+            float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
+            w[i] = w[i] + (-lr) * d;
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
+        b[i] = first ? d : mu * b[i] + keep * d;   /* torch clones d at the first step */
+        d = c->hp.nesterov ? d + mu * b[i] : b[i];
+        w[i] = w[i] + (-lr) * d;
+    }
+}
+
+/* ---- RMSprop ---------------------------------------------------------------------- */
+
+static void rmsprop_step(lopt_optimizer *o, float *w, const float *g)
+{
+    optim_ctx *c = o->ctx;
+    const size_t n = o->n;
+    const float lr = c->hp.lr, wd = c->hp.weight_decay, mu = c->hp.momentum;
+    const float alpha = c->hp.alpha, eps = c->hp.eps;
+    const float one_m_alpha = (float)(1.0 - (double)alpha);
+    float *b = c->m;   /* (n) momentum buffer, zero at the start */
+    float *v = c->v;   /* (n) square average */
+    c->t++;
+    for (size_t i = 0; i < n; i++) {
+        float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
+        v[i] = alpha * v[i] + (one_m_alpha * d) * d;
+        float a = sqrtf(v[i]) + eps;
+        if (mu > 0.0f) {
+            b[i] = mu * b[i] + d / a;
+            w[i] = w[i] + (-lr) * b[i];
+        } else {
+            w[i] = w[i] + ((-lr) * d) / a;
+        }
+    }
+}
+
+/* ---- Adam ------------------------------------------------------------------------- */
+
+static void adam_step(lopt_optimizer *o, float *w, const float *g)
+{
+    optim_ctx *c = o->ctx;
+    const size_t n = o->n;
+    const float wd = c->hp.weight_decay, eps = c->hp.eps;
+    const float b1 = c->hp.beta1, b2 = c->hp.beta2;
+    const float one_m_b1 = (float)(1.0 - (double)b1), one_m_b2 = (float)(1.0 - (double)b2);
+    c->t++;
+    const double bc1 = 1.0 - pow((double)b1, (double)c->t);
+    const double bc2 = 1.0 - pow((double)b2, (double)c->t);
+    const float neg_step = (float)(-((double)c->hp.lr / bc1));
+    const float bc2_sqrt = (float)sqrt(bc2);
+    float *m = c->m;   /* (n) first moment */
+    float *v = c->v;   /* (n) second moment */
+    for (size_t i = 0; i < n; i++) {
+        float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
+        m[i] = b1 * m[i] + one_m_b1 * d;
+        v[i] = b2 * v[i] + (one_m_b2 * d) * d;
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        w[i] = w[i] + (neg_step * m[i]) / denom;
+    }
+}
+
+/* ---- the common interface --------------------------------------------------------- */
+
+static void optim_reset(lopt_optimizer *o)
+{
+    optim_ctx *c = o->ctx;
+    c->t = 0;
+    if (c->m) memset(c->m, 0, o->n * sizeof *c->m);
+    if (c->v) memset(c->v, 0, o->n * sizeof *c->v);
+}
+
+static void optim_free(lopt_optimizer *o)
+{
+    if (!o || !o->ctx) return;
+    optim_ctx *c = o->ctx;
+    lopt_free(c->m);   /* v lives in the same allocation */
+    free(c);
+    o->ctx = NULL;
+}
+
+lopt_status lopt_hparams_default(lopt_hparams *hp, const char *name, lopt_err *err)
+{
+    memset(hp, 0, sizeof *hp);
+    if (!name) return lopt_fail(err, LOPT_EUSAGE, "no optimizer name given");
+    if (strcmp(name, "sgd") == 0) {
+        hp->lr = 0.01f;
+    } else if (strcmp(name, "momentum") == 0 || strcmp(name, "nesterov") == 0) {
+        hp->lr = 0.01f;
+        hp->momentum = 0.9f;
+        hp->nesterov = name[0] == 'n';
+    } else if (strcmp(name, "rmsprop") == 0) {
+        hp->lr = 0.01f;
+        hp->alpha = 0.99f;
+        hp->eps = 1e-8f;
+    } else if (strcmp(name, "adam") == 0) {
+        hp->lr = 1e-3f;
+        hp->beta1 = 0.9f;
+        hp->beta2 = 0.999f;
+        hp->eps = 1e-8f;
+    } else {
+        return lopt_fail(err, LOPT_EUSAGE,
+                         "unknown optimizer '%s' (sgd, momentum, nesterov, rmsprop, adam)",
+                         name);
+    }
+    return LOPT_OK;
+}
+
+/* The range checks torch's constructors make, with their wording. isfinite rejects
+ * NaN, which every `x < 0` comparison would let through. */
+static lopt_status check_hparams(const char *name, const lopt_hparams *hp, lopt_err *err)
+{
+    if (!(hp->lr >= 0.0f) || !isfinite(hp->lr))
+        return lopt_fail(err, LOPT_EUSAGE, "%s: invalid learning rate %g", name, hp->lr);
+    if (!(hp->weight_decay >= 0.0f) || !isfinite(hp->weight_decay))
+        return lopt_fail(err, LOPT_EUSAGE, "%s: invalid weight_decay %g", name,
+                         hp->weight_decay);
+    if (!(hp->momentum >= 0.0f) || !isfinite(hp->momentum))
+        return lopt_fail(err, LOPT_EUSAGE, "%s: invalid momentum %g", name, hp->momentum);
+    if (strcmp(name, "rmsprop") == 0) {
+        if (!(hp->alpha >= 0.0f) || !isfinite(hp->alpha))
+            return lopt_fail(err, LOPT_EUSAGE, "rmsprop: invalid alpha %g", hp->alpha);
+        if (!(hp->eps >= 0.0f) || !isfinite(hp->eps))
+            return lopt_fail(err, LOPT_EUSAGE, "rmsprop: invalid eps %g", hp->eps);
+    } else if (strcmp(name, "adam") == 0) {
+        if (!(hp->beta1 >= 0.0f && hp->beta1 < 1.0f))
+            return lopt_fail(err, LOPT_EUSAGE, "adam: invalid beta1 %g, want [0, 1)",
+                             hp->beta1);
+        if (!(hp->beta2 >= 0.0f && hp->beta2 < 1.0f))
+            return lopt_fail(err, LOPT_EUSAGE, "adam: invalid beta2 %g, want [0, 1)",
+                             hp->beta2);
+        if (!(hp->eps >= 0.0f) || !isfinite(hp->eps))
+            return lopt_fail(err, LOPT_EUSAGE, "adam: invalid eps %g", hp->eps);
+    } else {
+        if (!isfinite(hp->dampening))
+            return lopt_fail(err, LOPT_EUSAGE, "%s: invalid dampening %g", name,
+                             hp->dampening);
+        if (hp->nesterov && (hp->momentum <= 0.0f || hp->dampening != 0.0f))
+            return lopt_fail(err, LOPT_EUSAGE,
+                             "%s: Nesterov momentum requires a momentum and zero dampening",
+                             name);
+        if (strcmp(name, "sgd") != 0 && hp->momentum <= 0.0f)
+            return lopt_fail(err, LOPT_EUSAGE, "%s: needs momentum > 0", name);
+    }
+    return LOPT_OK;
+}
+
+/* sgd, momentum and nesterov are all torch.optim.SGD driven by hp; the name picks the
+ * defaults (lopt_hparams_default), and "nesterov" also forces Nesterov's variant.
+ * hp NULL means the name's defaults. */
+lopt_status lopt_optim_create(lopt_optimizer *o, const char *name,
+                              const lopt_hparams *hp, size_t n, lopt_err *err)
+{
+    memset(o, 0, sizeof *o);
+    lopt_hparams h;
+    lopt_status st = lopt_hparams_default(&h, name, err);
+    if (st != LOPT_OK) return st;
+    if (hp) h = *hp;
+    int kind = 0;   /* 0 sgd family, 1 rmsprop, 2 adam */
+    if (strcmp(name, "nesterov") == 0) h.nesterov = 1;
+    if (strcmp(name, "rmsprop") == 0) kind = 1;
+    if (strcmp(name, "adam") == 0) kind = 2;
+    st = check_hparams(name, &h, err);
+    if (st != LOPT_OK) return st;
+
+    optim_ctx *c = lopt_xcalloc(1, sizeof *c);
+    c->hp = h;
+    /* sgd without momentum needs no state; the others one or two (n) vectors */
+    size_t vecs = kind == 0 ? (h.momentum != 0.0f ? 1 : 0) : 2;
+    if (vecs) {
+        c->m = lopt_floats(vecs * n);
+        if (vecs == 2) c->v = c->m + n;
+    }
+    for (int i = 0; lopt_optim_names[i]; i++)   /* static storage, outlives the caller's */
+        if (strcmp(name, lopt_optim_names[i]) == 0) o->name = lopt_optim_names[i];
+    o->n = n;
+    o->ctx = c;
+    o->step = kind == 0 ? sgd_step : kind == 1 ? rmsprop_step : adam_step;
+    o->reset = optim_reset;
+    o->free = optim_free;
+    return LOPT_OK;
+}

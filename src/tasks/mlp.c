@@ -1,0 +1,158 @@
+/* mlp.c - the `fmnist8-mlp` task: Fashion-MNIST area-averaged to 8x8,
+ * MLP 64 -> 32 -> ReLU -> 10, mean softmax cross-entropy, batch 128, 2,410 params
+ * (DESIGN.md section 3). Flat parameter order as torch's nn.Sequential:
+ * fc1.weight (32,64), fc1.bias (32), fc2.weight (10,32), fc2.bias (10).
+ *
+ * hvp runs forward, backward (keeping every adjoint), then the R-pair:
+ * rforward pushes the direction v through the net, rbackward pulls the tangents of
+ * the adjoints back, and its parameter outputs are H v. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/nn.h"
+#include "tasks/task_impl.h"
+
+enum { MLP_IN = 64, MLP_HID = 32, MLP_OUT = 10, MLP_BATCH = 128 };
+enum { T_W1, T_B1, T_W2, T_B2 };
+
+static const lopt_tensor mlp_tensors[] = {
+    {"fc1.weight", 0, MLP_HID * MLP_IN, MLP_IN},
+    {"fc1.bias", MLP_HID * MLP_IN, MLP_HID, 0},
+    {"fc2.weight", MLP_HID * MLP_IN + MLP_HID, MLP_OUT * MLP_HID, MLP_HID},
+    {"fc2.bias", MLP_HID * MLP_IN + MLP_HID + MLP_OUT * MLP_HID, MLP_OUT, 0},
+};
+#define MLP_N (MLP_HID * MLP_IN + MLP_HID + MLP_OUT * MLP_HID + MLP_OUT)
+
+typedef struct {
+    int cap;                 /* batch capacity of the buffers */
+    float *h;                /* (B,HID) relu(fc1(x)) */
+    float *z, *prob;         /* (B,OUT) logits, softmax */
+    float *dz, *dh, *da;     /* adjoints: logits, h, fc1 pre-activation */
+    float *rh, *rz;          /* tangents */
+    float *rdz, *rdh, *rda;  /* tangents of adjoints */
+    double accuracy;
+    const lopt_fmnist *data;
+} mlp_ctx;
+
+#define P(w, k) ((w) + mlp_tensors[k].offset)
+
+/* forward over the batch; returns the mean loss */
+static double mlp_forward(mlp_ctx *c, const float *w, const lopt_batch *b)
+{
+    int B = b->B, correct = 0;
+    LOPT_ASSERT(B <= c->cap);
+    dense_forward(c->h, b->x, P(w, T_W1), P(w, T_B1), B, MLP_IN, MLP_HID);
+    relu_forward(c->h, c->h, (size_t)B * MLP_HID);
+    dense_forward(c->z, c->h, P(w, T_W2), P(w, T_B2), B, MLP_HID, MLP_OUT);
+    double loss = softmax_xent_forward(c->prob, &correct, c->z, b->y, B, MLP_OUT);
+    c->accuracy = (double)correct / B;
+    return loss;
+}
+
+/* backward; leaves the adjoints dz, dh, da in the context for the R-pair */
+static void mlp_backward(mlp_ctx *c, const float *w, const lopt_batch *b, float *grad)
+{
+    int B = b->B;
+    memset(grad, 0, MLP_N * sizeof(float));
+    memset(c->dz, 0, (size_t)B * MLP_OUT * sizeof(float));
+    memset(c->dh, 0, (size_t)B * MLP_HID * sizeof(float));
+    memset(c->da, 0, (size_t)B * MLP_HID * sizeof(float));
+    softmax_xent_backward(c->dz, c->prob, b->y, B, MLP_OUT);
+    dense_backward(c->dh, P(grad, T_W2), P(grad, T_B2), c->dz, c->h, P(w, T_W2), B,
+                   MLP_HID, MLP_OUT);
+    relu_backward(c->da, c->dh, c->h, (size_t)B * MLP_HID);
+    dense_backward(NULL, P(grad, T_W1), P(grad, T_B1), c->da, b->x, P(w, T_W1), B,
+                   MLP_IN, MLP_HID);
+}
+
+static double mlp_loss_grad(lopt_task *t, const float *w, const lopt_batch *b,
+                            float *grad)
+{
+    mlp_ctx *c = t->ctx;
+    double loss = mlp_forward(c, w, b);
+    if (grad) mlp_backward(c, w, b, grad);
+    return loss;
+}
+
+static double mlp_hvp(lopt_task *t, const float *w, const lopt_batch *b, const float *v,
+                      float *hv, float *grad)
+{
+    mlp_ctx *c = t->ctx;
+    int B = b->B;
+    float gbuf[MLP_N];
+    double loss = mlp_forward(c, w, b);
+    mlp_backward(c, w, b, grad ? grad : gbuf);
+    /* R-forward: the input is data (no tangent) */
+    dense_rforward(c->rh, NULL, b->x, P(w, T_W1), P(v, T_W1), P(v, T_B1), B, MLP_IN,
+                   MLP_HID);
+    relu_rforward(c->rh, c->rh, c->h, (size_t)B * MLP_HID);
+    dense_rforward(c->rz, c->rh, c->h, P(w, T_W2), P(v, T_W2), P(v, T_B2), B, MLP_HID,
+                   MLP_OUT);
+    /* R-backward */
+    memset(hv, 0, MLP_N * sizeof(float));
+    memset(c->rdz, 0, (size_t)B * MLP_OUT * sizeof(float));
+    memset(c->rdh, 0, (size_t)B * MLP_HID * sizeof(float));
+    memset(c->rda, 0, (size_t)B * MLP_HID * sizeof(float));
+    softmax_xent_rbackward(c->rdz, c->prob, c->rz, B, MLP_OUT);
+    dense_rbackward(c->rdh, P(hv, T_W2), P(hv, T_B2), c->rdz, c->dz, c->h, c->rh,
+                    P(w, T_W2), P(v, T_W2), B, MLP_HID, MLP_OUT);
+    relu_rbackward(c->rda, c->rdh, c->h, (size_t)B * MLP_HID);
+    dense_rbackward(NULL, P(hv, T_W1), P(hv, T_B1), c->rda, c->da, b->x, NULL,
+                    P(w, T_W1), P(v, T_W1), B, MLP_IN, MLP_HID);
+    return loss;
+}
+
+static double mlp_accuracy(lopt_task *t) { return ((mlp_ctx *)t->ctx)->accuracy; }
+
+static void mlp_init(lopt_task *t, uint64_t seed, float *w) { lopt_task_init_he(t, seed, w); }
+
+static void mlp_free(lopt_task *t)
+{
+    if (!t || !t->ctx) return;
+    mlp_ctx *c = t->ctx;
+    float *bufs[] = {c->h, c->z, c->prob, c->dz, c->dh, c->da, c->rh, c->rz,
+                     c->rdz, c->rdh, c->rda};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) lopt_free(bufs[i]);
+    task_data_release(c->data);
+    free(c);
+    t->ctx = NULL;
+}
+
+lopt_status task_mlp_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err)
+{
+    const lopt_fmnist *fm;
+    lopt_status st = task_data_acquire(&fm, 8, o->data_dir, err);
+    if (st != LOPT_OK) return st;
+    mlp_ctx *c = lopt_xcalloc(1, sizeof *c);
+    int B = o->batch > 0 ? o->batch : MLP_BATCH;
+    c->cap = B;
+    c->data = fm;
+    size_t bh = (size_t)B * MLP_HID, bo = (size_t)B * MLP_OUT;
+    c->h = lopt_floats(bh);
+    c->dh = lopt_floats(bh);
+    c->da = lopt_floats(bh);
+    c->rh = lopt_floats(bh);
+    c->rdh = lopt_floats(bh);
+    c->rda = lopt_floats(bh);
+    c->z = lopt_floats(bo);
+    c->prob = lopt_floats(bo);
+    c->dz = lopt_floats(bo);
+    c->rz = lopt_floats(bo);
+    c->rdz = lopt_floats(bo);
+    t->name = "fmnist8-mlp";
+    t->n = MLP_N;
+    t->ntensors = 4;
+    t->tensors = mlp_tensors;
+    t->batch = B;
+    t->input = MLP_IN;
+    t->data = fm;
+    t->ctx = c;
+    t->init = mlp_init;
+    t->loss_grad = mlp_loss_grad;
+    t->hvp = mlp_hvp;
+    t->last_accuracy = mlp_accuracy;
+    t->free = mlp_free;
+    LOPT_ASSERT(t->n == 2410);
+    return LOPT_OK;
+}

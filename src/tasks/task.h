@@ -1,0 +1,95 @@
+/* task.h - one interface for every task lopt trains (DESIGN.md section 3):
+ * a model, its loss, its data splits, and the exact Hessian-vector product.
+ *
+ * Standard tasks: quadratic (dim 64), fmnist8-mlp (2,410 parameters),
+ * fmnist-cnn (14,378 parameters). A task object owns its scratch buffers, so one
+ * object serves one thread; create one per thread.
+ */
+#ifndef LOPT_TASK_H
+#define LOPT_TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "data/data.h"
+
+/* A named view into the flat parameter vector (per-tensor features need these). */
+typedef struct {
+    const char *name;
+    size_t offset, size;
+    int fan_in;     /* for N(0, 2/fan_in) initialisation; 0 marks a bias (zeros) */
+} lopt_tensor;
+
+/* One minibatch: examples gathered from a split, or for data-free tasks only a key
+ * for the gradient noise. Allocated by lopt_batch_alloc for a task. */
+typedef struct {
+    int B;            /* examples in this batch (<= capacity) */
+    int capacity;
+    float *x;         /* (B, input size) */
+    int32_t *y;       /* (B) */
+    uint64_t key;     /* noise key (quadratic) */
+    lopt_sampler sampler;   /* cached epoch order of the last (split, seed) */
+    int sampler_split;      /* -1: none yet */
+} lopt_batch;
+
+typedef struct lopt_task lopt_task;
+struct lopt_task {
+    const char *name;
+    size_t n;                     /* parameter count */
+    int ntensors;
+    const lopt_tensor *tensors;   /* (ntensors), in the flat order */
+    int batch;                    /* training batch size */
+    int input;                    /* input size per example (0: no data) */
+    const lopt_fmnist *data;      /* splits, NULL for data-free tasks */
+    void *ctx;
+
+    /* Samples a task instance from seed: the initial parameters w (n), and for
+     * tasks with instance constants (quadratic's a, c) those too. */
+    void (*init)(lopt_task *t, uint64_t seed, float *w);
+    /* Mean loss on the batch; grad (n, overwritten) may be NULL. Non-finite losses
+     * are returned as they are: the caller decides what divergence means. */
+    double (*loss_grad)(lopt_task *t, const float *w, const lopt_batch *b, float *grad);
+    /* hv = H(w) v (n, overwritten) on the batch, exactly (R-operator); grad (may be
+     * NULL) receives the gradient as loss_grad would. Returns the loss. */
+    double (*hvp)(lopt_task *t, const float *w, const lopt_batch *b, const float *v,
+                  float *hv, float *grad);
+    /* Accuracy on the batch (fraction correct, NaN for tasks without labels), of
+     * the last loss_grad/hvp call. */
+    double (*last_accuracy)(lopt_task *t);
+    void (*free)(lopt_task *t);
+};
+
+typedef struct {
+    int batch;             /* 0: the task's default */
+    float grad_noise;      /* quadratic: std of additive gradient noise */
+    const char *data_dir;  /* NULL: $LOPT_FMNIST_DIR or the Debian path */
+} lopt_task_opts;
+
+/* Creates a standard task by name (loads its data). t->free(t) releases it. */
+lopt_status lopt_task_create(lopt_task *t, const char *name, const lopt_task_opts *opts,
+                             lopt_err *err);
+
+typedef struct {
+    const char *name;
+    const char *summary;
+} lopt_task_info;
+extern const lopt_task_info lopt_task_list[];   /* terminated by {NULL, NULL} */
+
+/* Batches: lopt_batch_alloc sizes a batch for the task (capacity examples);
+ * lopt_task_sample fills it with batch number `step` of split for data seed
+ * `seed` (a pure function of its arguments). */
+void lopt_batch_alloc(lopt_batch *b, const lopt_task *t, int capacity);
+void lopt_batch_free(lopt_batch *b);
+void lopt_task_sample(const lopt_task *t, lopt_batch *b, lopt_split split,
+                      uint64_t seed, int64_t step);
+
+/* Mean loss and accuracy over a whole split (in batches of the task's size). */
+void lopt_task_eval(lopt_task *t, const float *w, lopt_split split, double *loss,
+                    double *acc);
+
+/* The initialisation every network task shares: N(0, 2/fan_in) weights, zero
+ * biases, drawn from (seed, LOPT_STREAM_INIT). */
+void lopt_task_init_he(const lopt_task *t, uint64_t seed, float *w);
+
+#endif

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# CLI behaviour (DESIGN.md section 4): exit codes 0 / 1 / 2, one-line messages,
+# --help everywhere, the CSV log, no half-written files.
+set -u
+build=${1:-build}
+lopt="$build/lopt"
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# expect CODE PATTERN -- ARGS...: runs lopt, checks the exit code and that stderr
+# (or stdout for code 0) matches PATTERN
+expect() {
+  local code=$1 pat=$2; shift 3
+  "$lopt" "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  local text
+  if [ "$code" -eq 0 ]; then text=$(cat "$tmp/out"); else text=$(cat "$tmp/err"); fi
+  if [ "$got" -ne "$code" ] || ! grep -qE -- "$pat" <<<"$text"; then
+    echo "FAIL: lopt $* -> exit $got (want $code), output:"; cat "$tmp/err" "$tmp/out" | head -5
+    fail=1
+  else
+    echo "ok   lopt $* -> $got"
+  fi
+}
+
+expect 2 "usage: lopt" -- 
+expect 2 "unknown command" -- frobnicate
+expect 0 "commands:" -- --help
+for c in tasks train bench; do expect 0 "usage: lopt $c" -- "$c" --help; done
+expect 0 "fmnist-cnn" -- tasks
+expect 2 "unknown task 'nope'" -- train --task nope --opt adam --steps 10
+expect 2 "bad value for --steps: 'ten'" -- train --task quadratic --opt adam --steps ten
+expect 2 "bad value for --lr" -- train --task quadratic --opt adam --steps 10 --lr 1e-3x
+expect 2 "missing value for --task" -- train --opt adam --steps 10 --task
+expect 2 "missing --steps" -- train --task quadratic --opt adam
+expect 2 "unknown option '--stpes'" -- train --task quadratic --opt adam --stpes 10
+expect 2 "unknown optimizer" -- train --task quadratic --opt adamw --steps 10
+expect 2 "must be positive" -- train --task quadratic --opt adam --steps 0
+expect 2 "usage: lopt train" -- train --task quadratic --opt adam --steps -5
+# a missing dataset names the Debian package, exit 1
+LOPT_FMNIST_DIR="$tmp/none" expect 1 "dataset-fashion-mnist" -- train --task fmnist8-mlp --opt adam --steps 5
+
+# a real run writes the CSV with the documented header, atomically
+expect 0 "final train_loss" -- train --task fmnist8-mlp --opt adam --steps 50 --eval-every 10 --log "$tmp/log.csv"
+if [ "$(head -1 "$tmp/log.csv")" != "step,train_loss,valid_loss,time_s" ] || [ "$(wc -l <"$tmp/log.csv")" -ne 7 ]; then
+  echo "FAIL: CSV log header/rows wrong:"; cat "$tmp/log.csv"; fail=1
+else echo "ok   CSV log has header and 6 rows"; fi
+ls "$tmp" | grep -q "\.tmp\." && { echo "FAIL: temp file left behind"; fail=1; }
+# the quadratic needs no data and its loss falls
+"$lopt" train --task quadratic --opt adam --lr 0.1 --steps 200 --log "$tmp/q.csv" >/dev/null 2>&1
+first=$(sed -n 2p "$tmp/q.csv" | cut -d, -f3); last=$(tail -1 "$tmp/q.csv" | cut -d, -f3)
+if awk "BEGIN{exit !($last < 0.1 * $first)}"; then echo "ok   quadratic loss $first -> $last"
+else echo "FAIL: quadratic loss did not fall: $first -> $last"; fail=1; fi
+# an unwritable log path is a runtime failure with a reason
+expect 1 "cannot write" -- train --task quadratic --opt sgd --steps 5 --log "$tmp/no/such/dir/x.csv"
+exit $fail

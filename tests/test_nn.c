@@ -1,0 +1,855 @@
+/* test_nn.c - every layer of src/nn against finite differences.
+ *
+ * Each layer is wrapped as a map theta -> y, where theta holds the differentiated
+ * inputs and parameters flat (x, W, b; an input that is data is left out and its
+ * adjoint pointer passed as NULL), and closed with a quadratic head
+ *     J(theta) = sum_i c_i y_i + 0.5 q_i y_i^2          (c, q fixed, random)
+ * so dJ/dy = c + q y and R{dJ/dy} = q ry: the Hessian is non-trivial even for linear
+ * layers, and for bilinear ones (dense, conv) the direction mixes rx with rW, which
+ * exercises the cross terms (dy rW, dy^T rx) of the R-backward. The loss layer is
+ * its own head (J = the loss). For each layer:
+ *   grad   backward vs central differences of J in double, coordinate by coordinate,
+ *          reported per segment (input, weight, bias);
+ *   hvp    rforward + rbackward vs (grad(theta + e v) - grad(theta - e v)) / 2e for
+ *          a random joint direction v (input and parameter tangents together);
+ *   sym    u^T (H v) = v^T (H u).
+ * The buffers a kernel must overwrite are pre-filled with NaN and the ones it must
+ * accumulate into with a known pattern (subtracted afterwards), so a kernel that
+ * reads its output or assigns instead of adding fails.
+ *
+ * Kinks: ReLU and max-pool inputs are a random permutation of a grid with spacing
+ * GRID (half-integer multiples, so |x| >= GRID/2 and window entries differ by at
+ * least GRID). The largest finite-difference displacement is EPS * max|v| < 5e-3,
+ * far below GRID/2 = 2.5e-2, so no step crosses a kink or changes an argmax.
+ *
+ * Conv is checked on the fast path (3x3 / pad 1 / stride 1) and the general one
+ * (5x5 pad 2 stride 2; 3x3 pad 0 on a non-square input; 1x1; a 2x3 kernel), with
+ * C = 1 and a data input (dx = NULL); the forward is compared with a naive direct
+ * convolution, and the fmnist-cnn sizes get dot-product (adjoint) tests of dx, dW
+ * and db, which would catch a col2im/im2col mismatch FD on tiny shapes misses. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/core.h"
+#include "nn/nn.h"
+
+#define SEED 20240611u
+#define EPS 1e-3     /* finite-difference step (theta is O(1)) */
+#define GRID 0.05    /* spacing of kink-free inputs */
+#define RTOL 5e-3    /* relative tolerance of FD comparisons */
+#define ATOL 5e-4    /* absolute tolerance, times the largest |want| of the check */
+
+static uint64_t rng_next = 0;   /* draws used so far: no two buffers share noise */
+
+static void fill_normal(float *x, size_t n, float std)
+{
+    lopt_rng_fill_normal(x, n, std, SEED, LOPT_STREAM_TEST, rng_next);
+    rng_next += n;
+}
+
+static void fill_nan(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+/* x = a random permutation of (k + 1/2 - floor(n/2)) GRID, k = 0..n-1 */
+static void fill_grid(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(((double)i - (double)(n / 2) + 0.5) * GRID);
+    for (size_t i = n; i > 1; i--) {
+        size_t j = lopt_rng_u64(SEED, LOPT_STREAM_TEST + 1, rng_next++) % i;
+        float t = x[i - 1];
+        x[i - 1] = x[j];
+        x[j] = t;
+    }
+}
+
+static double max_abs(const double *a, size_t n)
+{
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+/* ---- a layer as theta -> y ---------------------------------------------------------- */
+
+typedef struct lcase lcase;
+struct lcase {
+    char name[64];
+    size_t n;              /* theta */
+    size_t ny;             /* y */
+    int nseg;
+    const char *seg[3];
+    size_t off[4];         /* segment k is theta[off[k], off[k+1]) */
+    int loss_head;         /* y is the loss itself: J = loss, dy = 1, rdy = 0 */
+    double loss;           /* set by fwd when loss_head, in double */
+    double eps;            /* finite-difference step; 0 means EPS */
+    void (*fwd)(lcase *L, const float *th, float *y);
+    void (*bwd)(lcase *L, const float *th, const float *dy, float *g);
+    void (*rfwd)(lcase *L, const float *th, const float *v, float *ry);
+    void (*rbwd)(lcase *L, const float *th, const float *v, const float *dy,
+                 const float *rdy, float *hv);
+    void *ctx;
+};
+
+typedef struct {
+    lcase *L;
+    float *c, *q;            /* (ny) head coefficients */
+    float *y, *dy, *ry, *rdy;   /* (ny) */
+    float *acc;              /* (n) accumulation target */
+    float *pat;              /* (n) pattern the accumulation target starts from */
+} driver;
+
+static void driver_init(driver *d, lcase *L)
+{
+    d->L = L;
+    d->c = lopt_floats(L->ny);
+    d->q = lopt_floats(L->ny);
+    d->y = lopt_floats(L->ny);
+    d->dy = lopt_floats(L->ny);
+    d->ry = lopt_floats(L->ny);
+    d->rdy = lopt_floats(L->ny);
+    d->acc = lopt_floats(L->n);
+    d->pat = lopt_floats(L->n);
+    if (L->loss_head) {
+        d->c[0] = 1.0f;   /* q = 0 */
+    } else {
+        fill_normal(d->c, L->ny, 1.0f);
+        fill_normal(d->q, L->ny, 1.0f);
+    }
+    for (size_t i = 0; i < L->n; i++) d->pat[i] = (float)(0.25 * sin(1.0 + (double)i));
+}
+
+static void driver_free(driver *d)
+{
+    lopt_free(d->c);
+    lopt_free(d->q);
+    lopt_free(d->y);
+    lopt_free(d->dy);
+    lopt_free(d->ry);
+    lopt_free(d->rdy);
+    lopt_free(d->acc);
+    lopt_free(d->pat);
+}
+
+static double objective(driver *d, const float *th)
+{
+    lcase *L = d->L;
+    fill_nan(d->y, L->ny);
+    L->fwd(L, th, d->y);
+    if (L->loss_head) return L->loss;
+    double J = 0.0;
+    for (size_t i = 0; i < L->ny; i++)
+        J += (double)d->c[i] * d->y[i] + 0.5 * (double)d->q[i] * d->y[i] * d->y[i];
+    return J;
+}
+
+/* g (n) = dJ/dtheta by backward, accumulated onto the pattern then read back */
+static void gradient(driver *d, const float *th, double *g)
+{
+    lcase *L = d->L;
+    objective(d, th);
+    for (size_t i = 0; i < L->ny; i++) d->dy[i] = d->c[i] + d->q[i] * d->y[i];
+    memcpy(d->acc, d->pat, L->n * sizeof(float));
+    L->bwd(L, th, d->dy, d->acc);
+    for (size_t i = 0; i < L->n; i++) g[i] = (double)d->acc[i] - d->pat[i];
+}
+
+/* hv (n) = H v by forward, backward, rforward, rbackward */
+static void hvp(driver *d, const float *th, const float *v, double *hv)
+{
+    lcase *L = d->L;
+    double *g = malloc(L->n * sizeof(double));
+    gradient(d, th, g);
+    free(g);
+    fill_nan(d->ry, L->ny);
+    L->rfwd(L, th, v, d->ry);
+    for (size_t i = 0; i < L->ny; i++) d->rdy[i] = d->q[i] * d->ry[i];
+    memcpy(d->acc, d->pat, L->n * sizeof(float));
+    L->rbwd(L, th, v, d->dy, d->rdy, d->acc);
+    for (size_t i = 0; i < L->n; i++) hv[i] = (double)d->acc[i] - d->pat[i];
+}
+
+static void check_segments(const lcase *L, const char *what, const double *got,
+                           const double *want)
+{
+    double scale = max_abs(want, L->n);
+    for (int k = 0; k < L->nseg; k++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s %s %s", L->name, what, L->seg[k]);
+        size_t a = L->off[k], n = L->off[k + 1] - a;
+        check_close(name, got + a, want + a, n, RTOL, ATOL * scale + 1e-9);
+    }
+}
+
+/* grad, hvp and symmetry checks of one layer at the point th (L->n) */
+static void check_layer(lcase *L, const float *th)
+{
+    driver d;
+    driver_init(&d, L);
+    size_t n = L->n;
+    float *tp = lopt_floats(n), *tm = lopt_floats(n), *u = lopt_floats(n),
+          *v = lopt_floats(n);
+    double *got = calloc(n, sizeof(double)), *want = calloc(n, sizeof(double)),
+           *gp = calloc(n, sizeof(double)), *gm = calloc(n, sizeof(double)),
+           *hu = calloc(n, sizeof(double));
+
+    const float e = (float)(L->eps > 0 ? L->eps : EPS);
+
+    /* gradient vs central differences, one coordinate at a time */
+    gradient(&d, th, got);
+    memcpy(tp, th, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float t = th[i];
+        tp[i] = t + e;
+        double jp = objective(&d, tp);
+        tp[i] = t - e;
+        double jm = objective(&d, tp);
+        want[i] = (jp - jm) / ((double)(t + e) - (double)(t - e));
+        tp[i] = t;
+    }
+    check_segments(L, "grad", got, want);
+
+    /* H v vs central differences of the gradient along v */
+    fill_normal(v, n, 1.0f);
+    fill_normal(u, n, 1.0f);
+    for (size_t i = 0; i < n; i++) {
+        tp[i] = th[i] + e * v[i];
+        tm[i] = th[i] - e * v[i];
+    }
+    gradient(&d, tp, gp);
+    gradient(&d, tm, gm);
+    for (size_t i = 0; i < n; i++) want[i] = (gp[i] - gm[i]) / (2.0 * (double)e);
+    hvp(&d, th, v, got);
+    check_segments(L, "hvp", got, want);
+
+    /* R{y} vs central differences of the output along v (an R-forward error can
+     * cancel out of H v, e.g. a ReLU mask applied again by the R-backward) */
+    if (!L->loss_head) {
+        size_t ny = L->ny;
+        double *ryg = calloc(ny, sizeof(double)), *ryw = calloc(ny, sizeof(double));
+        for (size_t i = 0; i < ny; i++) ryg[i] = d.ry[i];
+        objective(&d, tp);
+        for (size_t i = 0; i < ny; i++) ryw[i] = d.y[i];
+        objective(&d, tm);
+        for (size_t i = 0; i < ny; i++) ryw[i] = (ryw[i] - d.y[i]) / (2.0 * (double)e);
+        char name[128];
+        snprintf(name, sizeof name, "%s rforward", L->name);
+        check_close(name, ryg, ryw, ny, RTOL, ATOL * max_abs(ryw, ny) + 1e-9);
+        free(ryg);
+        free(ryw);
+    }
+
+    /* symmetry: u^T H v = v^T H u */
+    hvp(&d, th, u, hu);
+    double a = 0.0, b = 0.0, mag = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        a += (double)u[i] * got[i];
+        b += (double)v[i] * hu[i];
+        mag += fabs((double)u[i] * got[i]) + fabs((double)v[i] * hu[i]);
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%s sym uHv=vHu", L->name);
+    check_close(name, &a, &b, 1, 1e-5, 1e-5 * mag);
+
+    lopt_free(tp);
+    lopt_free(tm);
+    lopt_free(u);
+    lopt_free(v);
+    free(got);
+    free(want);
+    free(gp);
+    free(gm);
+    free(hu);
+    driver_free(&d);
+}
+
+/* weights ~ N(0, 1/fan_in) as at initialisation, so outputs stay O(1) and the
+ * float rounding of y does not swamp the finite differences */
+static void scale_weights(const lcase *L, float *th, int fan_in)
+{
+    float f = (float)(1.0 / sqrt((double)fan_in));
+    for (size_t i = L->off[L->nseg - 2]; i < L->off[L->nseg - 1]; i++) th[i] *= f;
+}
+
+/* ---- dense ------------------------------------------------------------------------- */
+
+typedef struct {
+    int B, I, O;
+    const float *x;   /* (B,I) when the input is data, else NULL */
+} dense_ctx;
+
+#define DENSE_X(L, th) (((dense_ctx *)(L)->ctx)->x ? ((dense_ctx *)(L)->ctx)->x : (th))
+
+static void dense_fwd(lcase *L, const float *th, float *y)
+{
+    dense_ctx *c = L->ctx;
+    dense_forward(y, DENSE_X(L, th), th + L->off[L->nseg - 2], th + L->off[L->nseg - 1],
+                  c->B, c->I, c->O);
+}
+
+static void dense_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    dense_ctx *c = L->ctx;
+    dense_backward(c->x ? NULL : g, g + L->off[L->nseg - 2], g + L->off[L->nseg - 1], dy,
+                   DENSE_X(L, th), th + L->off[L->nseg - 2], c->B, c->I, c->O);
+}
+
+static void dense_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    dense_ctx *c = L->ctx;
+    dense_rforward(ry, c->x ? NULL : v, DENSE_X(L, th), th + L->off[L->nseg - 2],
+                   v + L->off[L->nseg - 2], v + L->off[L->nseg - 1], c->B, c->I, c->O);
+}
+
+static void dense_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                       const float *rdy, float *hv)
+{
+    dense_ctx *c = L->ctx;
+    dense_rbackward(c->x ? NULL : hv, hv + L->off[L->nseg - 2], hv + L->off[L->nseg - 1],
+                    rdy, dy, DENSE_X(L, th), c->x ? NULL : v, th + L->off[L->nseg - 2],
+                    v + L->off[L->nseg - 2], c->B, c->I, c->O);
+}
+
+static void test_dense(int data_input)
+{
+    dense_ctx c = {3, 4, 5, NULL};
+    float xdata[3 * 4];
+    lcase L = {.fwd = dense_fwd, .bwd = dense_bwd, .rfwd = dense_rfwd,
+               .rbwd = dense_rbwd, .ctx = &c, .ny = (size_t)c.B * c.O};
+    size_t nx = (size_t)c.B * c.I, nw = (size_t)c.O * c.I;
+    int k = 0;
+    L.off[0] = 0;
+    if (data_input) {
+        fill_normal(xdata, nx, 1.0f);
+        c.x = xdata;
+    } else {
+        L.seg[k] = "x";
+        L.off[k + 1] = L.off[k] + nx;
+        k++;
+    }
+    L.seg[k] = "W";
+    L.off[k + 1] = L.off[k] + nw;
+    k++;
+    L.seg[k] = "b";
+    L.off[k + 1] = L.off[k] + (size_t)c.O;
+    k++;
+    L.nseg = k;
+    L.n = L.off[k];
+    snprintf(L.name, sizeof L.name, "dense%s", data_input ? "(data x)" : "");
+    float *th = lopt_floats(L.n);
+    fill_normal(th, L.n, 1.0f);
+    scale_weights(&L, th, c.I);
+    check_layer(&L, th);
+    lopt_free(th);
+}
+
+/* ---- conv2d ---------------------------------------------------------------------------- */
+
+typedef struct {
+    conv_shape s;
+    const float *x;                /* (C,B,H,W) data input, or NULL */
+    float *col, *rcol, *scratch;   /* (C*KH*KW, B*OH*OW) */
+} conv_ctx;
+
+static const float *conv_x(lcase *L, const float *th)
+{
+    conv_ctx *c = L->ctx;
+    return c->x ? c->x : th;
+}
+
+static const float *conv_w(lcase *L, const float *t) { return t + L->off[L->nseg - 2]; }
+static float *conv_wm(lcase *L, float *t) { return t + L->off[L->nseg - 2]; }
+static const float *conv_b(lcase *L, const float *t) { return t + L->off[L->nseg - 1]; }
+static float *conv_bm(lcase *L, float *t) { return t + L->off[L->nseg - 1]; }
+
+static void conv_fwd(lcase *L, const float *th, float *y)
+{
+    conv_ctx *c = L->ctx;
+    fill_nan(c->col, conv_col_floats(&c->s));
+    conv2d_forward(y, c->col, conv_x(L, th), conv_w(L, th), conv_b(L, th), &c->s);
+}
+
+static void conv_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    conv_ctx *c = L->ctx;
+    fill_nan(c->scratch, conv_col_floats(&c->s));
+    conv2d_backward(c->x ? NULL : g, conv_wm(L, g), conv_bm(L, g), dy, c->col,
+                    conv_w(L, th), &c->s, c->scratch);
+}
+
+static void conv_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    conv_ctx *c = L->ctx;
+    fill_nan(c->rcol, conv_col_floats(&c->s));
+    conv2d_rforward(ry, c->x ? NULL : c->rcol, c->x ? NULL : v, c->col, conv_w(L, th),
+                    conv_w(L, v), conv_b(L, v), &c->s);
+}
+
+static void conv_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                      const float *rdy, float *hv)
+{
+    conv_ctx *c = L->ctx;
+    fill_nan(c->scratch, conv_col_floats(&c->s));
+    conv2d_rbackward(c->x ? NULL : hv, conv_wm(L, hv), conv_bm(L, hv), rdy, dy, c->col,
+                     c->x ? NULL : c->rcol, conv_w(L, th), conv_w(L, v), &c->s,
+                     c->scratch);
+}
+
+static void test_conv(const char *tag, conv_shape s, int data_input)
+{
+    conv_ctx c = {s, NULL, NULL, NULL, NULL};
+    size_t ncol = conv_col_floats(&s);
+    size_t nx = (size_t)s.C * s.B * s.H * s.W, nw = (size_t)s.O * s.C * s.KH * s.KW;
+    float *xdata = lopt_floats(nx);
+    c.col = lopt_floats(ncol);
+    c.rcol = lopt_floats(ncol);
+    c.scratch = lopt_floats(ncol);
+    lcase L = {.fwd = conv_fwd, .bwd = conv_bwd, .rfwd = conv_rfwd, .rbwd = conv_rbwd,
+               .ctx = &c, .ny = (size_t)s.O * s.B * s.OH * s.OW};
+    int k = 0;
+    if (data_input) {
+        fill_normal(xdata, nx, 1.0f);
+        c.x = xdata;
+    } else {
+        L.seg[k] = "x";
+        L.off[k + 1] = L.off[k] + nx;
+        k++;
+    }
+    L.seg[k] = "W";
+    L.off[k + 1] = L.off[k] + nw;
+    k++;
+    L.seg[k] = "b";
+    L.off[k + 1] = L.off[k] + (size_t)s.O;
+    k++;
+    L.nseg = k;
+    L.n = L.off[k];
+    snprintf(L.name, sizeof L.name, "conv %s", tag);
+    float *th = lopt_floats(L.n);
+    fill_normal(th, L.n, 1.0f);
+    scale_weights(&L, th, s.C * s.KH * s.KW);
+    check_layer(&L, th);
+    lopt_free(th);
+    lopt_free(xdata);
+    lopt_free(c.col);
+    lopt_free(c.rcol);
+    lopt_free(c.scratch);
+}
+
+/* y (O,B,OH,OW) by the definition of cross-correlation, in double */
+static void conv_naive(double *y, const float *x, const float *W, const float *b,
+                       const conv_shape *s)
+{
+    for (int o = 0; o < s->O; o++)
+        for (int bb = 0; bb < s->B; bb++)
+            for (int oh = 0; oh < s->OH; oh++)
+                for (int ow = 0; ow < s->OW; ow++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int c = 0; c < s->C; c++)
+                        for (int kh = 0; kh < s->KH; kh++)
+                            for (int kw = 0; kw < s->KW; kw++) {
+                                int ih = oh * s->stride - s->pad + kh;
+                                int iw = ow * s->stride - s->pad + kw;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                acc += (double)W[((o * s->C + c) * s->KH + kh) * s->KW + kw] *
+                                       x[(((size_t)c * s->B + bb) * s->H + ih) * s->W + iw];
+                            }
+                    y[(((size_t)o * s->B + bb) * s->OH + oh) * s->OW + ow] = acc;
+                }
+}
+
+/* forward vs the naive convolution, then the adjoint identities of backward:
+ *   <dy, conv(rx; W, 0)> = <dx, rx>,  <dy, conv(x; rW, 0)> = <dW, rW>,
+ *   sum dy[o,:] = db[o] */
+static void test_conv_reference(const char *tag, conv_shape s)
+{
+    size_t ncol = conv_col_floats(&s);
+    size_t nx = (size_t)s.C * s.B * s.H * s.W, nw = (size_t)s.O * s.C * s.KH * s.KW;
+    size_t ny = (size_t)s.O * s.B * s.OH * s.OW;
+    float *x = lopt_floats(nx), *rx = lopt_floats(nx), *dx = lopt_floats(nx);
+    float *W = lopt_floats(nw), *rW = lopt_floats(nw), *dW = lopt_floats(nw);
+    float *b = lopt_floats(s.O), *db = lopt_floats(s.O);
+    float *y = lopt_floats(ny), *dy = lopt_floats(ny);
+    float *col = lopt_floats(ncol), *scratch = lopt_floats(ncol);
+    double *want = calloc(ny, sizeof(double)), *got = calloc(ny, sizeof(double));
+    fill_normal(x, nx, 1.0f);
+    fill_normal(rx, nx, 1.0f);
+    fill_normal(W, nw, 0.3f);
+    fill_normal(rW, nw, 0.3f);
+    fill_normal(b, s.O, 1.0f);
+    fill_normal(dy, ny, 1.0f);
+    char name[128];
+
+    fill_nan(col, ncol);
+    conv2d_forward(y, col, x, W, b, &s);
+    conv_naive(want, x, W, b, &s);
+    for (size_t i = 0; i < ny; i++) got[i] = y[i];
+    snprintf(name, sizeof name, "conv %s forward vs naive", tag);
+    check_close(name, got, want, ny, 1e-5, 1e-5);
+
+    fill_nan(scratch, ncol);
+    conv2d_backward(dx, dW, db, dy, col, W, &s, scratch);
+    double lhs[3], rhs[3], mag = 0.0;
+    conv_naive(want, rx, W, NULL, &s);
+    lhs[0] = 0.0;
+    for (size_t i = 0; i < ny; i++) lhs[0] += (double)dy[i] * want[i];
+    rhs[0] = 0.0;
+    for (size_t i = 0; i < nx; i++) {
+        rhs[0] += (double)dx[i] * rx[i];
+        mag += fabs((double)dx[i] * rx[i]);
+    }
+    conv_naive(want, x, rW, NULL, &s);
+    lhs[1] = 0.0;
+    for (size_t i = 0; i < ny; i++) lhs[1] += (double)dy[i] * want[i];
+    rhs[1] = 0.0;
+    for (size_t i = 0; i < nw; i++) {
+        rhs[1] += (double)dW[i] * rW[i];
+        mag += fabs((double)dW[i] * rW[i]);
+    }
+    lhs[2] = rhs[2] = 0.0;
+    size_t per = ny / s.O;
+    for (int o = 0; o < s.O; o++) {
+        double sum = 0.0;
+        for (size_t j = 0; j < per; j++) sum += dy[o * per + j];
+        lhs[2] += sum * (o + 1);
+        rhs[2] += (double)db[o] * (o + 1);
+    }
+    snprintf(name, sizeof name, "conv %s backward adjoint dx,dW,db", tag);
+    check_close(name, rhs, lhs, 3, 1e-5, 1e-6 * mag + 1e-4);
+
+    lopt_free(x);
+    lopt_free(rx);
+    lopt_free(dx);
+    lopt_free(W);
+    lopt_free(rW);
+    lopt_free(dW);
+    lopt_free(b);
+    lopt_free(db);
+    lopt_free(y);
+    lopt_free(dy);
+    lopt_free(col);
+    lopt_free(scratch);
+    free(want);
+    free(got);
+}
+
+/* ---- max-pool, global average pool --------------------------------------------------- */
+
+typedef struct {
+    int P, H, W, k;
+    int32_t *argmax;   /* (P,OH,OW) */
+} pool_ctx;
+
+static void pool_fwd(lcase *L, const float *th, float *y)
+{
+    pool_ctx *c = L->ctx;
+    maxpool_forward(y, c->argmax, th, c->P, c->H, c->W, c->k);
+}
+
+static void pool_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    pool_ctx *c = L->ctx;
+    maxpool_backward(g, dy, c->argmax, c->P, c->H, c->W, c->k);
+}
+
+static void pool_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    pool_ctx *c = L->ctx;
+    maxpool_rforward(ry, v, c->argmax, c->P, c->H, c->W, c->k);
+}
+
+static void pool_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                      const float *rdy, float *hv)
+{
+    pool_ctx *c = L->ctx;
+    maxpool_rbackward(hv, rdy, c->argmax, c->P, c->H, c->W, c->k);
+}
+
+static void test_maxpool(int P, int H, int W, int k)
+{
+    int OH = H / k, OW = W / k;
+    size_t n = (size_t)P * H * W, ny = (size_t)P * OH * OW;
+    pool_ctx c = {P, H, W, k, calloc(ny, sizeof(int32_t))};
+    lcase L = {.n = n, .ny = ny, .nseg = 1, .seg = {"x"}, .off = {0, n},
+               .fwd = pool_fwd, .bwd = pool_bwd, .rfwd = pool_rfwd, .rbwd = pool_rbwd,
+               .ctx = &c};
+    snprintf(L.name, sizeof L.name, "maxpool k%d %dx%d", k, H, W);
+    float *x = lopt_floats(n), *y = lopt_floats(ny);
+    fill_grid(x, n);
+
+    /* forward vs the definition, floor division dropping the ragged edge */
+    maxpool_forward(y, c.argmax, x, P, H, W, k);
+    int bad = 0;
+    for (int p = 0; p < P; p++)
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++) {
+                const float *xp = x + (size_t)p * H * W;
+                int at = oh * k * W + ow * k;
+                for (int i = 0; i < k; i++)
+                    for (int j = 0; j < k; j++)
+                        if (xp[(oh * k + i) * W + ow * k + j] > xp[at])
+                            at = (oh * k + i) * W + ow * k + j;
+                size_t o = ((size_t)p * OH + oh) * OW + ow;
+                bad += c.argmax[o] != at || y[o] != xp[at];
+            }
+    CHECK(bad == 0, "%s forward: %d windows wrong", L.name, bad);
+
+    check_layer(&L, x);
+    lopt_free(x);
+    lopt_free(y);
+    free(c.argmax);
+}
+
+typedef struct { int C, B, HW; } gap_ctx;
+
+static void gap_fwd(lcase *L, const float *th, float *y)
+{
+    gap_ctx *c = L->ctx;
+    gap_forward(y, th, c->C, c->B, c->HW);
+}
+
+static void gap_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    gap_ctx *c = L->ctx;
+    gap_backward(g, dy, c->C, c->B, c->HW);
+}
+
+static void gap_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    gap_ctx *c = L->ctx;
+    gap_forward(ry, v, c->C, c->B, c->HW);
+}
+
+static void gap_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                     const float *rdy, float *hv)
+{
+    gap_ctx *c = L->ctx;
+    gap_backward(hv, rdy, c->C, c->B, c->HW);
+}
+
+static void test_gap(void)
+{
+    gap_ctx c = {3, 2, 5};
+    size_t n = (size_t)c.C * c.B * c.HW;
+    lcase L = {.name = "gap", .n = n, .ny = (size_t)c.B * c.C, .nseg = 1, .seg = {"x"},
+               .off = {0, n}, .fwd = gap_fwd, .bwd = gap_bwd, .rfwd = gap_rfwd,
+               .rbwd = gap_rbwd, .ctx = &c};
+    float *x = lopt_floats(n), y[6];
+    fill_normal(x, n, 1.0f);
+    gap_forward(y, x, c.C, c.B, c.HW);
+    double got[6], want[6];
+    for (int b = 0; b < c.B; b++)
+        for (int ch = 0; ch < c.C; ch++) {
+            double s = 0.0;
+            for (int i = 0; i < c.HW; i++) s += x[((size_t)ch * c.B + b) * c.HW + i];
+            want[b * c.C + ch] = s / c.HW;
+            got[b * c.C + ch] = y[b * c.C + ch];
+        }
+    check_close("gap forward (B,C) layout", got, want, 6, 1e-6, 1e-7);
+    check_layer(&L, x);
+    lopt_free(x);
+}
+
+/* ---- elementwise ---------------------------------------------------------------------- */
+
+typedef struct {
+    size_t n;
+    float *y, *ry;   /* (n) cached forward output and tangent */
+} act_ctx;
+
+static void relu_fwd(lcase *L, const float *th, float *y)
+{
+    act_ctx *c = L->ctx;
+    relu_forward(y, th, c->n);
+    memcpy(c->y, y, c->n * sizeof(float));
+}
+
+static void relu_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    act_ctx *c = L->ctx;
+    relu_backward(g, dy, c->y, c->n);
+}
+
+static void relu_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    act_ctx *c = L->ctx;
+    relu_rforward(ry, v, c->y, c->n);
+}
+
+static void relu_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                      const float *rdy, float *hv)
+{
+    act_ctx *c = L->ctx;
+    relu_rbackward(hv, rdy, c->y, c->n);
+}
+
+static void tanh_fwd(lcase *L, const float *th, float *y)
+{
+    act_ctx *c = L->ctx;
+    tanh_forward(y, th, c->n);
+    memcpy(c->y, y, c->n * sizeof(float));
+}
+
+static void tanh_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    act_ctx *c = L->ctx;
+    tanh_backward(g, dy, c->y, c->n);
+}
+
+static void tanh_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    act_ctx *c = L->ctx;
+    tanh_rforward(ry, v, c->y, c->n);
+    memcpy(c->ry, ry, c->n * sizeof(float));
+}
+
+static void tanh_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                      const float *rdy, float *hv)
+{
+    act_ctx *c = L->ctx;
+    tanh_rbackward(hv, rdy, dy, c->y, c->ry, c->n);
+}
+
+static void test_act(int is_tanh)
+{
+    size_t n = 40;
+    act_ctx c = {n, lopt_floats(n), lopt_floats(n)};
+    lcase L = {.n = n, .ny = n, .nseg = 1, .seg = {"x"}, .off = {0, n}, .ctx = &c};
+    float *x = lopt_floats(n), *y = lopt_floats(n), *z = lopt_floats(n);
+    if (is_tanh) {
+        snprintf(L.name, sizeof L.name, "tanh");
+        L.fwd = tanh_fwd, L.bwd = tanh_bwd, L.rfwd = tanh_rfwd, L.rbwd = tanh_rbwd;
+        fill_normal(x, n, 1.0f);
+    } else {
+        snprintf(L.name, sizeof L.name, "relu");
+        L.fwd = relu_fwd, L.bwd = relu_bwd, L.rfwd = relu_rfwd, L.rbwd = relu_rbwd;
+        fill_grid(x, n);
+    }
+    /* forward, and forward in place (y == x), as the tasks call it */
+    int bad = 0;
+    memcpy(z, x, n * sizeof(float));
+    if (is_tanh) {
+        tanh_forward(y, x, n);
+        tanh_forward(z, z, n);
+        for (size_t i = 0; i < n; i++) bad += fabs(y[i] - tanh((double)x[i])) > 1e-6;
+    } else {
+        relu_forward(y, x, n);
+        relu_forward(z, z, n);
+        for (size_t i = 0; i < n; i++) bad += y[i] != (x[i] > 0 ? x[i] : 0.0f);
+    }
+    for (size_t i = 0; i < n; i++) bad += y[i] != z[i];
+    CHECK(bad == 0, "%s forward (and in place): %d wrong", L.name, bad);
+    check_layer(&L, x);
+    lopt_free(x);
+    lopt_free(y);
+    lopt_free(z);
+    lopt_free(c.y);
+    lopt_free(c.ry);
+}
+
+/* ---- softmax cross-entropy -------------------------------------------------------------- */
+
+typedef struct {
+    int B, K;
+    const int32_t *labels;
+    float *prob;   /* (B,K) */
+} xent_ctx;
+
+static void xent_fwd(lcase *L, const float *th, float *y)
+{
+    xent_ctx *c = L->ctx;
+    L->loss = softmax_xent_forward(c->prob, NULL, th, c->labels, c->B, c->K);
+    y[0] = (float)L->loss;
+}
+
+static void xent_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    xent_ctx *c = L->ctx;
+    softmax_xent_backward(g, c->prob, c->labels, c->B, c->K);   /* dy = 1 */
+}
+
+static void xent_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    ry[0] = 0.0f;   /* the loss tangent is never used: its head has q = 0 */
+}
+
+static void xent_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                      const float *rdy, float *hv)
+{
+    xent_ctx *c = L->ctx;
+    softmax_xent_rbackward(hv, c->prob, v, c->B, c->K);   /* rz = v */
+}
+
+static void test_xent(void)
+{
+    enum { B = 4, K = 5 };
+    int32_t labels[B] = {2, 0, 4, 2};
+    float prob[B * K], z[B * K];
+    xent_ctx c = {B, K, labels, prob};
+    lcase L = {.name = "softmax-xent", .n = B * K, .ny = 1, .nseg = 1, .seg = {"z"},
+               .off = {0, B * K}, .loss_head = 1, .fwd = xent_fwd, .bwd = xent_bwd,
+               .rfwd = xent_rfwd, .rbwd = xent_rbwd, .ctx = &c, .eps = 1e-2};
+    fill_normal(z, B * K, 2.0f);
+    z[1 * K + 0] = 9.0f;   /* row 1 is surely right, row 2 surely wrong */
+    z[2 * K + 1] = 9.0f;
+
+    int correct = -1, want_correct = 0;
+    double loss = softmax_xent_forward(prob, &correct, z, labels, B, K), want = 0.0;
+    double pgot[B * K], pwant[B * K];
+    for (int b = 0; b < B; b++) {
+        double s = 0.0;
+        int arg = 0;
+        for (int k = 0; k < K; k++) {
+            s += exp((double)z[b * K + k]);
+            if (z[b * K + k] > z[b * K + arg]) arg = k;
+        }
+        for (int k = 0; k < K; k++) {
+            pwant[b * K + k] = exp((double)z[b * K + k]) / s;
+            pgot[b * K + k] = prob[b * K + k];
+        }
+        want += (log(s) - z[b * K + labels[b]]) / B;
+        want_correct += arg == labels[b];
+    }
+    check_close("softmax-xent loss", &loss, &want, 1, 1e-12, 1e-12);
+    check_close("softmax-xent prob", pgot, pwant, B * K, 1e-6, 1e-7);
+    CHECK(correct == want_correct, "softmax-xent correct: got %d want %d", correct,
+          want_correct);
+    check_layer(&L, z);
+}
+
+int main(void)
+{
+    test_dense(0);
+    test_dense(1);
+
+    /* the fast path, then the general one on shapes that stress its index ranges */
+    test_conv("3x3 p1 s1 5x6", conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1), 0);
+    test_conv("5x5 p2 s2 7x8", conv_shape_make(2, 2, 7, 8, 3, 5, 5, 2, 2), 0);
+    test_conv("3x3 p0 s1 5x7", conv_shape_make(2, 2, 5, 7, 3, 3, 3, 1, 0), 0);
+    test_conv("1x1 p0 s1 4x4", conv_shape_make(2, 3, 4, 4, 2, 1, 1, 1, 0), 0);
+    test_conv("2x3 p1 s1 4x5", conv_shape_make(2, 2, 4, 5, 3, 2, 3, 1, 1), 0);
+    test_conv("C=1 data 3x3 p1 s1 6x6", conv_shape_make(2, 1, 6, 6, 3, 3, 3, 1, 1), 1);
+    test_conv("C=1 data 5x5 p2 s2 6x6", conv_shape_make(2, 1, 6, 6, 3, 5, 5, 2, 2), 1);
+
+    test_conv_reference("3x3 p1 s1 5x6", conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1));
+    test_conv_reference("3x3 p1 s1 2x2", conv_shape_make(2, 2, 2, 2, 3, 3, 3, 1, 1));
+    test_conv_reference("5x5 p2 s2 7x8", conv_shape_make(2, 2, 7, 8, 3, 5, 5, 2, 2));
+    test_conv_reference("3x3 p0 s1 5x7", conv_shape_make(2, 2, 5, 7, 3, 3, 3, 1, 0));
+    test_conv_reference("3x3 p2 s3 9x7", conv_shape_make(2, 2, 9, 7, 3, 3, 3, 3, 2));
+    test_conv_reference("fmnist conv1", conv_shape_make(3, 1, 28, 28, 16, 3, 3, 1, 1));
+    test_conv_reference("fmnist conv2", conv_shape_make(3, 16, 14, 14, 32, 3, 3, 1, 1));
+    test_conv_reference("fmnist conv3", conv_shape_make(5, 32, 7, 7, 32, 3, 3, 1, 1));
+
+    test_maxpool(3, 6, 6, 2);
+    test_maxpool(2, 7, 8, 3);
+    test_maxpool(2, 5, 7, 2);
+    test_gap();
+    test_act(0);
+    test_act(1);
+    test_xent();
+    return check_done("test_nn");
+}

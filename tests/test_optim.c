@@ -1,0 +1,243 @@
+/* test_optim.c - the hand-designed optimizers against torch.optim 1.13.
+ *
+ * The fixture $LOPT_BUILD/fixtures/optim_ref.bin (tests/torch/optim_ref.py) holds,
+ * per configuration, the initial parameters, a fixed gradient sequence and torch's
+ * parameters after every step. We replay the gradients through our optimizer and
+ * compare every step's parameters (float32 rounding: rtol 1e-5, atol 1e-6) and every
+ * step's update w_t - w_{t-1} (rtol 1e-3 of the update, so an error of a fraction of
+ * a small Adam step is not hidden by |w|). Also: reset replays the trajectory exactly,
+ * lopt_hparams_default matches torch's constructor defaults, and bad names and
+ * hyper-parameters are refused with LOPT_EUSAGE.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "optim/optim.h"
+#include "refio.h"
+
+/* fixture configuration -> lopt optimizer; hp_from_fixture 0: create with hp NULL
+ * (lopt's defaults, which must then reproduce torch's default run) */
+static const struct {
+    const char *cfg, *opt;
+    int hp_from_fixture;
+} CONFIGS[] = {
+    {"sgd", "sgd", 1},           {"sgd_wd", "sgd", 1},
+    {"momentum", "momentum", 1}, {"momentum_damp", "momentum", 1},
+    {"nesterov", "nesterov", 1}, {"rmsprop", "rmsprop", 1},
+    {"rmsprop_mom", "rmsprop", 1}, {"adam", "adam", 1},
+    {"adam_wd", "adam", 1},      {"adam_default", "adam", 0},
+};
+
+/* hp layout of the fixture: lr, momentum, dampening, weight_decay, alpha, beta1,
+ * beta2, eps, nesterov */
+static lopt_hparams hp_from(const double *v)
+{
+    lopt_hparams hp;
+    memset(&hp, 0, sizeof hp);
+    hp.lr = (float)v[0];
+    hp.momentum = (float)v[1];
+    hp.dampening = (float)v[2];
+    hp.weight_decay = (float)v[3];
+    hp.alpha = (float)v[4];
+    hp.beta1 = (float)v[5];
+    hp.beta2 = (float)v[6];
+    hp.eps = (float)v[7];
+    hp.nesterov = v[8] != 0.0;
+    return hp;
+}
+
+static void hp_to(double *v, const lopt_hparams *hp)
+{
+    v[0] = hp->lr; v[1] = hp->momentum; v[2] = hp->dampening; v[3] = hp->weight_decay;
+    v[4] = hp->alpha; v[5] = hp->beta1; v[6] = hp->beta2; v[7] = hp->eps;
+    v[8] = hp->nesterov;
+}
+
+/* Runs o for T steps from w0 over g (T,N); traj (T,N) gets the parameters after each. */
+static void run(lopt_optimizer *o, const double *w0, const double *g, int T, int N,
+                double *traj)
+{
+    float *w = malloc((size_t)N * sizeof *w), *gf = malloc((size_t)N * sizeof *gf);
+    for (int i = 0; i < N; i++) w[i] = (float)w0[i];
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < N; i++) gf[i] = (float)g[(size_t)t * N + i];
+        o->step(o, w, gf);
+        for (int i = 0; i < N; i++) traj[(size_t)t * N + i] = w[i];
+    }
+    free(w);
+    free(gf);
+}
+
+/* First step at which got and want (T,N) differ beyond tolerance, or -1. */
+static int first_bad_step(const double *got, const double *want, int T, int N,
+                          double rtol, double atol)
+{
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < N; i++) {
+            size_t k = (size_t)t * N + i;
+            if (!(fabs(got[k] - want[k]) <= atol + rtol * fabs(want[k]))) return t;
+        }
+    return -1;
+}
+
+static void test_against_torch(const ref_file *rf)
+{
+    const ref_array *meta = ref_get(rf, "meta", 2);
+    CHECK(meta != NULL, "fixture meta");
+    if (!meta) return;
+    const int N = (int)meta->v[0], T = (int)meta->v[1];
+    double *traj = malloc((size_t)T * N * sizeof *traj);
+    double *again = malloc((size_t)T * N * sizeof *again);
+    double *dgot = malloc((size_t)T * N * sizeof *dgot);
+    double *dwant = malloc((size_t)T * N * sizeof *dwant);
+    char name[160];
+    for (size_t c = 0; c < sizeof CONFIGS / sizeof CONFIGS[0]; c++) {
+        const char *cfg = CONFIGS[c].cfg;
+        snprintf(name, sizeof name, "%s/hp", cfg);
+        const ref_array *hpa = ref_get(rf, name, 9);
+        snprintf(name, sizeof name, "%s/w0", cfg);
+        const ref_array *w0 = ref_get(rf, name, (size_t)N);
+        snprintf(name, sizeof name, "%s/g", cfg);
+        const ref_array *g = ref_get(rf, name, (size_t)T * N);
+        snprintf(name, sizeof name, "%s/w", cfg);
+        const ref_array *want = ref_get(rf, name, (size_t)T * N);
+        CHECK(hpa && w0 && g && want, "fixture arrays of %s", cfg);
+        if (!(hpa && w0 && g && want)) continue;
+
+        lopt_hparams hp = hp_from(hpa->v);
+        lopt_optimizer o;
+        lopt_err err = {0};
+        lopt_status st = lopt_optim_create(&o, CONFIGS[c].opt,
+                                           CONFIGS[c].hp_from_fixture ? &hp : NULL,
+                                           (size_t)N, &err);
+        CHECK(st == LOPT_OK, "create %s: %s", cfg, err.msg);
+        if (st != LOPT_OK) continue;
+        CHECK(strcmp(o.name, CONFIGS[c].opt) == 0, "%s: name %s", cfg, o.name);
+
+        run(&o, w0->v, g->v, T, N, traj);
+        snprintf(name, sizeof name, "%s params, %d steps", cfg, T);
+        if (!check_close(name, traj, want->v, (size_t)T * N, 1e-5, 1e-6))
+            fprintf(stderr, "  %s: first mismatch at step %d (1-based)\n", cfg,
+                    first_bad_step(traj, want->v, T, N, 1e-5, 1e-6) + 1);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < N; i++) {
+                size_t k = (size_t)t * N + i;
+                double prev_got = t ? traj[k - N] : w0->v[i];
+                double prev_want = t ? want->v[k - N] : w0->v[i];
+                dgot[k] = traj[k] - prev_got;
+                dwant[k] = want->v[k] - prev_want;
+            }
+        snprintf(name, sizeof name, "%s updates, %d steps", cfg, T);
+        if (!check_close(name, dgot, dwant, (size_t)T * N, 1e-3, 1e-6))
+            fprintf(stderr, "  %s: first update mismatch at step %d (1-based)\n", cfg,
+                    first_bad_step(dgot, dwant, T, N, 1e-3, 1e-6) + 1);
+
+        /* reset forgets everything: the same run again gives the same numbers */
+        o.reset(&o);
+        run(&o, w0->v, g->v, T, N, again);
+        CHECK(memcmp(again, traj, (size_t)T * N * sizeof *traj) == 0,
+              "%s: run after reset differs from the first run", cfg);
+        o.free(&o);
+        CHECK(o.ctx == NULL, "%s: free clears ctx", cfg);
+        o.free(&o);   /* a second free is a no-op */
+    }
+    free(traj);
+    free(again);
+    free(dgot);
+    free(dwant);
+}
+
+static void test_defaults(const ref_file *rf)
+{
+    for (int i = 0; lopt_optim_names[i]; i++) {
+        const char *nm = lopt_optim_names[i];
+        char key[64];
+        snprintf(key, sizeof key, "defaults/%s", nm);
+        const ref_array *want = ref_get(rf, key, 9);
+        lopt_hparams hp;
+        lopt_err err = {0};
+        CHECK(lopt_hparams_default(&hp, nm, &err) == LOPT_OK, "default %s: %s", nm,
+              err.msg);
+        if (!want) {
+            CHECK(0, "fixture %s", key);
+            continue;
+        }
+        double got[9];
+        hp_to(got, &hp);
+        check_close(key, got, want->v, 9, 1e-7, 0.0);
+
+        lopt_optimizer o;
+        CHECK(lopt_optim_create(&o, nm, NULL, 10, &err) == LOPT_OK, "create %s: %s", nm,
+              err.msg);
+        CHECK(o.n == 10 && o.step && o.reset && o.free && strcmp(o.name, nm) == 0,
+              "create %s fills the interface", nm);
+        o.free(&o);
+    }
+}
+
+static void expect_usage(const char *what, const char *name, const lopt_hparams *hp)
+{
+    lopt_optimizer o;
+    lopt_err err = {0};
+    lopt_status st = lopt_optim_create(&o, name, hp, 4, &err);
+    CHECK(st == LOPT_EUSAGE && err.status == LOPT_EUSAGE && err.msg[0],
+          "%s: status %d, message '%s'", what, st, err.msg);
+    if (st == LOPT_OK) o.free(&o);
+    else printf("ok   %s refused: %s\n", what, err.msg);
+}
+
+static void test_errors(void)
+{
+    lopt_hparams hp;
+    lopt_err err = {0};
+    CHECK(lopt_hparams_default(&hp, "adagrad", &err) == LOPT_EUSAGE &&
+              strstr(err.msg, "adagrad"),
+          "unknown default name: '%s'", err.msg);
+    expect_usage("unknown optimizer", "adagrad", NULL);
+    expect_usage("empty name", "", NULL);
+
+    lopt_hparams_default(&hp, "sgd", NULL);
+    hp.lr = -1.0f;
+    expect_usage("negative lr", "sgd", &hp);
+    hp.lr = NAN;
+    expect_usage("NaN lr", "sgd", &hp);
+
+    lopt_hparams_default(&hp, "nesterov", NULL);
+    hp.dampening = 0.1f;
+    expect_usage("nesterov with dampening", "nesterov", &hp);
+    lopt_hparams_default(&hp, "momentum", NULL);
+    hp.momentum = 0.0f;
+    expect_usage("momentum without momentum", "momentum", &hp);
+
+    lopt_hparams_default(&hp, "adam", NULL);
+    hp.beta1 = 1.0f;
+    expect_usage("adam beta1 = 1", "adam", &hp);
+    lopt_hparams_default(&hp, "adam", NULL);
+    hp.eps = -1e-8f;
+    expect_usage("adam negative eps", "adam", &hp);
+    lopt_hparams_default(&hp, "rmsprop", NULL);
+    hp.alpha = -0.5f;
+    expect_usage("rmsprop negative alpha", "rmsprop", &hp);
+    hp.alpha = 0.99f;
+    hp.weight_decay = -1.0f;
+    expect_usage("rmsprop negative weight_decay", "rmsprop", &hp);
+}
+
+int main(void)
+{
+    const char *build = getenv("LOPT_BUILD");
+    char path[4096];
+    if (!build || !*build) build = "build";
+    snprintf(path, sizeof path, "%s/fixtures/optim_ref.bin", build);
+    ref_file rf;
+    if (ref_load(&rf, path) != 0) {
+        CHECK(0, "load fixture %s", path);
+        return check_done("test_optim");
+    }
+    test_against_torch(&rf);
+    test_defaults(&rf);
+    test_errors();
+    ref_free(&rf);
+    return check_done("test_optim");
+}
