@@ -10,25 +10,44 @@
 #include "nn/kern.h"
 #include "nn/nn.h"
 
-/* one plane, 2x2 windows: the pooling of every conv layer of the fmnist CNN */
-static void maxpool2_plane(float *y, int32_t *am, const float *x, int H, int W)
+/* a k x k window whose output is (m, at): if the window holds a NaN, the first NaN
+ * wins instead (the selects of the fast path only see ordered values) */
+static void window_nan(float *m, int32_t *at, const float *x, int W, int32_t first,
+                       int k)
+{
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            int32_t idx = first + i * W + j;
+            if (x[idx] != x[idx]) {
+                *m = x[idx];
+                *at = idx;
+                return;
+            }
+        }
+}
+
+/* one plane, 2x2 windows: the pooling of every conv layer of the fmnist CNN.
+ * On ReLU outputs the comparisons are coin flips, and a mispredicted branch costs
+ * more than the whole window, so the winner is found with comparisons turned into
+ * integer offsets and loaded, never with a jump: row-major first maximum is
+ * max(max(a, b), max(c, d)) with ties kept on the left / upper side. A window
+ * with a NaN or inf (x - x != 0) takes a rare slow path so that NaN wins. */
+static void maxpool2_plane(float *restrict y, int32_t *restrict am,
+                           const float *restrict x, int H, int W)
 {
     int OH = H / 2, OW = W / 2;
     for (int oh = 0; oh < OH; oh++) {
         const float *r0 = x + (size_t)2 * oh * W;   /* (W) window row 0 */
         const float *r1 = r0 + W;                   /* (W) window row 1 */
-        int32_t base = 2 * oh * W;
         for (int ow = 0; ow < OW; ow++) {
-            int i = 2 * ow;
-            float best = r0[i];
-            int32_t at = base + i;
-            float v = r0[i + 1];
-            if (v > best || v != v) { best = v; at = base + i + 1; }
-            v = r1[i];
-            if (v > best || v != v) { best = v; at = base + W + i; }
-            v = r1[i + 1];
-            if (v > best || v != v) { best = v; at = base + W + i + 1; }
-            y[oh * OW + ow] = best;
+            float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            int t0 = b > a, t1 = d > c;                /* winner within each row */
+            int t = r1[2 * ow + t1] > r0[2 * ow + t0];  /* row 1 beats row 0 */
+            int32_t at = 2 * oh * W + 2 * ow + t * (W + t1 - t0) + t0;
+            float m = x[at];
+            if ((a - a) + (b - b) + (c - c) + (d - d) != 0.0f)
+                window_nan(&m, &at, x, W, 2 * oh * W + 2 * ow, 2);
+            y[oh * OW + ow] = m;
             am[oh * OW + ow] = at;
         }
     }
@@ -44,8 +63,12 @@ static void maxpool_plane(float *y, int32_t *am, const float *x, int H, int W, i
             for (int i = 0; i < k; i++)
                 for (int j = 0; j < k; j++) {
                     int32_t idx = (oh * k + i) * W + ow * k + j;
-                    if (x[idx] > best || x[idx] != x[idx]) { best = x[idx]; at = idx; }
+                    if (x[idx] > best) {
+                        best = x[idx];
+                        at = idx;
+                    }
                 }
+            window_nan(&best, &at, x, W, oh * k * W + ow * k, k);
             y[oh * OW + ow] = best;
             am[oh * OW + ow] = at;
         }

@@ -17,15 +17,21 @@ typedef struct {
 
 static const lopt_tensor quad_tensors[] = {{"w", 0, QUAD_DIM, 0}};
 
-static void quad_init(lopt_task *t, uint64_t seed, float *w)
+static void quad_set_instance(lopt_task *t, uint64_t seed)
 {
     quad_ctx *q = t->ctx;
     for (int i = 0; i < QUAD_DIM; i++) {
         double u = lopt_rng_uniform(seed, LOPT_STREAM_TASK, (uint64_t)i);
         q->a[i] = (float)pow(10.0, -2.0 + 4.0 * u);
         q->c[i] = (float)lopt_rng_normal(seed, LOPT_STREAM_TASK, 1000 + (uint64_t)i);
-        w[i] = (float)lopt_rng_normal(seed, LOPT_STREAM_INIT, (uint64_t)i);
     }
+}
+
+static void quad_init(lopt_task *t, uint64_t seed, float *w)
+{
+    quad_set_instance(t, seed);
+    for (int i = 0; i < QUAD_DIM; i++)
+        w[i] = (float)lopt_rng_normal(seed, LOPT_STREAM_INIT, (uint64_t)i);
 }
 
 static double quad_loss_grad(lopt_task *t, const float *w, const lopt_batch *b,
@@ -75,6 +81,7 @@ lopt_status task_quadratic_create(lopt_task *t, const lopt_task_opts *o, lopt_er
     t->input = 0;
     t->ctx = q;
     t->init = quad_init;
+    t->set_instance = quad_set_instance;
     t->loss_grad = quad_loss_grad;
     t->hvp = quad_hvp;
     t->last_accuracy = quad_accuracy;

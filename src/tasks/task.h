@@ -47,6 +47,10 @@ struct lopt_task {
     /* Samples a task instance from seed: the initial parameters w (n), and for
      * tasks with instance constants (quadratic's a, c) those too. */
     void (*init)(lopt_task *t, uint64_t seed, float *w);
+    /* Selects the instance constants of seed without touching parameters, so one
+     * task object can serve trajectories of different instances in turn. NULL for
+     * tasks whose instances differ only in their initial parameters. */
+    void (*set_instance)(lopt_task *t, uint64_t seed);
     /* Mean loss on the batch; grad (n, overwritten) may be NULL. Non-finite losses
      * are returned as they are: the caller decides what divergence means. */
     double (*loss_grad)(lopt_task *t, const float *w, const lopt_batch *b, float *grad);

@@ -1,0 +1,332 @@
+/* mlp_lopt.c - the per-parameter MLP learned optimizer: presets, forward over all
+ * parameters (three batched matrix products, no call per scalar), and its VJP.
+ * Reference: Metz et al. 2019 section 3 / the authors' release
+ * (task_specific_learned_opt), see mlp_lopt.h and DESIGN.md section 1.1. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lopt/mlp_lopt.h"
+
+#define NORM_EPS 1e-5
+
+lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
+{
+    memset(a, 0, sizeof *a);
+    a->hidden = 32;
+    a->step_mult = 0.001f;
+    a->exp_mult = 0.001f;
+    if (strcmp(name, "paper") == 0) {
+        static const float beta[] = {0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
+        static const float tau[] = {3, 10, 30, 100, 300, 1e3f, 3e3f, 1e4f, 3e5f};
+        a->nmom = 5;
+        memcpy(a->beta, beta, sizeof beta);
+        a->ntime = 9;
+        memcpy(a->tau, tau, sizeof tau);
+        a->nhidden = 1;
+    } else if (strcmp(name, "lo") == 0) {
+        static const float beta[] = {0.1f, 0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
+        static const float tau[] = {1, 3, 10, 30, 100, 300, 1e3f, 3e3f, 1e4f, 3e4f, 1e5f};
+        a->nmom = 6;
+        memcpy(a->beta, beta, sizeof beta);
+        a->ntime = 11;
+        memcpy(a->tau, tau, sizeof tau);
+        a->nhidden = 2;
+    } else {
+        return lopt_fail(err, LOPT_EUSAGE, "unknown architecture '%s' (paper|lo)", name);
+    }
+    return LOPT_OK;
+}
+
+lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err)
+{
+    if (a->nmom < 0 || a->nmom > LOPT_MAX_MOM || a->ntime < 0 || a->ntime > LOPT_MAX_TIME ||
+        a->nhidden < 1 || a->nhidden > LOPT_MAX_LAYERS || a->hidden < 1 || a->hidden > 4096)
+        return lopt_fail(err, LOPT_EFORMAT, "architecture out of range (momenta %d, time "
+                         "features %d, hidden layers %d x %d)", a->nmom, a->ntime, a->nhidden,
+                         a->hidden);
+    for (int k = 0; k < a->nmom; k++)
+        if (!(a->beta[k] >= 0 && a->beta[k] < 1))
+            return lopt_fail(err, LOPT_EFORMAT, "momentum decay %g outside [0, 1)", a->beta[k]);
+    for (int j = 0; j < a->ntime; j++)
+        if (!(a->tau[j] > 0 && isfinite(a->tau[j])))
+            return lopt_fail(err, LOPT_EFORMAT, "time scale %g not positive", a->tau[j]);
+    if (!isfinite(a->step_mult) || !isfinite(a->exp_mult))
+        return lopt_fail(err, LOPT_EFORMAT, "non-finite output multipliers");
+    return LOPT_OK;
+}
+
+int lopt_arch_features(const lopt_arch *a) { return 2 + a->nmom; }
+int lopt_arch_inputs(const lopt_arch *a) { return 2 + a->nmom + a->ntime; }
+
+/* in/out sizes of layer l (0 .. nhidden) */
+static int layer_in(const lopt_arch *a, int l) { return l == 0 ? lopt_arch_inputs(a) : a->hidden; }
+static int layer_out(const lopt_arch *a, int l) { return l == a->nhidden ? 2 : a->hidden; }
+
+/* offset of layer l's W in theta (its b follows W) */
+static size_t layer_offset(const lopt_arch *a, int l)
+{
+    size_t off = 0;
+    for (int i = 0; i < l; i++)
+        off += (size_t)layer_out(a, i) * (size_t)(layer_in(a, i) + 1);
+    return off;
+}
+
+size_t lopt_arch_nparams(const lopt_arch *a) { return layer_offset(a, a->nhidden + 1); }
+
+void lopt_theta_init(const lopt_arch *a, uint64_t seed, float *theta)
+{
+    for (int l = 0; l <= a->nhidden; l++) {
+        size_t off = layer_offset(a, l);
+        int in = layer_in(a, l), out = layer_out(a, l);
+        lopt_rng_fill_normal(theta + off, (size_t)out * in, 1.0f / sqrtf((float)in), seed,
+                             LOPT_STREAM_INIT, off);
+        memset(theta + off + (size_t)out * in, 0, (size_t)out * sizeof(float));
+    }
+}
+
+void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int ntensors)
+{
+    memset(wk, 0, sizeof *wk);
+    wk->arch = a;
+    wk->n = n;
+    wk->ntensors = ntensors;
+    int F = lopt_arch_features(a);
+    wk->x = lopt_floats(n * (size_t)F);
+    wk->dx = lopt_floats(n * (size_t)F);
+    for (int l = 0; l <= a->nhidden; l++) {
+        wk->act[l] = lopt_floats(n * (size_t)layer_out(a, l));
+        wk->dact[l] = lopt_floats(n * (size_t)layer_out(a, l));
+    }
+    wk->scale = lopt_floats((size_t)ntensors * F);
+    wk->coef = lopt_floats((size_t)ntensors * F);
+    wk->bias0 = lopt_floats((size_t)a->hidden);
+}
+
+void lopt_mlp_work_free(lopt_mlp_work *wk)
+{
+    if (!wk || !wk->arch) return;
+    lopt_free(wk->x);
+    lopt_free(wk->dx);
+    for (int l = 0; l <= wk->arch->nhidden; l++) {
+        lopt_free(wk->act[l]);
+        lopt_free(wk->dact[l]);
+    }
+    lopt_free(wk->scale);
+    lopt_free(wk->coef);
+    lopt_free(wk->bias0);
+    memset(wk, 0, sizeof *wk);
+}
+
+/* the f-th feature source: g, w, then the momenta */
+static const float *feature_src(int f, const float *g, const float *w, const float *m,
+                                size_t n)
+{
+    return f == 0 ? g : f == 1 ? w : m + (size_t)(f - 2) * n;
+}
+
+static float time_feature(const lopt_arch *a, int j, int64_t t)
+{
+    return tanhf((float)t / a->tau[j] - 1.0f);
+}
+
+void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                     int ntensors, const float *w, const float *g, float *m, int64_t t,
+                     float *delta)
+{
+    const lopt_arch *a = wk->arch;
+    const size_t n = wk->n;
+    const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
+    LOPT_ASSERT(ntensors == wk->ntensors);
+
+    for (int k = 0; k < a->nmom; k++) {
+        float b = a->beta[k], *mk = m + (size_t)k * n;
+        for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
+    }
+    /* normalised features, (n, F) row-major */
+    for (int T = 0; T < ntensors; T++) {
+        size_t off = tensors[T].offset, sz = tensors[T].size;
+        for (int f = 0; f < F; f++) {
+            const float *v = feature_src(f, g, w, m, n) + off;
+            double ss = 0;
+            for (size_t i = 0; i < sz; i++) ss += (double)v[i] * v[i];
+            float s = (float)(1.0 / sqrt(NORM_EPS + ss / (double)sz));
+            wk->scale[T * F + f] = s;
+            float *x = wk->x + off * F + f;
+            for (size_t i = 0; i < sz; i++) x[i * F] = v[i] * s;
+        }
+    }
+    /* layer 0: the time features are the same for every parameter, so they fold
+     * into an effective bias */
+    const float *W0 = theta, *b0 = theta + (size_t)H * IN;
+    for (int h = 0; h < H; h++) {
+        float acc = b0[h];
+        for (int j = 0; j < a->ntime; j++) acc += W0[h * IN + F + j] * time_feature(a, j, t);
+        wk->bias0[h] = acc;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, H, F, 1.0f, wk->x, F, W0,
+                IN, 0.0f, wk->act[0], H);
+    for (size_t i = 0; i < n; i++) {
+        float *r = wk->act[0] + i * H;
+        for (int h = 0; h < H; h++) r[h] = fmaxf(r[h] + wk->bias0[h], 0.0f);
+    }
+    for (int l = 1; l <= a->nhidden; l++) {
+        int in = layer_in(a, l), out = layer_out(a, l);
+        const float *W = theta + layer_offset(a, l), *b = W + (size_t)out * in;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, out, in, 1.0f,
+                    wk->act[l - 1], in, W, in, 0.0f, wk->act[l], out);
+        int relu = l < a->nhidden;
+        for (size_t i = 0; i < n; i++) {
+            float *r = wk->act[l] + i * out;
+            for (int o = 0; o < out; o++) r[o] = relu ? fmaxf(r[o] + b[o], 0.0f) : r[o] + b[o];
+        }
+    }
+    const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
+    for (size_t i = 0; i < n; i++)
+        delta[i] = -a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+}
+
+void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                  int ntensors, const float *w, const float *g, const float *m, int64_t t,
+                  const float *delta, const float *ddelta, float *dtheta, float *dg,
+                  float *dw, float *dm)
+{
+    const lopt_arch *a = wk->arch;
+    const size_t n = wk->n;
+    const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
+    const int L = a->nhidden;
+
+    /* delta = -c d e^{k s}:  d(delta)/dd = -c e^{k s},  d(delta)/ds = k delta */
+    const float *out = wk->act[L];
+    float *dout = wk->dact[L];
+    for (size_t i = 0; i < n; i++) {
+        float e = expf(a->exp_mult * out[2 * i + 1]);
+        dout[2 * i] = ddelta[i] * (-a->step_mult * e);
+        dout[2 * i + 1] = ddelta[i] * a->exp_mult * delta[i];
+    }
+    /* layers L .. 1: z_l = act_{l-1} W_l^T + b_l ; dW += dz^T act_{l-1}, db += sum dz,
+     * d(act_{l-1}) = dz W_l, then through the ReLU (act > 0) */
+    for (int l = L; l >= 1; l--) {
+        int in = layer_in(a, l), o = layer_out(a, l);
+        const float *W = theta + layer_offset(a, l);
+        float *dW = dtheta + layer_offset(a, l), *db = dW + (size_t)o * in;
+        const float *dz = wk->dact[l], *prev = wk->act[l - 1];
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, in, (int)n, 1.0f, dz, o, prev,
+                    in, 1.0f, dW, in);
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < o; k++) db[k] += dz[i * o + k];
+        float *dprev = wk->dact[l - 1];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, in, o, 1.0f, dz, o, W,
+                    in, 0.0f, dprev, in);
+        for (size_t i = 0; i < n * (size_t)in; i++)
+            if (!(prev[i] > 0.0f)) dprev[i] = 0.0f;
+    }
+    /* layer 0: z_0 = x W0[:, :F]^T + W0[:, F:] tf(t) + b0 ; the time features are
+     * constants, so only theta receives their part */
+    const float *W0 = theta;
+    float *dW0 = dtheta, *db0 = dtheta + (size_t)H * IN;
+    const float *dz0 = wk->dact[0];
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x, F,
+                1.0f, dW0, IN);
+    float *colsum = wk->bias0;   /* the forward's folded bias is not needed any more */
+    for (int h = 0; h < H; h++) colsum[h] = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
+    for (int h = 0; h < H; h++) {
+        db0[h] += colsum[h];
+        for (int j = 0; j < a->ntime; j++) dW0[h * IN + F + j] += colsum[h] * time_feature(a, j, t);
+    }
+    /* dx = dz0 W0[:, :F] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, W0, IN,
+                0.0f, wk->dx, F);
+    /* normalisation y = v s, s = (eps + mean v^2)^(-1/2):
+     *   dv_i = s dy_i - s^3 v_i (sum_j dy_j v_j) / N */
+    for (int T = 0; T < ntensors; T++) {
+        size_t off = tensors[T].offset, sz = tensors[T].size;
+        for (int f = 0; f < F; f++) {
+            const float *v = feature_src(f, g, w, m, n) + off;
+            const float *dy = wk->dx + off * F + f;
+            float *dv = f == 0 ? dg : f == 1 ? dw : dm + (size_t)(f - 2) * n;
+            dv += off;
+            double dot = 0;
+            for (size_t i = 0; i < sz; i++) dot += (double)dy[i * F] * v[i];
+            float s = wk->scale[T * F + f];
+            float c = (float)((double)s * s * s * dot / (double)sz);
+            for (size_t i = 0; i < sz; i++) dv[i] += s * dy[i * F] - c * v[i];
+        }
+    }
+}
+
+/* ---- as an lopt_optimizer ------------------------------------------------------- */
+
+typedef struct {
+    lopt_arch arch;
+    float *theta;
+    const lopt_tensor *tensors;
+    int ntensors;
+    float *m, *delta;     /* (nmom, n), (n) */
+    int64_t t;
+    lopt_mlp_work wk;
+} learned_ctx;
+
+static void learned_step(lopt_optimizer *o, float *w, const float *g)
+{
+    learned_ctx *c = o->ctx;
+    lopt_mlp_update(&c->wk, c->theta, c->tensors, c->ntensors, w, g, c->m, c->t, c->delta);
+    for (size_t i = 0; i < o->n; i++) w[i] += c->delta[i];
+    c->t++;
+}
+
+static void learned_reset(lopt_optimizer *o)
+{
+    learned_ctx *c = o->ctx;
+    memset(c->m, 0, (size_t)c->arch.nmom * o->n * sizeof(float));
+    c->t = 0;
+}
+
+static void learned_free(lopt_optimizer *o)
+{
+    if (!o || !o->ctx) return;
+    learned_ctx *c = o->ctx;
+    lopt_mlp_work_free(&c->wk);
+    lopt_free(c->theta);
+    lopt_free(c->m);
+    lopt_free(c->delta);
+    free(c);
+    o->ctx = NULL;
+}
+
+lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const float *theta,
+                                const lopt_tensor *tensors, int ntensors, size_t n,
+                                lopt_err *err)
+{
+    lopt_status st = lopt_arch_validate(a, err);
+    if (st != LOPT_OK) return st;
+    size_t covered = 0;
+    for (int T = 0; T < ntensors; T++) {
+        if (tensors[T].offset != covered || tensors[T].size == 0)
+            return lopt_fail(err, LOPT_EUSAGE, "tensors must tile the parameter vector");
+        covered += tensors[T].size;
+    }
+    if (covered != n)
+        return lopt_fail(err, LOPT_EUSAGE, "tensors cover %zu of %zu parameters", covered, n);
+    learned_ctx *c = lopt_xcalloc(1, sizeof *c);
+    c->arch = *a;
+    size_t np = lopt_arch_nparams(a);
+    c->theta = lopt_floats(np);
+    memcpy(c->theta, theta, np * sizeof(float));
+    c->tensors = tensors;
+    c->ntensors = ntensors;
+    c->m = lopt_floats((size_t)a->nmom * n);
+    c->delta = lopt_floats(n);
+    lopt_mlp_work_init(&c->wk, &c->arch, n, ntensors);
+    memset(o, 0, sizeof *o);
+    o->name = "learned";
+    o->n = n;
+    o->ctx = c;
+    o->step = learned_step;
+    o->reset = learned_reset;
+    o->free = learned_free;
+    return LOPT_OK;
+}

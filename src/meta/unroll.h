@@ -1,0 +1,79 @@
+/* unroll.h - truncated unrolls of inner training under a learned optimizer
+ * (DESIGN.md section 1.2), forward-only (for es) and with exact backpropagation
+ * through the K steps (for rp), including the inner Hessian-vector product at every
+ * step.
+ *
+ * A trajectory trains one task instance from initialisation for its horizon; a
+ * truncation advances it by K steps. The outer loss of a truncation is
+ *     L = 1/K sum_{k=0}^{K-1} min(l_outer(w_{k+1}), clip)
+ * with l_outer on a training batch other than the inner one, or on a validation
+ * batch. If the inner loss diverges (NaN/inf, or above diverge_factor times its
+ * value at initialisation) at step k, the truncation stops there; the remaining
+ * steps count as `clip` and the trajectory is marked for reset.
+ */
+#ifndef LOPT_UNROLL_H
+#define LOPT_UNROLL_H
+
+#include <stdint.h>
+
+#include "lopt/mlp_lopt.h"
+#include "tasks/task.h"
+
+typedef struct {
+    int K;                    /* truncation length */
+    lopt_split outer_split;   /* LOPT_SPLIT_TRAIN or LOPT_SPLIT_VALID */
+    float loss_clip;          /* outer losses clipped at this (<= 0: no clip) */
+    float diverge_factor;     /* inner loss above factor * initial loss = diverged */
+    int first_order;          /* rp: drop the inner HVP (an approximation, not default) */
+} lopt_unroll_cfg;
+
+/* One trajectory's inner state. */
+typedef struct {
+    float *w;              /* (n) */
+    float *m;              /* (nmom, n) learned optimizer momenta */
+    int64_t t;             /* inner steps taken */
+    int64_t horizon;       /* steps before this trajectory restarts */
+    uint64_t task_seed;    /* instance, initialisation and data order */
+    double init_loss;      /* a training-batch loss at initialisation */
+    int needs_reset;       /* horizon reached or diverged */
+} lopt_traj;
+
+void lopt_traj_alloc(lopt_traj *tr, size_t n, int nmom);
+void lopt_traj_free(lopt_traj *tr);
+void lopt_traj_copy(lopt_traj *dst, const lopt_traj *src, size_t n, int nmom);
+
+/* A workspace for one thread: its own task object, batches, the learned
+ * optimizer's scratch and the rp tape sized for K steps. */
+typedef struct {
+    lopt_task *task;        /* borrowed; one per thread */
+    const lopt_arch *arch;
+    lopt_batch inner, outer;
+    lopt_mlp_work wk;
+    int K;                  /* tape capacity */
+    float *tape_w, *tape_m, *tape_g, *tape_go;   /* per step: w_k, m_k, g_k, grad l_outer(w_{k+1}) */
+    double *tape_lo;        /* per step: l_outer(w_{k+1}) (unclipped) */
+    float *delta, *mtmp;    /* (n), (nmom, n) */
+    float *bw, *bm, *bg, *hv;   /* adjoints: w, m, g, and H g-bar */
+} lopt_unroll_ws;
+
+void lopt_unroll_ws_init(lopt_unroll_ws *ws, lopt_task *task, const lopt_arch *arch, int K);
+void lopt_unroll_ws_free(lopt_unroll_ws *ws);
+
+/* Starts (or restarts) a trajectory: instance and initial parameters from
+ * task_seed, zero momenta, t = 0. */
+void lopt_traj_start(lopt_unroll_ws *ws, lopt_traj *tr, uint64_t task_seed, int64_t horizon);
+
+typedef struct {
+    double loss;          /* the truncation's outer loss L */
+    int steps;            /* inner steps actually taken (< K if diverged / horizon) */
+    int diverged;         /* the inner loss diverged during this truncation */
+} lopt_unroll_out;
+
+/* Advances tr by up to K steps (fewer if the horizon comes first: the mean is over
+ * the steps taken) under theta. With dtheta != NULL also backpropagates through
+ * the steps taken: dtheta += dL/dtheta (exact, with the inner HVP at every step,
+ * unless cfg->first_order). */
+lopt_unroll_out lopt_unroll(lopt_unroll_ws *ws, const lopt_unroll_cfg *cfg,
+                            const float *theta, lopt_traj *tr, float *dtheta);
+
+#endif

@@ -1,0 +1,146 @@
+/* test_meta.c - the rp meta-gradient: backpropagation through K unrolled steps of
+ * the learned optimizer against central finite differences of the unrolled outer
+ * loss, on quadratic and fmnist8-mlp; and the first-order variant (no inner HVP)
+ * shown NOT to match, so the check would catch a missing second-order term. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "meta/unroll.h"
+
+static int fd_skipped, fd_total, diff_used;
+
+/* L(theta) from a copy of the start state */
+static double unrolled_loss(lopt_unroll_ws *ws, const lopt_unroll_cfg *cfg,
+                            const float *theta, const lopt_traj *start, lopt_traj *scratch)
+{
+    size_t n = ws->task->n;
+    lopt_traj_copy(scratch, start, n, ws->arch->nmom);
+    return lopt_unroll(ws, cfg, theta, scratch, NULL).loss;
+}
+
+static void rp_vs_fd(const char *task_name, int K, float step_mult, int warm, float eps)
+{
+    lopt_task task;
+    lopt_err err = {0};
+    if (lopt_task_create(&task, task_name, NULL, &err) != LOPT_OK) {
+        CHECK(0, "%s: %s", task_name, err.msg);
+        return;
+    }
+    lopt_arch a;
+    lopt_arch_preset(&a, "paper", NULL);
+    /* a bolder optimizer than an untrained preset, so the inner curvature shapes the
+     * trajectory and the second-order term is large */
+    a.step_mult = step_mult;
+    a.exp_mult = 0.1f;
+    size_t np = lopt_arch_nparams(&a), n = task.n;
+    float *theta = lopt_floats(np), *g = lopt_floats(np), *gfo = lopt_floats(np),
+          *tp = lopt_floats(np), *u = lopt_floats(np);
+    lopt_theta_init(&a, 3, theta);
+    lopt_unroll_ws ws;
+    lopt_unroll_ws_init(&ws, &task, &a, K);
+    lopt_unroll_cfg cfg = {.K = K, .outer_split = LOPT_SPLIT_VALID, .loss_clip = 0,
+                           .diverge_factor = 1e30f, .first_order = 0};
+    if (!task.input) cfg.outer_split = LOPT_SPLIT_TRAIN;
+    lopt_traj start, tr;
+    lopt_traj_alloc(&start, n, a.nmom);
+    lopt_traj_alloc(&tr, n, a.nmom);
+    lopt_traj_start(&ws, &start, 42, 100000);
+    /* begin mid-trajectory, with non-zero momenta and t > 0 */
+    for (int i = 0; i < warm; i++) lopt_unroll(&ws, &cfg, theta, &start, NULL);
+
+    diff_used = 0;
+    lopt_traj_copy(&tr, &start, n, a.nmom);
+    double L = lopt_unroll(&ws, &cfg, theta, &tr, g).loss;
+    cfg.first_order = 1;
+    lopt_traj_copy(&tr, &start, n, a.nmom);
+    lopt_unroll(&ws, &cfg, theta, &tr, gfo);
+    cfg.first_order = 0;
+    CHECK(L == unrolled_loss(&ws, &cfg, theta, &start, &tr),
+          "%s: the rp unroll's loss differs from the forward unroll's", task_name);
+
+    /* Directional derivatives. u_0 = (g_rp - g_first_order)/|.|, the direction in
+     * which the second-order term shows most; u_1 = g_rp/|g_rp|; then random ones.
+     * ReLU networks make the unrolled loss piecewise smooth: the inner gradient
+     * jumps where a unit switches, and so does every later step. A finite
+     * difference straddling such a jump says nothing about the derivative, so each
+     * is taken at eps and eps/2 and a direction where the two disagree is skipped
+     * (counted; main bounds the count). */
+    enum { DIRS = 6 };
+    double gnorm = 0, dnorm = 0;
+    for (size_t i = 0; i < np; i++) {
+        gnorm += (double)g[i] * g[i];
+        dnorm += (double)(g[i] - gfo[i]) * (g[i] - gfo[i]);
+    }
+    gnorm = sqrt(gnorm);
+    dnorm = sqrt(dnorm);
+    char name[128];
+    int used = 0;
+    for (int d = 0; d < DIRS; d++) {
+        if (d == 0)
+            for (size_t i = 0; i < np; i++) u[i] = (float)((g[i] - gfo[i]) / dnorm);
+        else if (d == 1)
+            for (size_t i = 0; i < np; i++) u[i] = (float)(g[i] / gnorm);
+        else
+            lopt_rng_fill_normal(u, np, 1.0f / sqrtf((float)np), 100 + d, LOPT_STREAM_TEST, 0);
+        double fd[2];
+        for (int e = 0; e < 2; e++) {
+            float h = e ? eps / 2 : eps;
+            for (size_t i = 0; i < np; i++) tp[i] = theta[i] + h * u[i];
+            double lp = unrolled_loss(&ws, &cfg, tp, &start, &tr);
+            for (size_t i = 0; i < np; i++) tp[i] = theta[i] - h * u[i];
+            double lm = unrolled_loss(&ws, &cfg, tp, &start, &tr);
+            fd[e] = (lp - lm) / (2.0 * h);
+        }
+        double rp = 0, fo = 0;
+        for (size_t i = 0; i < np; i++) {
+            rp += (double)g[i] * u[i];
+            fo += (double)gfo[i] * u[i];
+        }
+        /* tolerance: the finite differences' own disagreement (noise and truncation
+         * error), 0.1% of the value, and 1e-4 of the gradient's norm */
+        double tol = 3 * fabs(fd[0] - fd[1]) + 1e-3 * fabs(fd[1]) + 1e-4 * gnorm;
+        if (getenv("VERBOSE"))
+            printf("     dir %d fd %.6g / %.6g rp %.6g first-order %.6g tol %.3g\n", d, fd[0],
+                   fd[1], rp, fo, tol);
+        fd_total++;
+        if (fabs(fd[0] - fd[1]) > 1e-2 * fabs(fd[1]) + 1e-3 * gnorm) {
+            fd_skipped++;
+            continue;
+        }
+        used++;
+        snprintf(name, sizeof name, "%s K=%d rp meta-gradient along u_%d vs finite differences",
+                 task_name, K, d);
+        check_close(name, &rp, &fd[1], 1, 0, tol);
+        if (d == 0) {
+            CHECK(fabs(fo - fd[1]) > 3 * tol,
+                  "%s K=%d: the first-order gradient (%.6g) is within tolerance of the finite "
+                  "difference (%.6g, rp %.6g): the check cannot see the second-order term",
+                  task_name, K, fo, fd[1], rp);
+            printf("ok   %s K=%d first-order misses by %.3g (tolerance %.3g)\n", task_name, K,
+                   fabs(fo - fd[1]), tol);
+            diff_used = 1;
+        }
+    }
+    CHECK(used >= 3, "%s K=%d: only %d smooth directions", task_name, K, used);
+    CHECK(diff_used, "%s K=%d: the second-order direction was not smooth", task_name, K);
+
+    lopt_traj_free(&start);
+    lopt_traj_free(&tr);
+    lopt_unroll_ws_free(&ws);
+    lopt_free(theta); lopt_free(g); lopt_free(gfo); lopt_free(tp); lopt_free(u);
+    task.free(&task);
+}
+
+int main(void)
+{
+    rp_vs_fd("quadratic", 10, 0.1f, 2, 1e-2f);
+    rp_vs_fd("quadratic", 3, 0.1f, 0, 1e-2f);
+    rp_vs_fd("fmnist8-mlp", 10, 0.05f, 2, 1e-3f);
+    rp_vs_fd("fmnist8-mlp", 4, 0.05f, 3, 1e-3f);
+    printf("finite differences: %d of %d directions skipped as non-smooth\n", fd_skipped,
+           fd_total);
+    CHECK(fd_skipped * 3 <= fd_total, "too many skipped directions");
+    return check_done("test_meta");
+}
