@@ -27,7 +27,7 @@ expect() {
 expect 2 "usage: lopt" -- 
 expect 2 "unknown command" -- frobnicate
 expect 0 "commands:" -- --help
-for c in tasks train bench; do expect 0 "usage: lopt $c" -- "$c" --help; done
+for c in tasks train bench init-lopt; do expect 0 "usage: lopt $c" -- "$c" --help; done
 expect 0 "fmnist-cnn" -- tasks
 expect 2 "unknown task 'nope'" -- train --task nope --opt adam --steps 10
 expect 2 "bad value for --steps: 'ten'" -- train --task quadratic --opt adam --steps ten
@@ -54,4 +54,24 @@ if awk "BEGIN{exit !($last < 0.1 * $first)}"; then echo "ok   quadratic loss $fi
 else echo "FAIL: quadratic loss did not fall: $first -> $last"; fail=1; fi
 # an unwritable log path is a runtime failure with a reason
 expect 1 "cannot write" -- train --task quadratic --opt sgd --steps 5 --log "$tmp/no/such/dir/x.csv"
+
+# learned optimizers: lopt init-lopt writes an untrained .lopt that train accepts
+expect 0 "wrote .*untrained paper" -- init-lopt --out "$tmp/u.lopt" --seed 3
+expect 0 "untrained lo" -- init-lopt --arch lo --out "$tmp/lo.lopt"
+expect 2 "unknown architecture 'big'" -- init-lopt --arch big --out "$tmp/x.lopt"
+expect 2 "missing --out" -- init-lopt --arch lo
+expect 1 "cannot write" -- init-lopt --out "$tmp/no/such/dir/x.lopt"
+expect 0 "opt learned:.*u.lopt steps 20" -- train --task quadratic --opt "learned:$tmp/u.lopt" --steps 20
+expect 0 "final train_loss" -- train --task quadratic --opt "learned:$tmp/lo.lopt" --steps 20
+expect 1 "cannot open .*missing.lopt" -- train --task quadratic --opt "learned:$tmp/missing.lopt" --steps 5
+cp "$tmp/u.lopt" "$tmp/bad.lopt"
+printf '\x55' | dd of="$tmp/bad.lopt" bs=1 seek=500 conv=notrunc status=none
+expect 1 "bad.lopt: corrupt: checksum mismatch" -- train --task quadratic --opt "learned:$tmp/bad.lopt" --steps 5
+[ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: the bad-file reason is not one line"; fail=1; }
+head -c 300 "$tmp/u.lopt" >"$tmp/short.lopt"
+expect 1 "short.lopt: truncated" -- train --task quadratic --opt "learned:$tmp/short.lopt" --steps 5
+expect 1 "not a .lopt file" -- train --task quadratic --opt "learned:$tmp/q.csv" --steps 5
+expect 2 "--lr does not apply" -- train --task quadratic --opt "learned:$tmp/u.lopt" --steps 5 --lr 0.1
+expect 2 "needs a file name" -- train --task quadratic --opt learned: --steps 5
+ls "$tmp" | grep -q "\.tmp\." && { echo "FAIL: temp file left behind"; fail=1; }
 exit $fail

@@ -52,6 +52,8 @@ void cli_progress_end(cli_progress *p);
 
 int cmd_tasks(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_meta_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_init_lopt(int argc, char **argv);
 
 #endif

@@ -1,10 +1,15 @@
-/* cmd_train.c - `lopt tasks` and `lopt train` (DESIGN.md section 4). */
+/* cmd_train.c - `lopt tasks` and `lopt train` (DESIGN.md section 4). `--opt` names
+ * a hand-designed optimizer or `learned:FILE`, a learned optimizer read from a
+ * .lopt file (which carries its own step size, so --lr is refused with it). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "eval/train.h"
+#include "lopt/lopt_file.h"
+#include "lopt/mlp_lopt.h"
 
 int cmd_tasks(int argc, char **argv)
 {
@@ -40,8 +45,10 @@ int cmd_train(int argc, char **argv)
     int64_t steps = 0, batch = 0, seed = 0, eval_every = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
-        {"opt", OPT_STR, &opt_name, "sgd|momentum|nesterov|rmsprop|adam", 1, 0},
-        {"lr", OPT_FLOAT, &lr, "learning rate (default: torch.optim's)", 0, 0},
+        {"opt", OPT_STR, &opt_name,
+         "sgd|momentum|nesterov|rmsprop|adam, or learned:FILE.lopt", 1, 0},
+        {"lr", OPT_FLOAT, &lr,
+         "learning rate (default: torch.optim's; not with learned:)", 0, 0},
         {"steps", OPT_INT, &steps, "training steps", 1, 0},
         {"batch", OPT_INT, &batch, "batch size (default: the task's)", 0, 0},
         {"seed", OPT_INT, &seed, "initialisation and data-order seed (default 0)", 0, 0},
@@ -50,9 +57,10 @@ int cmd_train(int argc, char **argv)
         {"log", OPT_STR, &log, "write the curve as CSV (step,train_loss,valid_loss,time_s)", 0, 0},
     };
     cli_spec spec = {"train",
-                     "lopt train --task T --opt sgd|momentum|nesterov|rmsprop|adam [--lr X] "
-                     "--steps N [--batch B] [--seed S] [--eval-every E] [--log FILE.csv]",
-                     "Trains a task from a fresh initialisation with the given optimizer; "
+                     "lopt train --task T --opt sgd|momentum|nesterov|rmsprop|adam|learned:FILE "
+                     "[--lr X] --steps N [--batch B] [--seed S] [--eval-every E] [--log FILE.csv]",
+                     "Trains a task from a fresh initialisation with the given optimizer, "
+                     "hand-designed or learned (a .lopt file: lopt meta-train, lopt init-lopt); "
                      "prints the final train/valid/test loss and accuracy.",
                      opts, (int)(sizeof opts / sizeof *opts)};
     cli_parse(&spec, argc, argv);
@@ -62,11 +70,19 @@ int cmd_train(int argc, char **argv)
     if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
     if (!isnan(lr) && !(lr > 0)) cli_usage_error(&spec, "--lr must be positive");
 
+    const char *lopt_path = strncmp(opt_name, "learned:", 8) == 0 ? opt_name + 8 : NULL;
+    if (lopt_path && !*lopt_path) cli_usage_error(&spec, "--opt learned: needs a file name");
+    if (lopt_path && !isnan(lr))
+        cli_usage_error(&spec, "--lr does not apply to a learned optimizer (its step size "
+                        "is learned)");
+
     lopt_err err = {0};
     lopt_hparams hp;
-    if (lopt_hparams_default(&hp, opt_name, &err) != LOPT_OK)
-        cli_usage_error(&spec, "%s", err.msg);
-    if (!isnan(lr)) hp.lr = (float)lr;
+    if (!lopt_path) {
+        if (lopt_hparams_default(&hp, opt_name, &err) != LOPT_OK)
+            cli_usage_error(&spec, "%s", err.msg);
+        if (!isnan(lr)) hp.lr = (float)lr;
+    }
 
     lopt_task task;
     lopt_task_opts topts = {.batch = (int)batch};
@@ -74,8 +90,21 @@ int cmd_train(int argc, char **argv)
     if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
     if (st != LOPT_OK) cli_fail("train", "%s", err.msg);
     lopt_optimizer opt;
-    if (lopt_optim_create(&opt, opt_name, &hp, task.n, &err) != LOPT_OK)
+    if (lopt_path) {
+        lopt_arch arch;
+        float *theta;
+        st = lopt_file_read(lopt_path, &arch, &theta, NULL, &err);
+        if (st == LOPT_OK)
+            st = lopt_learned_create(&opt, &arch, theta, task.tensors, task.ntensors, task.n,
+                                     &err);
+        lopt_free(theta);
+        if (st != LOPT_OK) {
+            task.free(&task);
+            cli_fail("train", "%s", err.msg);
+        }
+    } else if (lopt_optim_create(&opt, opt_name, &hp, task.n, &err) != LOPT_OK) {
         cli_usage_error(&spec, "%s", err.msg);
+    }
 
     train_ui ui = {.last_valid = NAN};
     cli_progress_init(&ui.bar, "train");
@@ -92,8 +121,12 @@ int cmd_train(int argc, char **argv)
     lopt_status wst = log ? lopt_curve_write_csv(log, &res, &werr) : LOPT_OK;
     if (st == LOPT_OK && res.nrows > 0) {
         const lopt_curve_row *r = &res.rows[res.nrows - 1];
-        printf("task %s opt %s lr %g steps %lld seed %lld\n", task.name, opt.name, hp.lr,
-               (long long)steps, (long long)seed);
+        if (lopt_path)
+            printf("task %s opt learned:%s steps %lld seed %lld\n", task.name, lopt_path,
+                   (long long)steps, (long long)seed);
+        else
+            printf("task %s opt %s lr %g steps %lld seed %lld\n", task.name, opt.name, hp.lr,
+                   (long long)steps, (long long)seed);
         printf("final train_loss %.4f valid_loss %.4f valid_acc %.4f test_loss %.4f "
                "test_acc %.4f time_s %.2f\n",
                r->train_loss, r->valid_loss, r->valid_acc, res.test_loss, res.test_acc,

@@ -11,7 +11,9 @@ static const struct {
 } commands[] = {
     {"tasks", cmd_tasks, "list the standard tasks"},
     {"train", cmd_train, "train a task with an optimizer, log the curve"},
+    {"meta-train", cmd_meta_train, "meta-train a learned optimizer (rp, es, merged, pes)"},
     {"bench", cmd_bench, "time lopt's kernels (JSON lines)"},
+    {"init-lopt", cmd_init_lopt, "write an untrained learned optimizer (.lopt)"},
 };
 
 static void usage(FILE *f)
