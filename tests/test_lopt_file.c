@@ -105,7 +105,8 @@ static void test_roundtrip(const char *preset)
           p2.note[0] == 0 && p2.outer_steps == 0, "empty provenance round trip");
     lopt_free(t2);
     lopt_free(theta);
-    if (!check_failures) printf("ok   round trip %s (%zu weights)\n", preset, lopt_arch_nparams(&a));
+    if (!check_failures)
+        printf("ok   round trip %s (%zu weights)\n", preset, lopt_arch_nparams(&a));
 }
 
 /* every prefix and every corrupted byte of a valid image is refused */

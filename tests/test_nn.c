@@ -599,6 +599,28 @@ static void test_maxpool(int P, int H, int W, int k)
     CHECK(bad == 0, "%s forward: %d windows wrong", L.name, bad);
 
     check_layer(&L, x);
+
+    /* a NaN anywhere in a window wins it (divergence must not be pooled away);
+     * +inf is an ordinary maximum */
+    size_t w1 = (size_t)(k - 1) * W + (k - 1);   /* last cell of window (0,0) */
+    x[w1] = NAN;
+    x[(size_t)H * W + k] = INFINITY;                  /* plane 1, window (0,1) */
+    /* ties go to the first maximum in row-major order: window (1,0) all zero (as
+     * after a ReLU), window (1,1) = 1 then all 2 */
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            x[(size_t)(k + i) * W + j] = 0.0f;
+            x[(size_t)(k + i) * W + k + j] = i + j == 0 ? 1.0f : 2.0f;
+        }
+    maxpool_forward(y, c.argmax, x, P, H, W, k);
+    CHECK(c.argmax[OW] == k * W && c.argmax[OW + 1] == k * W + k + 1,
+          "%s: ties not broken to the first maximum (%d, %d)", L.name, c.argmax[OW],
+          c.argmax[OW + 1]);
+    CHECK(isnan(y[0]) && c.argmax[0] == (int32_t)w1,
+          "%s: NaN not propagated (y %g at %d)", L.name, y[0], c.argmax[0]);
+    CHECK(y[(size_t)OH * OW + 1] == INFINITY && c.argmax[(size_t)OH * OW + 1] == k,
+          "%s: inf not the max (y %g at %d)", L.name, y[OH * OW + 1],
+          c.argmax[OH * OW + 1]);
     lopt_free(x);
     lopt_free(y);
     free(c.argmax);

@@ -51,6 +51,11 @@ size_t lopt_arch_nparams(const lopt_arch *a); /* |theta|: 610 paper, 1762 lo */
  * biases, from (seed, LOPT_STREAM_INIT). */
 void lopt_theta_init(const lopt_arch *a, uint64_t seed, float *theta);
 
+/* theta that makes the MLP a normalised gradient descent, d = g / rms_tensor(g)
+ * (two hidden units: relu(x_g) - relu(-x_g)), plus N(0, noise^2) on every weight:
+ * a known, well-behaved optimizer for pathology studies and tests. */
+void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, float *theta);
+
 /* Scratch for applying the MLP to n parameters (sized once, reused every step). */
 typedef struct {
     const lopt_arch *arch;

@@ -89,21 +89,24 @@ static void im2col_general(float *col, const float *x, const conv_shape *s)
     }
 }
 
-/* the adjoint of im2col: dx[c,b,ih,iw] += every col entry that copied it.
+/* the adjoint of im2col over the images [b0, b0+nb): dx[c,b,ih,iw] += every col
+ * entry that copied it, col being the (C*KH*KW, nb*OH*OW) slice of those images.
  * One task per (c,b) plane, so no two threads touch one dx element. */
-static void col2im_general(float *dx, const float *col, const conv_shape *s)
+static void col2im_general(float *dx, const float *col, const conv_shape *s, int b0,
+                           int nb)
 {
-    const int B = s->B, st = s->stride;
-    const size_t HW = (size_t)s->H * s->W, OHW = (size_t)s->OH * s->OW, N = B * OHW;
-    const long planes = (long)s->C * B;
-    NN_OMP(parallel for if (conv_col_floats(s) >= NN_PAR_MIN) schedule(static))
+    const int st = s->stride;
+    const size_t HW = (size_t)s->H * s->W, OHW = (size_t)s->OH * s->OW, ld = nb * OHW;
+    const long planes = (long)s->C * nb;
+    NN_OMP(parallel for if ((size_t)planes * s->KH * s->KW * OHW >= NN_PAR_MIN)
+           schedule(static))
     for (long t = 0; t < planes; t++) {
-        int c = (int)(t / B), b = (int)(t % B);
-        float *dxp = dx + (size_t)t * HW;   /* (H,W), t = c*B + b */
+        int c = (int)(t / nb), b = (int)(t % nb);
+        float *dxp = dx + ((size_t)c * s->B + b0 + b) * HW;   /* (H,W) */
         for (int kh = 0; kh < s->KH; kh++)
             for (int kw = 0; kw < s->KW; kw++) {
                 size_t r = ((size_t)c * s->KH + kh) * s->KW + kw;
-                const float *cp = col + r * N + b * OHW;   /* (OH,OW) */
+                const float *cp = col + r * ld + b * OHW;   /* (OH,OW) */
                 int ow0, ow1;
                 ow_range(&ow0, &ow1, kw, s);
                 for (int oh = 0; oh < s->OH; oh++) {
@@ -153,21 +156,22 @@ static void im2col_3x3(float *col, const float *x, const conv_shape *s)
     }
 }
 
-/* dx[c,b, oh+kh-1, ow+kw-1] += col[(c,kh,kw), (b,oh,ow)], gathered per dx row:
- * row ih receives, for each kh with oh = ih-kh+1 valid, the three column rows
- * shifted by kw-1 = -1, 0, +1 (kw = 0 never reaches column W-1, kw = 2 never 0). */
-static void col2im_3x3(float *dx, const float *col, const conv_shape *s)
+/* dx[c,b, oh+kh-1, ow+kw-1] += col[(c,kh,kw), (b,oh,ow)] over the images
+ * [b0, b0+nb) (col: their (C*9, nb*H*W) slice), gathered per dx row: row ih
+ * receives, for each kh with oh = ih-kh+1 valid, the three column rows shifted by
+ * kw-1 = -1, 0, +1 (kw = 0 never reaches column W-1, kw = 2 never column 0). */
+static void col2im_3x3(float *dx, const float *col, const conv_shape *s, int b0, int nb)
 {
-    const int B = s->B, H = s->H, W = s->W;
-    const size_t HW = (size_t)H * W, N = B * HW;
-    const long planes = (long)s->C * B;
-    NN_OMP(parallel for if (conv_col_floats(s) >= NN_PAR_MIN) schedule(static))
+    const int H = s->H, W = s->W;
+    const size_t HW = (size_t)H * W, ld = nb * HW;
+    const long planes = (long)s->C * nb;
+    NN_OMP(parallel for if ((size_t)planes * 9 * HW >= NN_PAR_MIN) schedule(static))
     for (long t = 0; t < planes; t++) {
-        int c = (int)(t / B), b = (int)(t % B);
-        float *dxp = dx + (size_t)t * HW;   /* (H,W) */
+        int c = (int)(t / nb), b = (int)(t % nb);
+        float *dxp = dx + ((size_t)c * s->B + b0 + b) * HW;   /* (H,W) */
         for (int kh = 0; kh < 3; kh++) {
-            const float *c0 = col + ((size_t)c * 9 + kh * 3) * N + b * HW;   /* kw = 0 */
-            const float *c1 = c0 + N, *c2 = c1 + N;                          /* kw = 1, 2 */
+            const float *c0 = col + ((size_t)c * 9 + kh * 3) * ld + b * HW;   /* kw = 0 */
+            const float *c1 = c0 + ld, *c2 = c1 + ld;                         /* kw = 1, 2 */
             int lo = kh == 0 ? 1 : 0, hi = kh == 2 ? H - 1 : H;
             for (int oh = lo; oh < hi; oh++) {
                 float *restrict d = dxp + (size_t)(oh + kh - 1) * W;   /* (W) */
@@ -189,12 +193,27 @@ static void im2col(float *col, const float *x, const conv_shape *s)
         im2col_general(col, x, s);
 }
 
-static void col2im(float *dx, const float *col, const conv_shape *s)
+static void col2im(float *dx, const float *col, const conv_shape *s, int b0, int nb)
 {
     if (conv_is_3x3_same(s))
-        col2im_3x3(dx, col, s);
+        col2im_3x3(dx, col, s, b0, nb);
     else
-        col2im_general(dx, col, s);
+        col2im_general(dx, col, s, b0, nb);
+}
+
+/* Images per slice of the input-adjoint pass: dcol = W^T dy is produced and folded
+ * back by col2im one slice at a time, so the slice (CKK, nb*OH*OW) stays in L2
+ * instead of a full-batch matrix making two trips to memory (and one more for the
+ * zeroing OpenBLAS does for beta = 0). */
+#define CONV_SLICE_BYTES (64 * 1024)
+
+static int conv_slice_images(const conv_shape *s)
+{
+    size_t per = (size_t)s->C * s->KH * s->KW * s->OH * s->OW * sizeof(float);
+    size_t nb = CONV_SLICE_BYTES / per;
+    if (nb < 1) nb = 1;
+    if (nb > (size_t)s->B) nb = (size_t)s->B;
+    return (int)nb;
 }
 
 /* ---- bias -------------------------------------------------------------------------- */
@@ -253,10 +272,16 @@ void conv2d_backward(float *dx, float *dW, float *db, const float *dy,
                 (int)N, col, (int)N, 1.0f, dW, CKK);
     rows_sum_into(db, dy, s->O, N);
     if (dx) {
-        /* scratch (CKK, N) = W^T dy, the adjoint of col */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, (int)N, s->O, 1.0f, W,
-                    CKK, dy, (int)N, 0.0f, scratch, (int)N);
-        col2im(dx, scratch, s);
+        const size_t OHW = (size_t)s->OH * s->OW;
+        const int nb = conv_slice_images(s);
+        for (int b0 = 0; b0 < s->B; b0 += nb) {
+            int n = s->B - b0 < nb ? s->B - b0 : nb;
+            int cols = (int)(n * OHW);
+            /* scratch (CKK, n*OH*OW) = W^T dy[:, slice], the adjoint of col's slice */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f,
+                        W, CKK, dy + b0 * OHW, (int)N, 0.0f, scratch, cols);
+            col2im(dx, scratch, s, b0, n);
+        }
     }
 }
 
@@ -294,11 +319,17 @@ void conv2d_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
                     (int)N, rcol, (int)N, 1.0f, rdW, CKK);
     rows_sum_into(rdb, rdy, s->O, N);
     if (rdx) {
-        /* scratch (CKK, N) = W^T rdy + rW^T dy = R{dcol} */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, (int)N, s->O, 1.0f, W,
-                    CKK, rdy, (int)N, 0.0f, scratch, (int)N);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, (int)N, s->O, 1.0f, rW,
-                    CKK, dy, (int)N, 1.0f, scratch, (int)N);
-        col2im(rdx, scratch, s);
+        const size_t OHW = (size_t)s->OH * s->OW;
+        const int nb = conv_slice_images(s);
+        for (int b0 = 0; b0 < s->B; b0 += nb) {
+            int n = s->B - b0 < nb ? s->B - b0 : nb;
+            int cols = (int)(n * OHW);
+            /* scratch (CKK, n*OH*OW) = W^T rdy + rW^T dy = R{dcol} on the slice */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f,
+                        W, CKK, rdy + b0 * OHW, (int)N, 0.0f, scratch, cols);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f,
+                        rW, CKK, dy + b0 * OHW, (int)N, 1.0f, scratch, cols);
+            col2im(rdx, scratch, s, b0, n);
+        }
     }
 }

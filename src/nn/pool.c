@@ -27,11 +27,10 @@ static void window_nan(float *m, int32_t *at, const float *x, int W, int32_t fir
 }
 
 /* one plane, 2x2 windows: the pooling of every conv layer of the fmnist CNN.
- * On ReLU outputs the comparisons are coin flips, and a mispredicted branch costs
- * more than the whole window, so the winner is found with comparisons turned into
- * integer offsets and loaded, never with a jump: row-major first maximum is
- * max(max(a, b), max(c, d)) with ties kept on the left / upper side. A window
- * with a NaN or inf (x - x != 0) takes a rare slow path so that NaN wins. */
+ * Selects only, so the loop vectorises and never mispredicts (on ReLU outputs the
+ * comparisons are coin flips): row-major first maximum = max(max(a, b), max(c, d))
+ * with ties kept on the left / upper side. Assumes finite inputs; see
+ * plane_is_finite. */
 static void maxpool2_plane(float *restrict y, int32_t *restrict am,
                            const float *restrict x, int H, int W)
 {
@@ -41,16 +40,27 @@ static void maxpool2_plane(float *restrict y, int32_t *restrict am,
         const float *r1 = r0 + W;                   /* (W) window row 1 */
         for (int ow = 0; ow < OW; ow++) {
             float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-            int t0 = b > a, t1 = d > c;                /* winner within each row */
-            int t = r1[2 * ow + t1] > r0[2 * ow + t0];  /* row 1 beats row 0 */
-            int32_t at = 2 * oh * W + 2 * ow + t * (W + t1 - t0) + t0;
-            float m = x[at];
-            if ((a - a) + (b - b) + (c - c) + (d - d) != 0.0f)
-                window_nan(&m, &at, x, W, 2 * oh * W + 2 * ow, 2);
-            y[oh * OW + ow] = m;
-            am[oh * OW + ow] = at;
+            int t0 = b > a, t1 = d > c;
+            float m0 = t0 ? b : a, m1 = t1 ? d : c;
+            int t = m1 > m0;
+            y[oh * OW + ow] = t ? m1 : m0;
+            am[oh * OW + ow] = 2 * oh * W + 2 * ow + t * (W + t1 - t0) + t0;
         }
     }
+}
+
+/* 1 if x (n) holds no NaN or inf: x * 0 is 0 exactly for finite x. 16 independent
+ * lanes so the loop vectorises; the input is in L1, just read by the pooling. */
+static int plane_is_finite(const float *x, int n)
+{
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += x[i + l] * 0.0f;
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    for (; i < n; i++) s += x[i] * 0.0f;
+    return s == 0.0f;
 }
 
 static void maxpool_plane(float *y, int32_t *am, const float *x, int H, int W, int k)
@@ -80,10 +90,14 @@ void maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, in
     size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
     NN_OMP(parallel for if ((size_t)P * HW >= NN_PAR_MIN) schedule(static))
     for (int p = 0; p < P; p++) {
-        if (k == 2)
+        /* the general path also handles planes with NaN or inf (rare, divergence) */
+        if (k == 2) {
             maxpool2_plane(y + p * OHW, argmax + p * OHW, x + p * HW, H, W);
-        else
+            if (!plane_is_finite(x + p * HW, (int)HW))
+                maxpool_plane(y + p * OHW, argmax + p * OHW, x + p * HW, H, W, k);
+        } else {
             maxpool_plane(y + p * OHW, argmax + p * OHW, x + p * HW, H, W, k);
+        }
     }
 }
 
