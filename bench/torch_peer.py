@@ -67,6 +67,68 @@ def setups(model, x, y):
     return train_step, forward, hvp
 
 
+BETAS = (0.5, 0.9, 0.99, 0.999, 0.9999)
+TAUS = (3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e5)
+
+
+def lopt_unroll(theta, params, moms, t0, K, xs, ys, xo, yo, create_graph):
+    """K steps of the paper-preset mlp-lopt on fmnist8-mlp, in PyTorch: per-tensor
+    normalised features, momenta, time features, the 16-32-2 MLP, all parameters in
+    one batched MLP call; outer loss (valid batches) clipped at 10, mean over K."""
+    W0, b0, W1, b1 = theta
+    total = 0.0
+    for k in range(K):
+        loss = F.cross_entropy(F.linear(F.relu(F.linear(xs[k], params[0], params[1])),
+                                        params[2], params[3]), ys[k])
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+        moms = [[b * m + (1 - b) * g for b, m in zip(BETAS, ms)] for g, ms in zip(grads, moms)]
+        feats = []
+        for p, g, ms in zip(params, grads, moms):
+            cols = [f.reshape(-1) for f in [g, p] + ms]
+            feats.append(torch.stack([c / torch.sqrt(1e-5 + (c * c).mean()) for c in cols], 1))
+        x = torch.cat(feats, 0)
+        tf = torch.tanh(torch.tensor([(t0 + k) / tau - 1.0 for tau in TAUS]))
+        x = torch.cat([x, tf.expand(x.shape[0], len(TAUS))], 1)
+        out = F.linear(F.relu(F.linear(x, W0, b0)), W1, b1)
+        delta = -0.001 * out[:, 0] * torch.exp(0.001 * out[:, 1])
+        new, off = [], 0
+        for p in params:
+            new.append(p + delta[off:off + p.numel()].reshape(p.shape))
+            off += p.numel()
+        params = new
+        lo = F.cross_entropy(F.linear(F.relu(F.linear(xo[k], params[0], params[1])),
+                                      params[2], params[3]), yo[k])
+        total = total + torch.clamp(lo, max=10.0)
+    return total / K
+
+
+def lopt_setups(gen, K=20):
+    theta = [torch.randn(32, 16, generator=gen) / 4, torch.zeros(32),
+             torch.randn(2, 32, generator=gen) / 32 ** 0.5, torch.zeros(2)]
+    for t in theta:
+        t.requires_grad_(True)
+    mlp = fmnist8_mlp()
+    he_init(mlp, gen)
+    params = [p.detach().clone().requires_grad_(True) for p in mlp.parameters()]
+    moms = [[torch.zeros_like(p) for _ in BETAS] for p in params]
+    xs = [torch.randn(128, 64, generator=gen) for _ in range(K)]
+    ys = [torch.randint(0, 10, (128,), generator=gen) for _ in range(K)]
+    xo = [torch.randn(128, 64, generator=gen) for _ in range(K)]
+    yo = [torch.randint(0, 10, (128,), generator=gen) for _ in range(K)]
+
+    def rp_truncation():
+        L = lopt_unroll(theta, params, moms, 10, K, xs, ys, xo, yo, True)
+        torch.autograd.grad(L, theta)
+
+    def es_pair():
+        for _ in range(2):
+            th = [t.detach() for t in theta]
+            ps = [p.detach().requires_grad_(True) for p in params]
+            lopt_unroll(th, ps, moms, 10, K, xs, ys, xo, yo, False)
+
+    return rp_truncation, es_pair
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
@@ -93,6 +155,8 @@ def main():
     x8 = torch.randn(128, 64, generator=gen)
     step8, _, hvp8 = setups(mlp, x8, y)
     todo += [("fmnist8-mlp/train-step", step8, 200, 128, 0), ("fmnist8-mlp/hvp", hvp8, 200, 128, 0)]
+    rp, es = lopt_setups(gen)
+    todo += [("fmnist8-mlp/rp-truncation", rp, 5, 128, 0), ("fmnist8-mlp/es-pair", es, 5, 128, 0)]
     for name, fn, iters, batch, gf in todo:
         if a.only in name:
             measure(name, fn, a.runs, iters, batch, a.threads, gf)

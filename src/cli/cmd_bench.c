@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
+#include "meta/meta.h"
 #include "optim/optim.h"
 #include "tasks/task.h"
 
@@ -28,7 +29,7 @@ static double peak_rss_mb(void)
 typedef void (*bench_fn)(void *ctx);
 
 /* Times fn; prints one JSON line; extra is appended inside the object (may be ""). */
-static void measure(const char *name, bench_fn fn, void *ctx, int runs, int iters,
+static double measure(const char *name, bench_fn fn, void *ctx, int runs, int iters,
                     double gflop, const char *extra)
 {
     for (int i = 0; i < iters; i++) fn(ctx);   /* warm-up */
@@ -50,6 +51,7 @@ static void measure(const char *name, bench_fn fn, void *ctx, int runs, int iter
     printf("%s}\n", extra);
     fflush(stdout);
     free(ms);
+    return med;
 }
 
 typedef struct {
@@ -107,6 +109,87 @@ static void step_ctx_free(step_ctx *c)
     c->task.free(&c->task);
 }
 
+/* ---- learned-optimizer measurements ---------------------------------------------- */
+
+typedef struct {
+    lopt_task task;
+    lopt_arch arch;
+    float *theta, *dtheta, *w, *g, *m, *delta;
+    lopt_mlp_work wk;
+    lopt_unroll_ws ws;
+    lopt_unroll_cfg cfg;
+    lopt_traj start, tr;
+} lo_ctx;
+
+static int lo_ctx_init(lo_ctx *c, const char *task, int K, lopt_err *err)
+{
+    memset(c, 0, sizeof *c);
+    if (lopt_task_create(&c->task, task, NULL, err) != LOPT_OK) return -1;
+    lopt_arch_preset(&c->arch, "paper", err);
+    size_t np = lopt_arch_nparams(&c->arch), n = c->task.n;
+    c->theta = lopt_floats(np);
+    c->dtheta = lopt_floats(np);
+    lopt_theta_init(&c->arch, 0, c->theta);
+    c->w = lopt_floats(n);
+    c->g = lopt_floats(n);
+    c->m = lopt_floats((size_t)c->arch.nmom * n);
+    c->delta = lopt_floats(n);
+    c->task.init(&c->task, 0, c->w);
+    lopt_rng_fill_normal(c->g, n, 0.1f, 1, LOPT_STREAM_TEST, 0);
+    lopt_mlp_work_init(&c->wk, &c->arch, n, c->task.ntensors);
+    lopt_unroll_ws_init(&c->ws, &c->task, &c->arch, K);
+    c->cfg = (lopt_unroll_cfg){.K = K, .outer_split = LOPT_SPLIT_VALID, .loss_clip = 10,
+                               .diverge_factor = 1e30f};
+    lopt_traj_alloc(&c->start, n, c->arch.nmom);
+    lopt_traj_alloc(&c->tr, n, c->arch.nmom);
+    lopt_traj_start(&c->ws, &c->start, 7, 1000000);
+    return 0;
+}
+
+static void lo_ctx_free(lo_ctx *c)
+{
+    lopt_traj_free(&c->start);
+    lopt_traj_free(&c->tr);
+    lopt_unroll_ws_free(&c->ws);
+    lopt_mlp_work_free(&c->wk);
+    float *f[] = {c->theta, c->dtheta, c->w, c->g, c->m, c->delta};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) lopt_free(f[i]);
+    c->task.free(&c->task);
+}
+
+static void lopt_update_once(void *p)
+{
+    lo_ctx *c = p;
+    lopt_mlp_update(&c->wk, c->theta, c->task.tensors, c->task.ntensors, c->w, c->g, c->m, 10,
+                    c->delta);
+}
+
+/* one truncation of K steps from the same start, with the exact backward */
+static void rp_truncation(void *p)
+{
+    lo_ctx *c = p;
+    lopt_traj_copy(&c->tr, &c->start, c->task.n, c->arch.nmom);
+    lopt_unroll(&c->ws, &c->cfg, c->theta, &c->tr, c->dtheta);
+}
+
+/* one antithetic es pair: two forward truncations */
+static void es_pair(void *p)
+{
+    lo_ctx *c = p;
+    for (int side = 0; side < 2; side++) {
+        lopt_traj_copy(&c->tr, &c->start, c->task.n, c->arch.nmom);
+        lopt_unroll(&c->ws, &c->cfg, c->theta, &c->tr, NULL);
+    }
+}
+
+/* one merged outer step as meta-train runs it (defaults: S pairs with rp) */
+static void merged_step(void *p)
+{
+    lopt_meta *m = p;
+    lopt_meta_row row;
+    lopt_meta_step(m, &row, NULL);
+}
+
 /* FLOPs of one fmnist-cnn training step at batch B (multiply-add = 2): each conv
  * costs 2*O*C*9*B*HW forward, the same again for dW, and again for dx (not conv1). */
 static double cnn_step_gflop(int B)
@@ -149,6 +232,7 @@ int cmd_bench(int argc, char **argv)
         {"fmnist8-mlp/train-step", "fmnist8-mlp", train_step, 200},
         {"fmnist8-mlp/hvp", "fmnist8-mlp", hvp_step, 200},
     };
+    double cnn_step_ms = 0;
     for (size_t i = 0; i < sizeof list / sizeof *list; i++) {
         if (only && !strstr(list[i].name, only)) continue;
         step_ctx c;
@@ -157,8 +241,48 @@ int cmd_bench(int argc, char **argv)
                            ? cnn_step_gflop(c.task.batch) : 0;
         char extra[64];
         snprintf(extra, sizeof extra, ", \"batch\": %d", c.task.batch);
-        measure(list[i].name, list[i].fn, &c, (int)runs, list[i].iters, gflop, extra);
+        double med = measure(list[i].name, list[i].fn, &c, (int)runs, list[i].iters, gflop, extra);
+        if (i == 0) cnn_step_ms = med;
         step_ctx_free(&c);
+    }
+
+    /* the learned optimizer: its update on fmnist-cnn (and as a fraction of the
+     * training step measured above), an rp truncation and an es pair on fmnist8-mlp */
+    struct {
+        const char *name, *task;
+        bench_fn fn;
+        int iters, K;
+    } lo[] = {
+        {"fmnist-cnn/lopt-update", "fmnist-cnn", lopt_update_once, 20, 1},
+        {"fmnist8-mlp/rp-truncation", "fmnist8-mlp", rp_truncation, 10, 20},
+        {"fmnist8-mlp/es-pair", "fmnist8-mlp", es_pair, 10, 20},
+    };
+    for (size_t i = 0; i < sizeof lo / sizeof *lo; i++) {
+        if (only && !strstr(lo[i].name, only)) continue;
+        lo_ctx c;
+        if (lo_ctx_init(&c, lo[i].task, lo[i].K, &err) != 0) cli_fail("bench", "%s", err.msg);
+        char extra[128];
+        if (i == 0 && cnn_step_ms > 0)
+            snprintf(extra, sizeof extra, ", \"batch\": %d, \"train_step_ms\": %.4f", c.task.batch,
+                     cnn_step_ms);
+        else
+            snprintf(extra, sizeof extra, ", \"batch\": %d, \"K\": %d", c.task.batch, lo[i].K);
+        double med = measure(lo[i].name, lo[i].fn, &c, (int)runs, lo[i].iters, 0, extra);
+        if (i == 0 && cnn_step_ms > 0)
+            printf("{\"bench\": \"fmnist-cnn/lopt-update-fraction\", \"impl\": \"lopt\", "
+                   "\"fraction\": %.4f, \"target\": 0.10}\n", med / cnn_step_ms);
+        lo_ctx_free(&c);
+    }
+    if (!only || strstr("fmnist8-mlp/merged-step", only)) {
+        lopt_meta_cfg mc;
+        lopt_meta_cfg_default(&mc);
+        lopt_meta *m;
+        if (lopt_meta_create(&m, &mc, &err) != LOPT_OK) cli_fail("bench", "%s", err.msg);
+        char extra[128];
+        snprintf(extra, sizeof extra, ", \"K\": %d, \"samples\": %d, \"threads\": \"all\"", mc.K,
+                 mc.samples);
+        measure("fmnist8-mlp/merged-step", merged_step, m, (int)runs, 3, 0, extra);
+        lopt_meta_free(m);
     }
     return 0;
 }

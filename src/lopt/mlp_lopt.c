@@ -124,6 +124,7 @@ void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int nte
     wk->scale = lopt_floats((size_t)ntensors * F);
     wk->coef = lopt_floats((size_t)ntensors * F);
     wk->bias0 = lopt_floats((size_t)a->hidden);
+    wk->w0t = lopt_floats((size_t)lopt_arch_features(a) * a->hidden);
 }
 
 void lopt_mlp_work_free(lopt_mlp_work *wk)
@@ -138,6 +139,7 @@ void lopt_mlp_work_free(lopt_mlp_work *wk)
     lopt_free(wk->scale);
     lopt_free(wk->coef);
     lopt_free(wk->bias0);
+    lopt_free(wk->w0t);
     memset(wk, 0, sizeof *wk);
 }
 
@@ -187,11 +189,20 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         for (int j = 0; j < a->ntime; j++) acc += W0[h * IN + F + j] * time_feature(a, j, t);
         wk->bias0[h] = acc;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, H, F, 1.0f, wk->x, F, W0,
-                IN, 0.0f, wk->act[0], H);
+    /* (n,F) x (F,H) with F ~ 7 is too thin for a GEMM call to pay: a fused loop
+     * over parameters, vectorised over the hidden units, with W0 transposed */
+    float *w0t = wk->w0t;   /* (F, H) */
+    for (int f = 0; f < F; f++)
+        for (int h = 0; h < H; h++) w0t[f * H + h] = W0[h * IN + f];
     for (size_t i = 0; i < n; i++) {
         float *r = wk->act[0] + i * H;
-        for (int h = 0; h < H; h++) r[h] = fmaxf(r[h] + wk->bias0[h], 0.0f);
+        const float *xi = wk->x + i * F;
+        for (int h = 0; h < H; h++) r[h] = wk->bias0[h];
+        for (int f = 0; f < F; f++) {
+            const float xf = xi[f], *wt = w0t + f * H;
+            for (int h = 0; h < H; h++) r[h] += xf * wt[h];
+        }
+        for (int h = 0; h < H; h++) r[h] = r[h] > 0.0f ? r[h] : 0.0f;
     }
     for (int l = 1; l <= a->nhidden; l++) {
         int in = layer_in(a, l), out = layer_out(a, l);
@@ -201,7 +212,10 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         int relu = l < a->nhidden;
         for (size_t i = 0; i < n; i++) {
             float *r = wk->act[l] + i * out;
-            for (int o = 0; o < out; o++) r[o] = relu ? fmaxf(r[o] + b[o], 0.0f) : r[o] + b[o];
+            for (int o = 0; o < out; o++) {
+                float z = r[o] + b[o];
+                r[o] = relu && !(z > 0.0f) ? 0.0f : z;
+            }
         }
     }
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */

@@ -68,6 +68,7 @@ typedef struct {
     float *coef;         /* (ntensors, features) VJP normaliser terms */
     float *bias0;        /* (hidden) first layer bias + time-feature contribution;
                           * the VJP reuses it as scratch */
+    float *w0t;          /* (features, hidden) first layer's weights, transposed */
     int ntensors;
 } lopt_mlp_work;
 

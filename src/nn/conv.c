@@ -205,7 +205,7 @@ static void col2im(float *dx, const float *col, const conv_shape *s, int b0, int
  * back by col2im one slice at a time, so the slice (CKK, nb*OH*OW) stays in L2
  * instead of a full-batch matrix making two trips to memory (and one more for the
  * zeroing OpenBLAS does for beta = 0). */
-#define CONV_SLICE_BYTES (64 * 1024)
+#define CONV_SLICE_BYTES (512 * 1024)
 
 static int conv_slice_images(const conv_shape *s)
 {
