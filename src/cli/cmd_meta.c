@@ -158,7 +158,10 @@ int cmd_meta_train(int argc, char **argv)
         snprintf(extra, sizeof extra, "loss %.4f K %d w_es %.2f %.0f steps/s", row.outer_loss,
                  row.K, row.w_es, row.inner_steps_per_s);
         cli_progress_update(&bar, row.step - start, rc->outer_steps - start, extra);
-        if (row.step % ckpt_every == 0 && (st = lopt_meta_save(m, ckpt, &err)) != LOPT_OK) break;
+        /* the .lopt and the log go out with every checkpoint, so a long run can be
+         * watched and its current optimizer tried */
+        if (row.step % ckpt_every == 0 && (st = write_outputs(m, out, ckpt, log, &err)) != LOPT_OK)
+            break;
     }
     cli_progress_end(&bar);
     if (st == LOPT_OK) st = write_outputs(m, out, ckpt, log, &err);

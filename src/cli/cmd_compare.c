@@ -1,0 +1,245 @@
+/* cmd_compare.c - `lopt compare` (DESIGN.md sections 4 and 6): a learned optimizer
+ * against hand-designed baselines whose learning rates are tuned on a log grid on
+ * tuning seeds, all run on held-out test seeds; the table on stdout, curves,
+ * tuning runs, summary and plots in --out. The engine is src/eval/compare.c. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "eval/compare.h"
+#include "lopt/lopt_file.h"
+#include "lopt/mlp_lopt.h"
+
+typedef struct {
+    cli_progress bar;
+    int64_t steps;
+    lopt_compare_run_info run;
+    char what[160];
+} compare_ui;
+
+/* a line on stderr that does not collide with the redrawn bar */
+static void note(compare_ui *ui, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(compare_ui *ui, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (ui->bar.tty) fprintf(stderr, "\r\033[K");
+    fprintf(stderr, "compare: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    fflush(stderr);
+}
+
+static void on_run(void *user, const lopt_compare_run_info *info)
+{
+    compare_ui *ui = user;
+    ui->run = *info;
+    if (isnan(info->lr))
+        snprintf(ui->what, sizeof ui->what, "%s %s seed %llu (run %d of %d)", info->phase,
+                 info->optimizer, (unsigned long long)info->seed, info->run, info->nruns);
+    else
+        snprintf(ui->what, sizeof ui->what, "%s %s lr %.3g seed %llu (run %d of %d)",
+                 info->phase, info->optimizer, info->lr, (unsigned long long)info->seed,
+                 info->run, info->nruns);
+    if (!ui->bar.tty) note(ui, "%s", ui->what);
+}
+
+static void on_step(void *user, int64_t step, int64_t steps, double loss)
+{
+    compare_ui *ui = user;
+    char extra[200];
+    snprintf(extra, sizeof extra, "%s loss %.4f", ui->what, loss);
+    int64_t total = (int64_t)ui->run.nruns * ui->steps;
+    cli_progress_update(&ui->bar, (int64_t)(ui->run.run - 1) * ui->steps + step, total, extra);
+    (void)steps;
+}
+
+static void on_tuned(void *user, const char *name, double lr, double valid_loss, int edge)
+{
+    compare_ui *ui = user;
+    note(ui, "%s: tuned lr %.3g (mean final valid loss %.4f)", name, lr, valid_loss);
+    if (edge)
+        note(ui, "warning: %s's best lr %.3g is the %s end of the grid: the grid may be "
+             "too narrow (--lr-range)", name, lr, edge < 0 ? "low" : "high");
+}
+
+/* "a,b,c" -> names (pointers into buf, a copy of s); returns the count */
+static int split_names(const cli_spec *spec, const char *s, char *buf, size_t cap,
+                       const char **names, int max)
+{
+    if (snprintf(buf, cap, "%s", s) >= (int)cap) cli_usage_error(spec, "--baselines too long");
+    int n = 0;
+    for (char *tok = buf;;) {
+        char *comma = strchr(tok, ',');
+        if (comma) *comma = 0;
+        if (!*tok) cli_usage_error(spec, "empty name in --baselines '%s'", s);
+        if (n == max) cli_usage_error(spec, "at most %d baselines", max);
+        names[n++] = tok;
+        if (!comma) break;
+        tok = comma + 1;
+    }
+    return n;
+}
+
+static int parse_seeds(const cli_spec *spec, const char *s, uint64_t *seeds, int max)
+{
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end = NULL;
+        errno = 0;
+        if (*p < '0' || *p > '9')
+            cli_usage_error(spec, "malformed --seeds '%s' (want comma-separated "
+                            "non-negative integers, e.g. 1000,1001,1002)", s);
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno || end == p || (*end && *end != ','))
+            cli_usage_error(spec, "malformed --seeds '%s' (want comma-separated "
+                            "non-negative integers, e.g. 1000,1001,1002)", s);
+        if (n == max) cli_usage_error(spec, "at most %d test seeds", max);
+        seeds[n++] = (uint64_t)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    return n;
+}
+
+int cmd_compare(int argc, char **argv)
+{
+    const char *task_name = NULL, *lopt_path = NULL, *baselines = "adam,rmsprop,momentum";
+    const char *seeds_s = "1000,1001,1002", *out = NULL, *lr_range = NULL;
+    int64_t steps = 1000, grid_points = 7, tune_seeds = 1, eval_every = 0;
+    cli_opt opts[] = {
+        {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
+        {"lopt", OPT_STR, &lopt_path,
+         "the learned optimizer (.lopt); without it, baselines only", 0, 0},
+        {"baselines", OPT_STR, &baselines,
+         "comma-separated: sgd,momentum,nesterov,rmsprop,adam (default adam,rmsprop,momentum)",
+         0, 0},
+        {"steps", OPT_INT, &steps, "training steps of every run (default 1000)", 0, 0},
+        {"seeds", OPT_STR, &seeds_s, "test seeds (default 1000,1001,1002)", 0, 0},
+        {"out", OPT_STR, &out, "output directory, created if missing (default compare-TASK)",
+         0, 0},
+        {"grid-points", OPT_INT, &grid_points,
+         "learning rates per baseline, log-spaced (default 7)", 0, 0},
+        {"tune-seeds", OPT_INT, &tune_seeds,
+         "tuning seeds 10000.. per learning rate (default 1)", 0, 0},
+        {"eval-every", OPT_INT, &eval_every,
+         "validation every E steps (default steps/20)", 0, 0},
+        {"lr-range", OPT_STR, &lr_range,
+         "LO:HI learning-rate grid for every baseline (default per optimizer: adam, rmsprop "
+         "1e-4:1e-1; sgd, momentum, nesterov 1e-3:1)", 0, 0},
+    };
+    cli_spec spec = {"compare",
+                     "lopt compare --task T [--lopt FILE] [--baselines adam,rmsprop,momentum] "
+                     "[--steps N] [--seeds 1000,1001,1002] [--out DIR] [--grid-points N] "
+                     "[--tune-seeds N] [--eval-every E] [--lr-range LO:HI]",
+                     "Compares a learned optimizer with hand-designed baselines on held-out "
+                     "seeds. Each baseline's learning rate is tuned on a log grid by the mean "
+                     "final validation loss over tuning seeds 10000.. (disjoint from the test "
+                     "seeds); then every optimizer trains on every test seed. Prints the table "
+                     "(final losses and accuracies, mean ± std; steps and wall-clock to reach "
+                     "the best baseline's final validation loss; speedups) and writes "
+                     "curves.csv, tuning.csv, summary.json, summary.md and loss plots "
+                     "(.svg, .png) into --out.",
+                     opts, (int)(sizeof opts / sizeof *opts)};
+    cli_parse(&spec, argc, argv);
+    if (steps <= 0) cli_usage_error(&spec, "--steps must be positive");
+    if (eval_every < 0) cli_usage_error(&spec, "--eval-every must be positive");
+    if (grid_points < 2 || grid_points > LOPT_COMPARE_MAX_GRID)
+        cli_usage_error(&spec, "--grid-points must be in 2..%d", LOPT_COMPARE_MAX_GRID);
+    if (tune_seeds < 1 || tune_seeds > LOPT_COMPARE_MAX_SEEDS)
+        cli_usage_error(&spec, "--tune-seeds must be in 1..%d", LOPT_COMPARE_MAX_SEEDS);
+    if (lopt_path && !*lopt_path) cli_usage_error(&spec, "--lopt needs a file name");
+    if (out && !*out) cli_usage_error(&spec, "--out needs a directory name");
+
+    char namebuf[256];
+    const char *names[LOPT_COMPARE_MAX_OPT];
+    int nb = split_names(&spec, baselines, namebuf, sizeof namebuf, names,
+                         LOPT_COMPARE_MAX_OPT - (lopt_path ? 1 : 0));
+    uint64_t seeds[LOPT_COMPARE_MAX_SEEDS];
+    int ns = parse_seeds(&spec, seeds_s, seeds, LOPT_COMPARE_MAX_SEEDS);
+    double lo[LOPT_COMPARE_MAX_OPT], hi[LOPT_COMPARE_MAX_OPT];
+    if (lr_range) {
+        char *end;
+        double a = strtod(lr_range, &end), b = NAN;
+        if (end != lr_range && *end == ':') {
+            char *end2;
+            b = strtod(end + 1, &end2);
+            if (end2 == end + 1 || *end2) b = NAN;
+        }
+        if (!(a > 0 && b > a && isfinite(b)))
+            cli_usage_error(&spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
+                            "e.g. 1e-5:1e-1)", lr_range);
+        for (int i = 0; i < nb; i++) lo[i] = a, hi[i] = b;
+    }
+
+    compare_ui ui = {.steps = steps};
+    lopt_compare_opts co = {.steps = steps,
+                            .eval_every = eval_every,
+                            .baselines = names,
+                            .nbaselines = nb,
+                            .lr_lo = lr_range ? lo : NULL,
+                            .lr_hi = lr_range ? hi : NULL,
+                            .grid_points = (int)grid_points,
+                            .seeds = seeds,
+                            .nseeds = ns,
+                            .tune_seeds = (int)tune_seeds,
+                            .learned_source = lopt_path,
+                            .on_run = on_run,
+                            .on_step = on_step,
+                            .on_tuned = on_tuned,
+                            .user = &ui};
+    lopt_err err = {0};
+    /* usage first (split_names kept a slot for the learned optimizer), then the
+     * .lopt file, then the data: bad input fails before anything slow */
+    if (lopt_compare_check(&co, &err) != LOPT_OK) cli_usage_error(&spec, "%s", err.msg);
+    lopt_arch arch;
+    float *theta = NULL;
+    if (lopt_path) {
+        if (lopt_file_read(lopt_path, &arch, &theta, NULL, &err) != LOPT_OK)
+            cli_fail("compare", "%s", err.msg);
+        co.arch = &arch;
+        co.theta = theta;
+    }
+
+    lopt_task task;
+    lopt_task_opts topts = {0};
+    lopt_status st = lopt_task_create(&task, task_name, &topts, &err);
+    if (st != LOPT_OK) {
+        lopt_free(theta);
+        if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
+        cli_fail("compare", "%s", err.msg);
+    }
+    char outdir[512];
+    snprintf(outdir, sizeof outdir, "%s", out ? out : "");
+    if (!out) snprintf(outdir, sizeof outdir, "compare-%s", task.name);
+
+    cli_progress_init(&ui.bar, "compare");
+    lopt_compare_result res;
+    st = lopt_compare_run(&task, &co, &res, &err);
+    cli_progress_end(&ui.bar);
+    lopt_free(theta);
+    task.free(&task);
+    if (st != LOPT_OK) {
+        lopt_compare_free(&res);
+        cli_fail("compare", "%s", err.msg);
+    }
+    st = lopt_compare_write(&res, outdir, &err);
+    char *md = lopt_compare_markdown(&res);
+    lopt_compare_free(&res);
+    if (st != LOPT_OK) {
+        free(md);
+        cli_fail("compare", "%s", err.msg);
+    }
+    fputs(md, stdout);
+    free(md);
+    printf("\nwrote %s/: curves.csv tuning.csv summary.json summary.md "
+           "valid_loss_vs_step.{svg,png} valid_loss_vs_time.{svg,png} "
+           "train_loss_vs_step.{svg,png}\n", outdir);
+    return 0;
+}

@@ -1,0 +1,757 @@
+/* compare.c - tuned-baseline comparison (see compare.h for the protocol), its
+ * CSV/JSON/Markdown reports and plots. DESIGN.md sections 4 and 6. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "eval/compare.h"
+#include "eval/plot.h"
+
+/* ---- pure helpers ---------------------------------------------------------------- */
+
+int lopt_compare_reach(const double *y, int n, double target, double *pos)
+{
+    *pos = NAN;
+    for (int i = 0; i < n; i++) {
+        if (!(isfinite(y[i]) && y[i] <= target)) continue;
+        if (i == 0 || !isfinite(y[i - 1]) || y[i - 1] <= y[i]) {
+            *pos = i;
+        } else {   /* y[i-1] > target >= y[i]: the straight line between them */
+            double f = (y[i - 1] - target) / (y[i - 1] - y[i]);
+            *pos = (i - 1) + (f < 0 ? 0 : f > 1 ? 1 : f);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+double lopt_compare_at(const double *x, int n, double pos)
+{
+    if (!(pos >= 0) || n <= 0) return NAN;
+    if (pos >= n - 1) return x[n - 1];
+    int i = (int)floor(pos);
+    double f = pos - i;
+    return f == 0 ? x[i] : x[i] + f * (x[i + 1] - x[i]);
+}
+
+int lopt_compare_pick(const double *loss, int n, int *edge)
+{
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (isfinite(loss[i]) && (best < 0 || loss[i] < loss[best])) best = i;
+    *edge = best < 0 || n < 2 ? 0 : best == 0 ? -1 : best == n - 1 ? 1 : 0;
+    return best;
+}
+
+/* ---- options ----------------------------------------------------------------------- */
+
+lopt_status lopt_compare_lr_range(const char *name, double *lo, double *hi, lopt_err *err)
+{
+    lopt_hparams hp;
+    lopt_status st = lopt_hparams_default(&hp, name, err);
+    if (st != LOPT_OK) return st;
+    /* adaptive methods (torch default 1e-3 / 1e-2) vs plain and heavy-ball SGD (ours
+     * 1e-2): three decades each, the default well inside */
+    int adaptive = strcmp(name, "adam") == 0 || strcmp(name, "rmsprop") == 0;
+    *lo = adaptive ? 1e-4 : 1e-3;
+    *hi = adaptive ? 1e-1 : 1.0;
+    return LOPT_OK;
+}
+
+lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
+{
+    if (o->steps <= 0) return lopt_fail(err, LOPT_EUSAGE, "steps must be positive");
+    if (o->eval_every < 0) return lopt_fail(err, LOPT_EUSAGE, "eval-every must be positive");
+    if (o->nbaselines < 1)
+        return lopt_fail(err, LOPT_EUSAGE, "at least one baseline is needed");
+    if (o->nbaselines + (o->arch ? 1 : 0) > LOPT_COMPARE_MAX_OPT)
+        return lopt_fail(err, LOPT_EUSAGE, "at most %d optimizers in one comparison",
+                         LOPT_COMPARE_MAX_OPT);
+    for (int b = 0; b < o->nbaselines; b++) {
+        double lo, hi;
+        lopt_status st = lopt_compare_lr_range(o->baselines[b], &lo, &hi, err);
+        if (st != LOPT_OK)
+            return lopt_fail(err, LOPT_EUSAGE, "unknown baseline '%s' (want one of "
+                             "sgd, momentum, nesterov, rmsprop, adam)", o->baselines[b]);
+        for (int k = 0; k < b; k++)
+            if (strcmp(o->baselines[k], o->baselines[b]) == 0)
+                return lopt_fail(err, LOPT_EUSAGE, "baseline '%s' given twice",
+                                 o->baselines[b]);
+        if (o->lr_lo && o->lr_hi &&
+            !(o->lr_lo[b] > 0 && o->lr_hi[b] > o->lr_lo[b] && isfinite(o->lr_hi[b])))
+            return lopt_fail(err, LOPT_EUSAGE, "learning-rate range for %s must satisfy "
+                             "0 < lo < hi", o->baselines[b]);
+    }
+    if (o->grid_points < 2 || o->grid_points > LOPT_COMPARE_MAX_GRID)
+        return lopt_fail(err, LOPT_EUSAGE, "grid-points must be in 2..%d",
+                         LOPT_COMPARE_MAX_GRID);
+    if (o->nseeds < 1 || o->nseeds > LOPT_COMPARE_MAX_SEEDS)
+        return lopt_fail(err, LOPT_EUSAGE, "between 1 and %d test seeds",
+                         LOPT_COMPARE_MAX_SEEDS);
+    if (o->tune_seeds < 1 || o->tune_seeds > LOPT_COMPARE_MAX_SEEDS)
+        return lopt_fail(err, LOPT_EUSAGE, "tune-seeds must be in 1..%d",
+                         LOPT_COMPARE_MAX_SEEDS);
+    for (int i = 0; i < o->nseeds; i++) {
+        for (int k = 0; k < i; k++)
+            if (o->seeds[k] == o->seeds[i])
+                return lopt_fail(err, LOPT_EUSAGE, "test seed %llu given twice",
+                                 (unsigned long long)o->seeds[i]);
+        uint64_t s = o->seeds[i];
+        if (s >= LOPT_COMPARE_TUNE_SEED0 &&
+            s < LOPT_COMPARE_TUNE_SEED0 + (uint64_t)o->tune_seeds)
+            return lopt_fail(err, LOPT_EUSAGE,
+                             "test seed %llu is also a tuning seed (tuning uses %d..%d): "
+                             "tuning and test seeds must be disjoint",
+                             (unsigned long long)s, LOPT_COMPARE_TUNE_SEED0,
+                             LOPT_COMPARE_TUNE_SEED0 + o->tune_seeds - 1);
+    }
+    if (o->arch && !o->theta)
+        return lopt_fail(err, LOPT_EUSAGE, "learned optimizer without theta");
+    return LOPT_OK;
+}
+
+/* ---- running --------------------------------------------------------------------- */
+
+typedef struct {
+    const lopt_compare_opts *o;
+    int run, nruns;
+} run_ctx;
+
+static void announce(run_ctx *rc, const char *phase, const char *name, double lr,
+                     uint64_t seed)
+{
+    rc->run++;
+    if (!rc->o->on_run) return;
+    lopt_compare_run_info info = {phase, name, lr, seed, rc->run, rc->nruns};
+    rc->o->on_run(rc->o->user, &info);
+}
+
+static lopt_train_opts train_opts(const lopt_compare_opts *o, int64_t eval_every,
+                                  uint64_t seed)
+{
+    lopt_train_opts to = {.steps = o->steps, .eval_every = eval_every, .seed = seed,
+                          .on_step = o->on_step, .user = o->user};
+    return to;
+}
+
+/* the final validation loss of one tuning run; +inf when it diverged */
+static lopt_status tune_run(lopt_task *t, lopt_optimizer *opt, const lopt_compare_opts *o,
+                            uint64_t seed, double *loss, lopt_err *err)
+{
+    lopt_train_opts to = train_opts(o, 0, seed);
+    lopt_train_result r;
+    lopt_err terr = {0};
+    lopt_status st = lopt_train_run(t, opt, &to, &r, NULL, &terr);
+    *loss = INFINITY;
+    if (st == LOPT_OK && r.nrows > 0 && isfinite(r.rows[r.nrows - 1].valid_loss))
+        *loss = r.rows[r.nrows - 1].valid_loss;
+    lopt_train_result_free(&r);
+    if (st != LOPT_OK && st != LOPT_EDIVERGED)
+        return lopt_fail(err, st, "%s", terr.msg);
+    return LOPT_OK;
+}
+
+static lopt_status tune(lopt_task *t, const lopt_compare_opts *o, lopt_compare_result *res,
+                        int ei, run_ctx *rc, lopt_err *err)
+{
+    lopt_compare_entry *e = &res->opt[ei];
+    int G = o->grid_points;
+    e->grid_points = G;
+    e->grid_lr = lopt_xcalloc((size_t)G, sizeof(double));
+    e->grid_loss = lopt_xcalloc((size_t)G, sizeof(double));
+    for (int k = 0; k < G; k++) {
+        double lr = e->lr_lo * pow(e->lr_hi / e->lr_lo, (double)k / (G - 1));
+        e->grid_lr[k] = lr;
+        lopt_hparams hp;
+        lopt_status st = lopt_hparams_default(&hp, e->name, err);
+        if (st != LOPT_OK) return st;
+        hp.lr = (float)lr;
+        lopt_optimizer opt;
+        st = lopt_optim_create(&opt, e->name, &hp, t->n, err);
+        if (st != LOPT_OK) return st;
+        double sum = 0.0;
+        for (int s = 0; s < o->tune_seeds && st == LOPT_OK; s++) {
+            uint64_t seed = LOPT_COMPARE_TUNE_SEED0 + (uint64_t)s;
+            announce(rc, "tuning", e->name, lr, seed);
+            double loss;
+            st = tune_run(t, &opt, o, seed, &loss, err);
+            if (st != LOPT_OK) break;
+            lopt_tuning_row *row = &res->tuning[res->ntuning++];
+            row->opt = ei;
+            row->lr = lr;
+            row->seed = seed;
+            row->final_valid_loss = loss;
+            sum += loss;
+        }
+        opt.free(&opt);
+        if (st != LOPT_OK) return st;
+        e->grid_loss[k] = sum / o->tune_seeds;
+    }
+    int best = lopt_compare_pick(e->grid_loss, G, &e->lr_edge);
+    if (best < 0)
+        return lopt_fail(err, LOPT_EDIVERGED,
+                         "%s diverged at every learning rate of its grid [%g, %g]", e->name,
+                         e->lr_lo, e->lr_hi);
+    e->lr = e->grid_lr[best];
+    if (o->on_tuned) o->on_tuned(o->user, e->name, e->lr, e->grid_loss[best], e->lr_edge);
+    return LOPT_OK;
+}
+
+static lopt_status test_runs(lopt_task *t, const lopt_compare_opts *o, lopt_compare_entry *e,
+                             int64_t eval_every, run_ctx *rc, lopt_err *err)
+{
+    lopt_optimizer opt;
+    lopt_status st;
+    if (e->learned) {
+        st = lopt_learned_create(&opt, o->arch, o->theta, t->tensors, t->ntensors, t->n, err);
+    } else {
+        lopt_hparams hp;
+        st = lopt_hparams_default(&hp, e->name, err);
+        hp.lr = (float)e->lr;
+        if (st == LOPT_OK) st = lopt_optim_create(&opt, e->name, &hp, t->n, err);
+    }
+    if (st != LOPT_OK) return st;
+    e->nseeds = o->nseeds;
+    e->runs = lopt_xcalloc((size_t)o->nseeds, sizeof *e->runs);
+    for (int s = 0; s < o->nseeds; s++) {
+        announce(rc, "test", e->name, e->lr, o->seeds[s]);
+        lopt_train_opts to = train_opts(o, eval_every, o->seeds[s]);
+        lopt_err terr = {0};
+        st = lopt_train_run(t, &opt, &to, &e->runs[s], NULL, &terr);
+        if (st == LOPT_EDIVERGED) {
+            e->ndiverged++;
+            st = LOPT_OK;
+        }
+        if (st != LOPT_OK) {
+            lopt_fail(err, st, "%s", terr.msg);
+            break;
+        }
+    }
+    opt.free(&opt);
+    return st;
+}
+
+static lopt_stat stat_of(const double *v, int n)
+{
+    lopt_stat s = {0.0, 0.0, INFINITY, -INFINITY};
+    for (int i = 0; i < n; i++) {
+        s.mean += v[i];
+        s.min = fmin(s.min, v[i]);
+        s.max = fmax(s.max, v[i]);
+    }
+    s.mean /= n;
+    if (n > 1) {
+        double ss = 0.0;
+        for (int i = 0; i < n; i++) ss += (v[i] - s.mean) * (v[i] - s.mean);
+        s.std = sqrt(ss / (n - 1));
+    }
+    if (!isfinite(s.mean)) s.std = NAN;
+    return s;
+}
+
+static void aggregate(lopt_compare_entry *e)
+{
+    int n = e->nseeds;
+    double *v[6];
+    for (int k = 0; k < 6; k++) v[k] = lopt_xcalloc((size_t)n, sizeof(double));
+    for (int s = 0; s < n; s++) {
+        const lopt_train_result *r = &e->runs[s];
+        const lopt_curve_row *last = r->nrows ? &r->rows[r->nrows - 1] : NULL;
+        int ok = r->diverged_at < 0 && last;
+        v[0][s] = ok ? last->train_loss : INFINITY;
+        v[1][s] = ok ? last->valid_loss : INFINITY;
+        v[2][s] = ok ? last->valid_acc : NAN;
+        v[3][s] = ok ? r->test_loss : INFINITY;
+        v[4][s] = ok ? r->test_acc : NAN;
+        v[5][s] = last ? last->time_s : 0.0;
+    }
+    e->train_loss = stat_of(v[0], n);
+    e->valid_loss = stat_of(v[1], n);
+    e->valid_acc = stat_of(v[2], n);
+    e->test_loss = stat_of(v[3], n);
+    e->test_acc = stat_of(v[4], n);
+    e->time_s = stat_of(v[5], n);
+    for (int k = 0; k < 6; k++) free(v[k]);
+
+    /* the seed-mean curve on the longest run's rows (every run that did not
+     * diverge has the same ones); a row a diverged run never reached is +inf */
+    int longest = 0;
+    for (int s = 1; s < n; s++)
+        if (e->runs[s].nrows > e->runs[longest].nrows) longest = s;
+    int R = e->nrows = e->runs[longest].nrows;
+    double **c[] = {&e->step, &e->time_mean, &e->train_mean, &e->train_min, &e->train_max,
+                    &e->valid_mean, &e->valid_min, &e->valid_max};
+    for (size_t k = 0; k < sizeof c / sizeof *c; k++)
+        *c[k] = lopt_xcalloc((size_t)(R ? R : 1), sizeof(double));
+    for (int i = 0; i < R; i++) {
+        e->step[i] = (double)e->runs[longest].rows[i].step;
+        double tsum = 0.0, trs = 0.0, vs = 0.0;
+        int present = 0;
+        e->train_min[i] = e->valid_min[i] = INFINITY;
+        e->train_max[i] = e->valid_max[i] = -INFINITY;
+        for (int s = 0; s < n; s++) {
+            const lopt_train_result *r = &e->runs[s];
+            double tr = INFINITY, va = INFINITY;
+            if (i < r->nrows) {
+                tr = r->rows[i].train_loss;
+                va = r->rows[i].valid_loss;
+                tsum += r->rows[i].time_s;
+                present++;
+            }
+            trs += tr;
+            vs += va;
+            e->train_min[i] = fmin(e->train_min[i], tr);
+            e->train_max[i] = fmax(e->train_max[i], tr);
+            e->valid_min[i] = fmin(e->valid_min[i], va);
+            e->valid_max[i] = fmax(e->valid_max[i], va);
+        }
+        e->train_mean[i] = trs / n;
+        e->valid_mean[i] = vs / n;
+        e->time_mean[i] = present ? tsum / present : NAN;
+    }
+}
+
+static void speedups(lopt_compare_result *res)
+{
+    res->best = -1;
+    res->target = NAN;
+    for (int i = 0; i < res->nopt; i++) {
+        const lopt_compare_entry *e = &res->opt[i];
+        if (e->learned || !isfinite(e->valid_loss.mean)) continue;
+        if (res->best < 0 || e->valid_loss.mean < res->opt[res->best].valid_loss.mean)
+            res->best = i;
+    }
+    for (int i = 0; i < res->nopt; i++) {
+        lopt_compare_entry *e = &res->opt[i];
+        e->reach_step = e->reach_time = e->speedup_steps = e->speedup_time = NAN;
+    }
+    if (res->best < 0) return;
+    const lopt_compare_entry *b = &res->opt[res->best];
+    res->target = b->valid_loss.mean;
+    double base_steps = (double)res->steps, base_time = b->time_mean[b->nrows - 1];
+    for (int i = 0; i < res->nopt; i++) {
+        lopt_compare_entry *e = &res->opt[i];
+        double pos;
+        if (!lopt_compare_reach(e->valid_mean, e->nrows, res->target, &pos)) continue;
+        e->reach_step = lopt_compare_at(e->step, e->nrows, pos);
+        e->reach_time = lopt_compare_at(e->time_mean, e->nrows, pos);
+        e->speedup_steps = e->reach_step > 0 ? base_steps / e->reach_step : INFINITY;
+        e->speedup_time = e->reach_time > 0 ? base_time / e->reach_time : INFINITY;
+    }
+}
+
+lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
+                             lopt_compare_result *res, lopt_err *err)
+{
+    memset(res, 0, sizeof *res);
+    res->best = -1;
+    res->target = NAN;
+    lopt_status st = lopt_compare_check(o, err);
+    if (st != LOPT_OK) return st;
+    double t0 = lopt_now();
+    int64_t eval_every = o->eval_every ? o->eval_every : (o->steps >= 20 ? o->steps / 20 : 1);
+    res->steps = o->steps;
+    res->eval_every = eval_every;
+    res->grid_points = o->grid_points;
+    res->nseeds = o->nseeds;
+    memcpy(res->seeds, o->seeds, (size_t)o->nseeds * sizeof *o->seeds);
+    res->tune_seeds = o->tune_seeds;
+    snprintf(res->task, sizeof res->task, "%s", t->name);
+    if (o->arch)
+        snprintf(res->learned_source, sizeof res->learned_source, "%s",
+                 o->learned_source ? o->learned_source : "(in memory)");
+
+    if (o->arch) {
+        lopt_compare_entry *e = &res->opt[res->nopt++];
+        snprintf(e->name, sizeof e->name, "learned");
+        e->learned = 1;
+        e->lr = e->lr_lo = e->lr_hi = NAN;
+    }
+    for (int b = 0; b < o->nbaselines; b++) {
+        lopt_compare_entry *e = &res->opt[res->nopt++];
+        snprintf(e->name, sizeof e->name, "%s", o->baselines[b]);
+        lopt_compare_lr_range(e->name, &e->lr_lo, &e->lr_hi, NULL);
+        if (o->lr_lo && o->lr_hi) e->lr_lo = o->lr_lo[b], e->lr_hi = o->lr_hi[b];
+    }
+    res->tuning = lopt_xcalloc((size_t)(o->nbaselines * o->grid_points * o->tune_seeds),
+                               sizeof *res->tuning);
+    run_ctx rc = {o, 0, o->nbaselines * o->grid_points * o->tune_seeds +
+                            res->nopt * o->nseeds};
+    for (int i = 0; i < res->nopt && st == LOPT_OK; i++)
+        if (!res->opt[i].learned) st = tune(t, o, res, i, &rc, err);
+    for (int i = 0; i < res->nopt && st == LOPT_OK; i++) {
+        st = test_runs(t, o, &res->opt[i], eval_every, &rc, err);
+        if (st == LOPT_OK) aggregate(&res->opt[i]);
+    }
+    if (st == LOPT_OK) speedups(res);
+    res->elapsed_s = lopt_now() - t0;
+    return st;
+}
+
+void lopt_compare_free(lopt_compare_result *res)
+{
+    if (!res) return;
+    for (int i = 0; i < res->nopt; i++) {
+        lopt_compare_entry *e = &res->opt[i];
+        free(e->grid_lr);
+        free(e->grid_loss);
+        for (int s = 0; e->runs && s < e->nseeds; s++) lopt_train_result_free(&e->runs[s]);
+        free(e->runs);
+        double *c[] = {e->step, e->time_mean, e->train_mean, e->train_min, e->train_max,
+                       e->valid_mean, e->valid_min, e->valid_max};
+        for (size_t k = 0; k < sizeof c / sizeof *c; k++) free(c[k]);
+    }
+    free(res->tuning);
+    memset(res, 0, sizeof *res);
+    res->best = -1;
+}
+
+/* ---- text output -------------------------------------------------------------- */
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        LOPT_ASSERT(k >= 0);
+        if (b->s && b->len + (size_t)k < b->cap) {
+            b->len += (size_t)k;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap <= b->len + (size_t)k) cap *= 2;
+        b->s = realloc(b->s, cap);
+        LOPT_ASSERT(b->s);
+        b->cap = cap;
+    }
+}
+
+/* a JSON number, or null for NaN/inf (JSON has neither) */
+static void sb_jnum(sbuf *b, double v)
+{
+    if (isfinite(v)) sb_printf(b, "%.8g", v);
+    else sb_printf(b, "null");
+}
+
+static void sb_jstr(sbuf *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') sb_printf(b, "\\%c", *p);
+        else if (*p < 0x20) sb_printf(b, "\\u%04x", *p);
+        else sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "\"");
+}
+
+static void sb_jstat(sbuf *b, const char *name, lopt_stat s, int last)
+{
+    sb_printf(b, "        \"%s\": {\"mean\": ", name);
+    sb_jnum(b, s.mean);
+    sb_printf(b, ", \"std\": ");
+    sb_jnum(b, s.std);
+    sb_printf(b, ", \"min\": ");
+    sb_jnum(b, s.min);
+    sb_printf(b, ", \"max\": ");
+    sb_jnum(b, s.max);
+    sb_printf(b, "}%s\n", last ? "" : ",");
+}
+
+static void sb_jarray(sbuf *b, const double *v, int n)
+{
+    sb_printf(b, "[");
+    for (int i = 0; i < n; i++) {
+        if (i) sb_printf(b, ", ");
+        sb_jnum(b, v[i]);
+    }
+    sb_printf(b, "]");
+}
+
+static char *summary_json(const lopt_compare_result *r)
+{
+    sbuf b = {0};
+    sb_printf(&b, "{\n  \"task\": ");
+    sb_jstr(&b, r->task);
+    sb_printf(&b, ",\n  \"steps\": %lld,\n  \"eval_every\": %lld,\n  \"seeds\": [",
+              (long long)r->steps, (long long)r->eval_every);
+    for (int i = 0; i < r->nseeds; i++)
+        sb_printf(&b, "%s%llu", i ? ", " : "", (unsigned long long)r->seeds[i]);
+    sb_printf(&b, "],\n  \"tune_seeds\": [");
+    for (int i = 0; i < r->tune_seeds; i++)
+        sb_printf(&b, "%s%d", i ? ", " : "", LOPT_COMPARE_TUNE_SEED0 + i);
+    sb_printf(&b, "],\n  \"grid_points\": %d,\n  \"tuning_criterion\": \"mean final "
+                  "validation loss over the tuning seeds (diverged: +inf)\",\n"
+                  "  \"lopt_file\": ", r->grid_points);
+    if (r->learned_source[0]) sb_jstr(&b, r->learned_source);
+    else sb_printf(&b, "null");
+    sb_printf(&b, ",\n  \"best_baseline\": ");
+    if (r->best >= 0) sb_jstr(&b, r->opt[r->best].name);
+    else sb_printf(&b, "null");
+    sb_printf(&b, ",\n  \"target_valid_loss\": ");
+    sb_jnum(&b, r->target);
+    sb_printf(&b, ",\n  \"elapsed_s\": %.3f,\n  \"optimizers\": [\n", r->elapsed_s);
+    for (int i = 0; i < r->nopt; i++) {
+        const lopt_compare_entry *e = &r->opt[i];
+        sb_printf(&b, "    {\n      \"name\": ");
+        sb_jstr(&b, e->name);
+        sb_printf(&b, ",\n      \"learned\": %s,\n      \"lr\": ", e->learned ? "true" : "false");
+        sb_jnum(&b, e->lr);
+        if (!e->learned) {
+            sb_printf(&b, ",\n      \"lr_grid\": ");
+            sb_jarray(&b, e->grid_lr, e->grid_points);
+            sb_printf(&b, ",\n      \"lr_grid_mean_final_valid_loss\": ");
+            sb_jarray(&b, e->grid_loss, e->grid_points);
+            sb_printf(&b, ",\n      \"lr_on_grid_edge\": %s",
+                      e->lr_edge < 0 ? "\"low\"" : e->lr_edge > 0 ? "\"high\"" : "false");
+        }
+        sb_printf(&b, ",\n      \"diverged_seeds\": %d,\n      \"final\": {\n", e->ndiverged);
+        sb_jstat(&b, "train_loss", e->train_loss, 0);
+        sb_jstat(&b, "valid_loss", e->valid_loss, 0);
+        sb_jstat(&b, "valid_acc", e->valid_acc, 0);
+        sb_jstat(&b, "test_loss", e->test_loss, 0);
+        sb_jstat(&b, "test_acc", e->test_acc, 0);
+        sb_jstat(&b, "time_s", e->time_s, 1);
+        sb_printf(&b, "      },\n      \"reach_target\": {\"step\": ");
+        sb_jnum(&b, e->reach_step);
+        sb_printf(&b, ", \"time_s\": ");
+        sb_jnum(&b, e->reach_time);
+        sb_printf(&b, ", \"speedup_steps\": ");
+        sb_jnum(&b, e->speedup_steps);
+        sb_printf(&b, ", \"speedup_time\": ");
+        sb_jnum(&b, e->speedup_time);
+        sb_printf(&b, ", \"reached\": %s},\n      \"mean_curve\": {\n        \"step\": ",
+                  isfinite(e->reach_step) ? "true" : "false");
+        sb_jarray(&b, e->step, e->nrows);
+        sb_printf(&b, ",\n        \"time_s\": ");
+        sb_jarray(&b, e->time_mean, e->nrows);
+        sb_printf(&b, ",\n        \"train_loss\": ");
+        sb_jarray(&b, e->train_mean, e->nrows);
+        sb_printf(&b, ",\n        \"valid_loss\": ");
+        sb_jarray(&b, e->valid_mean, e->nrows);
+        sb_printf(&b, "\n      }\n    }%s\n", i + 1 < r->nopt ? "," : "");
+    }
+    sb_printf(&b, "  ]\n}\n");
+    return b.s;
+}
+
+/* "0.5123 ± 0.0100", "inf" when some seed diverged, "n/a" when undefined */
+static void fmt_stat(char *out, size_t cap, lopt_stat s, const char *f)
+{
+    char m[32], d[32];
+    if (isnan(s.mean)) {
+        snprintf(out, cap, "n/a");
+        return;
+    }
+    if (!isfinite(s.mean)) {
+        snprintf(out, cap, "inf");
+        return;
+    }
+    snprintf(m, sizeof m, f, s.mean);
+    snprintf(d, sizeof d, f, isfinite(s.std) ? s.std : 0.0);
+    snprintf(out, cap, "%s ± %s", m, d);
+}
+
+char *lopt_compare_markdown(const lopt_compare_result *r)
+{
+    sbuf b = {0};
+    sb_printf(&b, "# lopt compare: %s\n\n", r->task);
+    sb_printf(&b, "- %lld steps, validation every %lld; test seeds", (long long)r->steps,
+              (long long)r->eval_every);
+    for (int i = 0; i < r->nseeds; i++)
+        sb_printf(&b, "%s%llu", i ? ", " : " ", (unsigned long long)r->seeds[i]);
+    if (r->tune_seeds == 1)
+        sb_printf(&b, "; tuning seed %d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0);
+    else
+        sb_printf(&b, "; tuning seeds %d..%d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0,
+                  LOPT_COMPARE_TUNE_SEED0 + r->tune_seeds - 1);
+    sb_printf(&b, "- baselines: learning rate tuned on a %d-point log grid by the mean final "
+                  "validation loss over the tuning seeds (a diverged run counts as +inf)\n",
+              r->grid_points);
+    sb_printf(&b, "- learned optimizer: %s\n",
+              r->learned_source[0] ? r->learned_source : "none (baselines only)");
+    if (r->best >= 0)
+        sb_printf(&b, "- target: the best tuned baseline's final mean validation loss, "
+                      "%s at lr %.3g: %.4f\n",
+                  r->opt[r->best].name, r->opt[r->best].lr, r->target);
+    else
+        sb_printf(&b, "- target: none (every baseline diverged on some test seed)\n");
+    sb_printf(&b, "- mean ± std over %d test seeds; time = training wall-clock (s), "
+                  "evaluation excluded; total %.1f s\n",
+              r->nseeds, r->elapsed_s);
+    for (int i = 0; i < r->nopt; i++) {
+        const lopt_compare_entry *e = &r->opt[i];
+        if (!e->learned && e->lr_edge)
+            sb_printf(&b, "- WARNING: %s's tuned lr %.3g is the %s end of its grid "
+                          "[%.3g, %.3g]: the grid may be too narrow\n",
+                      e->name, e->lr, e->lr_edge < 0 ? "low" : "high", e->lr_lo, e->lr_hi);
+        if (e->ndiverged)
+            sb_printf(&b, "- WARNING: %s diverged on %d of %d test seeds\n", e->name,
+                      e->ndiverged, e->nseeds);
+    }
+    sb_printf(&b, "\n| optimizer | lr | train loss | valid loss | valid acc | test loss | "
+                  "test acc | time (s) | steps to target | time to target (s) | "
+                  "speedup (steps) | speedup (time) |\n"
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < r->nopt; i++) {
+        const lopt_compare_entry *e = &r->opt[i];
+        char c[6][96], lr[48], rs[32], rt[32], ss[32], st[32];
+        fmt_stat(c[0], sizeof c[0], e->train_loss, "%.4f");
+        fmt_stat(c[1], sizeof c[1], e->valid_loss, "%.4f");
+        fmt_stat(c[2], sizeof c[2], e->valid_acc, "%.4f");
+        fmt_stat(c[3], sizeof c[3], e->test_loss, "%.4f");
+        fmt_stat(c[4], sizeof c[4], e->test_acc, "%.4f");
+        fmt_stat(c[5], sizeof c[5], e->time_s, "%.3f");
+        if (e->learned) snprintf(lr, sizeof lr, "(learned)");
+        else snprintf(lr, sizeof lr, "%.3g%s", e->lr, e->lr_edge ? " (grid edge)" : "");
+        int reached = isfinite(e->reach_step);
+        if (reached) {
+            snprintf(rs, sizeof rs, "%.0f", e->reach_step);
+            snprintf(rt, sizeof rt, "%.3f", e->reach_time);
+            snprintf(ss, sizeof ss, "%.2fx", e->speedup_steps);
+            snprintf(st, sizeof st, "%.2fx", e->speedup_time);
+        } else {
+            snprintf(rs, sizeof rs, "not reached");
+            snprintf(rt, sizeof rt, "not reached");
+            snprintf(ss, sizeof ss, "-");
+            snprintf(st, sizeof st, "-");
+        }
+        sb_printf(&b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                  e->name, i == r->best ? " (best)" : "", lr, c[0], c[1], c[2], c[3], c[4],
+                  c[5], rs, rt, ss, st);
+    }
+    return b.s;
+}
+
+static char *curves_csv(const lopt_compare_result *r, size_t *len)
+{
+    sbuf b = {0};
+    sb_printf(&b, "optimizer,seed,step,train_loss,valid_loss,valid_acc,time_s\n");
+    for (int i = 0; i < r->nopt; i++) {
+        const lopt_compare_entry *e = &r->opt[i];
+        for (int s = 0; s < e->nseeds; s++)
+            for (int k = 0; k < e->runs[s].nrows; k++) {
+                const lopt_curve_row *w = &e->runs[s].rows[k];
+                sb_printf(&b, "%s,%llu,%lld,%.7g,%.7g,%.6g,%.5f\n", e->name,
+                          (unsigned long long)r->seeds[s], (long long)w->step, w->train_loss,
+                          w->valid_loss, w->valid_acc, w->time_s);
+            }
+    }
+    *len = b.len;
+    return b.s;
+}
+
+static char *tuning_csv(const lopt_compare_result *r, size_t *len)
+{
+    sbuf b = {0};
+    sb_printf(&b, "optimizer,lr,seed,final_valid_loss\n");
+    for (int i = 0; i < r->ntuning; i++) {
+        const lopt_tuning_row *t = &r->tuning[i];
+        sb_printf(&b, "%s,%.6g,%llu,%.7g\n", r->opt[t->opt].name, t->lr,
+                  (unsigned long long)t->seed, t->final_valid_loss);
+    }
+    *len = b.len;
+    return b.s;
+}
+
+/* mkdir -p */
+static lopt_status make_dirs(const char *dir, lopt_err *err)
+{
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
+        return lopt_fail(err, LOPT_EUSAGE, "path too long: %s", dir);
+    for (char *c = p + 1;; c++) {
+        if (*c != '/' && *c != 0) continue;
+        char saved = *c;
+        *c = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return lopt_fail(err, LOPT_EIO, "cannot create directory %s: %s", p,
+                             strerror(errno));
+        *c = saved;
+        if (!saved) break;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return lopt_fail(err, LOPT_EIO, "cannot create directory %s: not a directory", dir);
+    return LOPT_OK;
+}
+
+static lopt_status write_text(const char *dir, const char *name, char *text, size_t len,
+                              lopt_err *err)
+{
+    char path[4096];
+    lopt_status st;
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+        st = lopt_fail(err, LOPT_EUSAGE, "path too long: %s/%s", dir, name);
+    else
+        st = lopt_write_atomic(path, text, len, err);
+    free(text);
+    return st;
+}
+
+/* one plot: y = (valid or train loss) against x = (step or mean time) per optimizer */
+static lopt_status write_plot(const lopt_compare_result *r, const char *dir, const char *name,
+                              int train, int vs_time, lopt_err *err)
+{
+    lopt_plot_series s[LOPT_COMPARE_MAX_OPT];
+    char labels[LOPT_COMPARE_MAX_OPT][64];
+    for (int i = 0; i < r->nopt; i++) {
+        const lopt_compare_entry *e = &r->opt[i];
+        if (e->learned) snprintf(labels[i], sizeof labels[i], "learned");
+        else snprintf(labels[i], sizeof labels[i], "%s lr %.3g", e->name, e->lr);
+        s[i] = (lopt_plot_series){labels[i], vs_time ? e->time_mean : e->step,
+                                  train ? e->train_mean : e->valid_mean,
+                                  train ? e->train_min : e->valid_min,
+                                  train ? e->train_max : e->valid_max, e->nrows};
+    }
+    char title[256];
+    snprintf(title, sizeof title, "%s: %s loss vs %s (mean of %d seeds, band min..max)",
+             r->task, train ? "training" : "validation", vs_time ? "time" : "step", r->nseeds);
+    lopt_plot p = {title,
+                   vs_time ? "training wall-clock, s (mean over seeds)" : "step",
+                   train ? "train loss (minibatch mean)" : "validation loss",
+                   1, 0, 0, s, r->nopt};
+    char base[4096];
+    if (snprintf(base, sizeof base, "%s/%s", dir, name) >= (int)sizeof base)
+        return lopt_fail(err, LOPT_EUSAGE, "path too long: %s/%s", dir, name);
+    return lopt_plot_write(&p, base, err);
+}
+
+lopt_status lopt_compare_write(const lopt_compare_result *r, const char *dir, lopt_err *err)
+{
+    lopt_status st = make_dirs(dir, err);
+    size_t len;
+    char *text;
+    if (st == LOPT_OK) {
+        text = curves_csv(r, &len);
+        st = write_text(dir, "curves.csv", text, len, err);
+    }
+    if (st == LOPT_OK) {
+        text = tuning_csv(r, &len);
+        st = write_text(dir, "tuning.csv", text, len, err);
+    }
+    if (st == LOPT_OK) {
+        text = summary_json(r);
+        st = write_text(dir, "summary.json", text, strlen(text), err);
+    }
+    if (st == LOPT_OK) {
+        text = lopt_compare_markdown(r);
+        st = write_text(dir, "summary.md", text, strlen(text), err);
+    }
+    if (st == LOPT_OK) st = write_plot(r, dir, "valid_loss_vs_step", 0, 0, err);
+    if (st == LOPT_OK) st = write_plot(r, dir, "valid_loss_vs_time", 0, 1, err);
+    if (st == LOPT_OK) st = write_plot(r, dir, "train_loss_vs_step", 1, 0, err);
+    return st;
+}
