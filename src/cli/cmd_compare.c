@@ -56,13 +56,12 @@ static void on_step(void *user, int64_t step, int64_t steps, double loss)
     snprintf(extra, sizeof extra, "%s loss %.4f", ui->what, loss);
     int64_t total = (int64_t)ui->run.nruns * ui->steps;
     cli_progress_update(&ui->bar, (int64_t)(ui->run.run - 1) * ui->steps + step, total, extra);
-    (void)steps;
 }
 
 static void on_tuned(void *user, const char *name, double lr, double valid_loss, int edge)
 {
     compare_ui *ui = user;
-    note(ui, "%s: tuned lr %.3g (mean final valid loss %.4f)", name, lr, valid_loss);
+    note(ui, "%s: tuned lr %.3g (mean final valid loss %.4g)", name, lr, valid_loss);
     if (edge)
         note(ui, "warning: %s's best lr %.3g is the %s end of the grid: the grid may be "
              "too narrow (--lr-range)", name, lr, edge < 0 ? "low" : "high");
@@ -215,9 +214,14 @@ int cmd_compare(int argc, char **argv)
         if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
         cli_fail("compare", "%s", err.msg);
     }
-    char outdir[512];
-    snprintf(outdir, sizeof outdir, "%s", out ? out : "");
-    if (!out) snprintf(outdir, sizeof outdir, "compare-%s", task.name);
+    char defdir[96];
+    snprintf(defdir, sizeof defdir, "compare-%s", task.name);
+    const char *outdir = out ? out : defdir;
+    if (lopt_compare_outdir(outdir, &err) != LOPT_OK) {
+        lopt_free(theta);
+        task.free(&task);
+        cli_fail("compare", "%s", err.msg);
+    }
 
     cli_progress_init(&ui.bar, "compare");
     lopt_compare_result res;

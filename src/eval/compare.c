@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "eval/compare.h"
 #include "eval/plot.h"
@@ -75,9 +76,14 @@ lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
     for (int b = 0; b < o->nbaselines; b++) {
         double lo, hi;
         lopt_status st = lopt_compare_lr_range(o->baselines[b], &lo, &hi, err);
-        if (st != LOPT_OK)
-            return lopt_fail(err, LOPT_EUSAGE, "unknown baseline '%s' (want one of "
-                             "sgd, momentum, nesterov, rmsprop, adam)", o->baselines[b]);
+        if (st != LOPT_OK) {
+            char known[128] = "";
+            for (int k = 0; lopt_optim_names[k]; k++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                         k ? ", " : "", lopt_optim_names[k]);
+            return lopt_fail(err, LOPT_EUSAGE, "unknown baseline '%s' (want one of %s)",
+                             o->baselines[b], known);
+        }
         for (int k = 0; k < b; k++)
             if (strcmp(o->baselines[k], o->baselines[b]) == 0)
                 return lopt_fail(err, LOPT_EUSAGE, "baseline '%s' given twice",
@@ -514,8 +520,8 @@ static char *summary_json(const lopt_compare_result *r)
             sb_jarray(&b, e->grid_lr, e->grid_points);
             sb_printf(&b, ",\n      \"lr_grid_mean_final_valid_loss\": ");
             sb_jarray(&b, e->grid_loss, e->grid_points);
-            sb_printf(&b, ",\n      \"lr_on_grid_edge\": %s",
-                      e->lr_edge < 0 ? "\"low\"" : e->lr_edge > 0 ? "\"high\"" : "false");
+            sb_printf(&b, ",\n      \"lr_grid_edge\": %s",
+                      e->lr_edge < 0 ? "\"low\"" : e->lr_edge > 0 ? "\"high\"" : "null");
         }
         sb_printf(&b, ",\n      \"diverged_seeds\": %d,\n      \"final\": {\n", e->ndiverged);
         sb_jstat(&b, "train_loss", e->train_loss, 0);
@@ -547,7 +553,8 @@ static char *summary_json(const lopt_compare_result *r)
     return b.s;
 }
 
-/* "0.5123 ± 0.0100", "inf" when some seed diverged, "n/a" when undefined */
+/* "0.5123 ± 0.0100" in format f (NULL: 4 decimals, or 3 significant digits in
+ * exponent form below 1e-3), "inf" when some seed diverged, "n/a" when undefined */
 static void fmt_stat(char *out, size_t cap, lopt_stat s, const char *f)
 {
     char m[32], d[32];
@@ -559,6 +566,7 @@ static void fmt_stat(char *out, size_t cap, lopt_stat s, const char *f)
         snprintf(out, cap, "inf");
         return;
     }
+    if (!f) f = fabs(s.mean) >= 1e-3 || s.mean == 0 ? "%.4f" : "%.3e";   /* losses */
     snprintf(m, sizeof m, f, s.mean);
     snprintf(d, sizeof d, f, isfinite(s.std) ? s.std : 0.0);
     snprintf(out, cap, "%s ± %s", m, d);
@@ -584,10 +592,14 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
               r->learned_source[0] ? r->learned_source : "none (baselines only)");
     if (r->best >= 0)
         sb_printf(&b, "- target: the best tuned baseline's final mean validation loss, "
-                      "%s at lr %.3g: %.4f\n",
+                      "%s at lr %.3g: %.4g\n",
                   r->opt[r->best].name, r->opt[r->best].lr, r->target);
     else
         sb_printf(&b, "- target: none (every baseline diverged on some test seed)\n");
+    if (r->best >= 0 && r->opt[r->best].reach_step < (double)r->steps)
+        sb_printf(&b, "- note: %s's own seed-mean curve first gets to that loss at step %.0f "
+                      "(a noisy tail), hence its own speedup above 1\n",
+                  r->opt[r->best].name, r->opt[r->best].reach_step);
     sb_printf(&b, "- mean ± std over %d test seeds; time = training wall-clock (s), "
                   "evaluation excluded; total %.1f s\n",
               r->nseeds, r->elapsed_s);
@@ -608,10 +620,10 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
         char c[6][96], lr[48], rs[32], rt[32], ss[32], st[32];
-        fmt_stat(c[0], sizeof c[0], e->train_loss, "%.4f");
-        fmt_stat(c[1], sizeof c[1], e->valid_loss, "%.4f");
+        fmt_stat(c[0], sizeof c[0], e->train_loss, NULL);
+        fmt_stat(c[1], sizeof c[1], e->valid_loss, NULL);
         fmt_stat(c[2], sizeof c[2], e->valid_acc, "%.4f");
-        fmt_stat(c[3], sizeof c[3], e->test_loss, "%.4f");
+        fmt_stat(c[3], sizeof c[3], e->test_loss, NULL);
         fmt_stat(c[4], sizeof c[4], e->test_acc, "%.4f");
         fmt_stat(c[5], sizeof c[5], e->time_s, "%.3f");
         if (e->learned) snprintf(lr, sizeof lr, "(learned)");
@@ -666,8 +678,7 @@ static char *tuning_csv(const lopt_compare_result *r, size_t *len)
     return b.s;
 }
 
-/* mkdir -p */
-static lopt_status make_dirs(const char *dir, lopt_err *err)
+lopt_status lopt_compare_outdir(const char *dir, lopt_err *err)
 {
     char p[4096];
     if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
@@ -685,6 +696,8 @@ static lopt_status make_dirs(const char *dir, lopt_err *err)
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return lopt_fail(err, LOPT_EIO, "cannot create directory %s: not a directory", dir);
+    if (access(dir, W_OK | X_OK) != 0)
+        return lopt_fail(err, LOPT_EIO, "cannot write into %s: %s", dir, strerror(errno));
     return LOPT_OK;
 }
 
@@ -731,7 +744,7 @@ static lopt_status write_plot(const lopt_compare_result *r, const char *dir, con
 
 lopt_status lopt_compare_write(const lopt_compare_result *r, const char *dir, lopt_err *err)
 {
-    lopt_status st = make_dirs(dir, err);
+    lopt_status st = lopt_compare_outdir(dir, err);
     size_t len;
     char *text;
     if (st == LOPT_OK) {

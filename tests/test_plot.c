@@ -1,0 +1,371 @@
+/* test_plot.c - the plotting module and the comparison engine (src/eval/plot.h,
+ * src/eval/compare.h): the PNG encoder decoded back with zlib (signature, chunk
+ * lengths and CRCs, IHDR, filter bytes, every pixel); the rasterised plot (white
+ * background, each series drawn in its colour, a non-finite point breaking a line);
+ * the SVG (one line path per series, one band path per band, subpaths split at a
+ * gap); the speedup interpolation, the grid pick with its edge flag; and a small
+ * comparison on the quadratic task (no data files): tuning rows, the chosen lr on
+ * the grid, the seed-mean curve against the runs, the target and speedups, the
+ * option checks (seed overlap, duplicates, unknown names), and the written files. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "check.h"
+#include "eval/compare.h"
+#include "eval/plot.h"
+#include "lopt/mlp_lopt.h"
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Decodes a PNG as lopt_png_encode writes it (RGB8, filter 0); returns the pixels
+ * (malloc'ed) or NULL, with the reason on stderr. */
+static uint8_t *png_decode(const unsigned char *png, size_t n, int *w, int *h)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 8 || memcmp(png, sig, 8) != 0) return fprintf(stderr, "  bad signature\n"), NULL;
+    size_t pos = 8, zcap = 0, zn = 0;
+    unsigned char *z = NULL;
+    int seen_ihdr = 0, seen_iend = 0;
+    while (pos + 12 <= n && !seen_iend) {
+        uint32_t len = be32(png + pos);
+        const unsigned char *type = png + pos + 4, *data = png + pos + 8;
+        if (pos + 12 + len > n) return fprintf(stderr, "  chunk overruns the file\n"), NULL;
+        uint32_t crc = (uint32_t)crc32(0L, type, len + 4);
+        if (crc != be32(data + len)) return fprintf(stderr, "  bad CRC\n"), NULL;
+        if (memcmp(type, "IHDR", 4) == 0) {
+            if (len != 13 || data[8] != 8 || data[9] != 2 || data[12] != 0)
+                return fprintf(stderr, "  unexpected IHDR\n"), NULL;
+            *w = (int)be32(data);
+            *h = (int)be32(data + 4);
+            seen_ihdr = 1;
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            if (zn + len > zcap) z = realloc(z, zcap = zn + len);
+            memcpy(z + zn, data, len);
+            zn += len;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            seen_iend = 1;
+        }
+        pos += 12 + len;
+    }
+    if (!seen_ihdr || !seen_iend || pos != n) {
+        free(z);
+        return fprintf(stderr, "  missing IHDR/IEND or trailing bytes\n"), NULL;
+    }
+    uLongf raw_n = (uLongf)((size_t)*h * ((size_t)*w * 3 + 1));
+    unsigned char *raw = malloc(raw_n);
+    int zs = uncompress(raw, &raw_n, z, (uLong)zn);
+    free(z);
+    if (zs != Z_OK || raw_n != (uLongf)((size_t)*h * ((size_t)*w * 3 + 1))) {
+        free(raw);
+        return fprintf(stderr, "  zlib: %d\n", zs), NULL;
+    }
+    uint8_t *rgb = malloc((size_t)*w * (size_t)*h * 3);
+    for (int y = 0; y < *h; y++) {
+        const unsigned char *row = raw + (size_t)y * ((size_t)*w * 3 + 1);
+        if (row[0] != 0) {
+            free(raw);
+            free(rgb);
+            return fprintf(stderr, "  filter type %d on row %d\n", row[0], y), NULL;
+        }
+        memcpy(rgb + (size_t)y * (size_t)*w * 3, row + 1, (size_t)*w * 3);
+    }
+    free(raw);
+    return rgb;
+}
+
+static void test_png(void)
+{
+    int w = 7, h = 5;
+    uint8_t img[7 * 5 * 3];
+    for (int i = 0; i < w * h * 3; i++) img[i] = (uint8_t)(i * 37 + 11);
+    unsigned char *png;
+    size_t n;
+    lopt_err err = {0};
+    CHECK(lopt_png_encode(img, w, h, &png, &n, &err) == LOPT_OK, "png encode: %s", err.msg);
+    CHECK(be32(png + 8) == 13 && memcmp(png + 12, "IHDR", 4) == 0 && be32(png + 16) == 7 &&
+              be32(png + 20) == 5,
+          "IHDR first, 7x5");
+    int dw = 0, dh = 0;
+    uint8_t *back = png_decode(png, n, &dw, &dh);
+    CHECK(back && dw == w && dh == h && memcmp(back, img, sizeof img) == 0,
+          "PNG decodes back to the same pixels");
+    if (back) printf("ok   PNG round trip %dx%d, %zu bytes\n", dw, dh, n);
+    free(back);
+    free(png);
+}
+
+static int count_color(const uint8_t *rgb, int w, int h, uint32_t c, int x0, int x1)
+{
+    int k = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = x0; x < x1 && x < w; x++) {
+            const uint8_t *p = rgb + ((size_t)y * (size_t)w + (size_t)x) * 3;
+            if (p[0] == (c >> 16 & 0xff) && p[1] == (c >> 8 & 0xff) && p[2] == (c & 0xff)) k++;
+        }
+    return k;
+}
+
+static int count_str(const char *s, const char *needle)
+{
+    int k = 0;
+    for (const char *p = strstr(s, needle); p; p = strstr(p + 1, needle)) k++;
+    return k;
+}
+
+static void test_plot(void)
+{
+    enum { N = 21 };
+    double x[N], y1[N], lo[N], hi[N], y2[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = 50.0 * i;
+        y1[i] = 2.3 * exp(-i / 5.0) + 0.5;
+        lo[i] = 0.9 * y1[i];
+        hi[i] = 1.1 * y1[i];
+        y2[i] = i == 10 ? NAN : 1.5 + 0.2 * sin(i);
+    }
+    lopt_plot_series s[2] = {{"adam lr 0.001", x, y1, lo, hi, N}, {"learned", x, y2, NULL, NULL, N}};
+    lopt_plot p = {"test: loss vs step", "step", "loss", 1, 0, 0, s, 2};
+    size_t len = 0;
+    char *svg = lopt_plot_svg(&p, &len);
+    CHECK(svg && strlen(svg) == len && strncmp(svg, "<?xml", 5) == 0 && strstr(svg, "<svg") &&
+              strstr(svg, "</svg>"),
+          "SVG document");
+    CHECK(count_str(svg, "class=\"line\"") == 2, "one line path per series");
+    CHECK(count_str(svg, "class=\"band\"") == 1, "one band path per band");
+    char *second = strstr(svg, "<title>learned</title>");
+    char *path = second ? second : svg;
+    while (path > svg && strncmp(path, "<path", 5) != 0) path--;
+    int moves = 0;
+    for (char *q = strstr(path, "d=\""); q && q < second; q++) moves += *q == 'M';
+    CHECK(moves == 2, "a NaN point splits the line into 2 subpaths (got %d)", moves);
+    free(svg);
+
+    uint8_t *rgb;
+    int w, h;
+    lopt_plot_raster(&p, &rgb, &w, &h);
+    CHECK(w == 960 && h == 600, "default size 960x600 (got %dx%d)", w, h);
+    CHECK(count_color(rgb, w, h, 0xffffff, 0, 10) == 10 * h, "white left margin");
+    /* the lines are 2.5 px wide: far more fully covered pixels than the legend's 87 */
+    int blue = count_color(rgb, w, h, 0x1f77b4, 0, w), orange = count_color(rgb, w, h, 0xff7f0e, 0, w);
+    CHECK(blue > 600 && orange > 600, "both series drawn (blue %d, orange %d px)", blue, orange);
+    printf("ok   raster plot: %d blue, %d orange pixels\n", blue, orange);
+    free(rgb);
+
+    /* degenerate input: nothing finite, one point */
+    double nx[1] = {NAN}, ny[1] = {NAN}, ox[1] = {3}, oy[1] = {2};
+    lopt_plot_series d[2] = {{"none", nx, ny, NULL, NULL, 1}, {"one", ox, oy, NULL, NULL, 1}};
+    lopt_plot q = {"", "", "", 0, 320, 200, d, 2};
+    lopt_plot_raster(&q, &rgb, &w, &h);
+    CHECK(w == 320 && h == 200, "explicit size");
+    free(rgb);
+    svg = lopt_plot_svg(&q, NULL);
+    CHECK(count_str(svg, "class=\"line\"") == 2, "degenerate plot still has its paths");
+    free(svg);
+}
+
+static void test_helpers(void)
+{
+    double steps[4] = {0, 10, 20, 30};
+    double y[4] = {3, 2, 1, 0.5}, pos;
+    CHECK(lopt_compare_reach(y, 4, 1.5, &pos) && fabs(pos - 1.5) < 1e-12, "reach 1.5 -> %g", pos);
+    CHECK(fabs(lopt_compare_at(steps, 4, pos) - 15.0) < 1e-12, "interpolated step 15");
+    CHECK(lopt_compare_reach(y, 4, 0.5, &pos) && pos == 3.0, "reach on the last row exactly");
+    CHECK(lopt_compare_reach(y, 4, 3.0, &pos) && pos == 0.0, "reached at the start");
+    CHECK(!lopt_compare_reach(y, 4, 0.4, &pos) && isnan(pos), "not reached");
+    double y2[4] = {3, 1, 2, 0.5};
+    CHECK(lopt_compare_reach(y2, 4, 1.5, &pos) && fabs(pos - 0.75) < 1e-12,
+          "first crossing wins (0.75, got %g)", pos);
+    double y3[3] = {INFINITY, 2, 1};
+    CHECK(lopt_compare_reach(y3, 3, 1.5, &pos) && fabs(pos - 1.5) < 1e-12, "inf before crossing");
+    double y4[3] = {2, INFINITY, 1};
+    CHECK(lopt_compare_reach(y4, 3, 1.5, &pos) && pos == 2.0, "no interpolation from inf");
+    double y5[3] = {NAN, NAN, 1};
+    CHECK(!lopt_compare_reach(y5, 2, 1.5, &pos), "NaN rows never reach");
+    CHECK(fabs(lopt_compare_at(steps, 4, 2.25) - 22.5) < 1e-12 && lopt_compare_at(steps, 4, 9) == 30 &&
+              isnan(lopt_compare_at(steps, 4, NAN)),
+          "lopt_compare_at");
+
+    int edge;
+    double g1[4] = {INFINITY, 0.5, 0.4, NAN};
+    CHECK(lopt_compare_pick(g1, 4, &edge) == 2 && edge == 0, "pick inside");
+    double g2[3] = {0.1, 0.5, 0.1};
+    CHECK(lopt_compare_pick(g2, 3, &edge) == 0 && edge == -1, "pick low edge, first of ties");
+    double g3[2] = {1, 0.5};
+    CHECK(lopt_compare_pick(g3, 2, &edge) == 1 && edge == 1, "pick high edge");
+    double g4[2] = {INFINITY, NAN};
+    CHECK(lopt_compare_pick(g4, 2, &edge) == -1, "all diverged");
+
+    double lo, hi;
+    CHECK(lopt_compare_lr_range("adam", &lo, &hi, NULL) == LOPT_OK && lo == 1e-4 && hi == 1e-1,
+          "adam grid");
+    CHECK(lopt_compare_lr_range("momentum", &lo, &hi, NULL) == LOPT_OK && lo == 1e-3 && hi == 1,
+          "momentum grid");
+    CHECK(lopt_compare_lr_range("adamw", &lo, &hi, NULL) == LOPT_EUSAGE, "unknown name");
+}
+
+static void test_engine(void)
+{
+    lopt_err err = {0};
+    lopt_task t;
+    if (lopt_task_create(&t, "quadratic", &(lopt_task_opts){0}, &err) != LOPT_OK) {
+        CHECK(0, "quadratic task: %s", err.msg);
+        return;
+    }
+    lopt_arch a;
+    lopt_arch_preset(&a, "paper", NULL);
+    float *theta = lopt_floats(lopt_arch_nparams(&a));
+    lopt_theta_normalized_sgd(&a, 0.0f, 1, theta);
+    const char *names[2] = {"adam", "sgd"};
+    uint64_t seeds[2] = {1, 2};
+    lopt_compare_opts o = {.steps = 40, .eval_every = 10, .baselines = names, .nbaselines = 2,
+                           .grid_points = 3, .seeds = seeds, .nseeds = 2, .tune_seeds = 2,
+                           .arch = &a, .theta = theta, .learned_source = "normalized-sgd"};
+
+    /* option checks */
+    lopt_compare_opts bad = o;
+    uint64_t overlap[2] = {1, 10001};
+    bad.seeds = overlap;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE && strstr(err.msg, "disjoint"),
+          "tuning/test seed overlap refused: %s", err.msg);
+    uint64_t dup[2] = {5, 5};
+    bad = o;
+    bad.seeds = dup;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE, "duplicate seed refused");
+    const char *dupn[2] = {"adam", "adam"}, *unk[2] = {"adam", "lion"};
+    bad = o;
+    bad.baselines = dupn;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE, "duplicate baseline refused");
+    bad.baselines = unk;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE && strstr(err.msg, "lion"),
+          "unknown baseline refused: %s", err.msg);
+    bad = o;
+    bad.steps = 0;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE, "steps 0 refused");
+    bad = o;
+    bad.grid_points = 1;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE, "1-point grid refused");
+
+    lopt_compare_result r;
+    lopt_status st = lopt_compare_run(&t, &o, &r, &err);
+    CHECK(st == LOPT_OK, "comparison on quadratic: %s", err.msg);
+    if (st == LOPT_OK) {
+        CHECK(r.nopt == 3 && r.opt[0].learned && strcmp(r.opt[1].name, "adam") == 0,
+              "learned first, then the baselines");
+        CHECK(r.ntuning == 2 * 3 * 2, "tuning rows: baselines x grid x tuning seeds (%d)",
+              r.ntuning);
+        for (int i = 0; i < r.ntuning; i++)
+            CHECK(r.tuning[i].seed == 10000 || r.tuning[i].seed == 10001, "tuning seeds");
+        for (int i = 1; i < 3; i++) {
+            const lopt_compare_entry *e = &r.opt[i];
+            int on_grid = 0;
+            for (int k = 0; k < e->grid_points; k++) on_grid |= e->grid_lr[k] == e->lr;
+            CHECK(on_grid && fabs(e->grid_lr[0] - e->lr_lo) < 1e-15 &&
+                      fabs(e->grid_lr[2] - e->lr_hi) < 1e-12 &&
+                      fabs(e->grid_lr[1] - sqrt(e->lr_lo * e->lr_hi)) < 1e-12,
+                  "%s: lr %g from the log grid", e->name, e->lr);
+            int edge, k = lopt_compare_pick(e->grid_loss, e->grid_points, &edge);
+            CHECK(e->grid_lr[k] == e->lr && edge == e->lr_edge, "%s: lr is the grid's best",
+                  e->name);
+        }
+        for (int i = 0; i < 3; i++) {
+            const lopt_compare_entry *e = &r.opt[i];
+            CHECK(e->nrows == 5 && e->step[4] == 40, "%s: 5 eval rows", e->name);
+            double m[5] = {0};
+            for (int k = 0; k < 5 && e->nrows == 5; k++)
+                m[k] = 0.5 * (e->runs[0].rows[k].valid_loss + e->runs[1].rows[k].valid_loss);
+            char name[64];
+            snprintf(name, sizeof name, "%s: seed-mean valid curve", e->name);
+            if (e->nrows == 5) check_close(name, e->valid_mean, m, 5, 1e-12, 0.0);
+            CHECK(fabs(e->valid_loss.mean - e->valid_mean[4]) < 1e-12, "%s: final = curve end",
+                  e->name);
+        }
+        CHECK(r.best == 1 || r.best == 2, "best is a baseline");
+        if (r.best >= 0) {
+            const lopt_compare_entry *b = &r.opt[r.best];
+            CHECK(r.target == b->valid_loss.mean, "target is the best's final mean valid loss");
+            CHECK(b->reach_step > 0 && b->reach_step <= 40 && b->speedup_steps >= 1.0,
+                  "the best reaches its own target by its last step (%g)", b->reach_step);
+            for (int i = 0; i < 3; i++) {
+                const lopt_compare_entry *e = &r.opt[i];
+                double pos;
+                int reached = lopt_compare_reach(e->valid_mean, e->nrows, r.target, &pos);
+                CHECK(reached == isfinite(e->reach_step) &&
+                          (!reached || fabs(e->speedup_steps * e->reach_step - 40) < 1e-9),
+                      "%s: speedup = 40 / reach step", e->name);
+            }
+        }
+        char dir[128];
+        snprintf(dir, sizeof dir, "/tmp/lopt_test_plot.%ld/a/b", (long)getpid());
+        CHECK(lopt_compare_write(&r, dir, &err) == LOPT_OK, "write outputs: %s", err.msg);
+        const char *files[] = {"curves.csv", "tuning.csv", "summary.json", "summary.md",
+                               "valid_loss_vs_step.svg", "valid_loss_vs_step.png",
+                               "valid_loss_vs_time.svg", "valid_loss_vs_time.png",
+                               "train_loss_vs_step.svg", "train_loss_vs_step.png"};
+        for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+            char path[256];
+            snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+            CHECK(access(path, R_OK) == 0, "wrote %s", files[i]);
+            unlink(path);
+        }
+        char md[512];
+        snprintf(md, sizeof md, "/tmp/lopt_test_plot.%ld/a", (long)getpid());
+        rmdir(dir);
+        rmdir(md);
+        snprintf(md, sizeof md, "/tmp/lopt_test_plot.%ld", (long)getpid());
+        rmdir(md);
+        char *text = lopt_compare_markdown(&r);
+        CHECK(strstr(text, "| optimizer | lr |") && strstr(text, "(best)"), "markdown table");
+        free(text);
+    }
+    lopt_compare_free(&r);
+
+    /* a learned optimizer that blows up: every test run diverges, the comparison
+     * still completes, with +inf losses, "not reached", and a warning */
+    a.step_mult = 1e38f;
+    const char *one[1] = {"sgd"};
+    o.baselines = one;
+    o.nbaselines = 1;
+    o.tune_seeds = 1;
+    st = lopt_compare_run(&t, &o, &r, &err);
+    CHECK(st == LOPT_OK, "diverging learned optimizer: %s", err.msg);
+    if (st == LOPT_OK) {
+        const lopt_compare_entry *e = &r.opt[0];
+        CHECK(e->ndiverged == 2 && isinf(e->valid_loss.mean) && isnan(e->valid_acc.mean) &&
+                  isnan(e->reach_step) && r.best == 1,
+              "diverged runs: +inf final loss, not reached, sgd best");
+        CHECK(e->nrows >= 1 && e->runs[0].diverged_at > 0, "rows kept up to the divergence");
+        char *text = lopt_compare_markdown(&r);
+        CHECK(strstr(text, "learned diverged on 2 of 2 test seeds") != NULL, "divergence warning");
+        CHECK(strstr(text, "| learned | (learned) | inf | inf |") != NULL, "inf in the table");
+        free(text);
+        char dir[128];
+        snprintf(dir, sizeof dir, "/tmp/lopt_test_plot_div.%ld", (long)getpid());
+        CHECK(lopt_compare_write(&r, dir, &err) == LOPT_OK, "write with diverged runs: %s",
+              err.msg);
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        CHECK(system(cmd) == 0, "clean up");
+    }
+    lopt_compare_free(&r);
+    lopt_compare_free(NULL);
+    lopt_free(theta);
+    t.free(&t);
+}
+
+int main(void)
+{
+    test_png();
+    test_plot();
+    test_helpers();
+    test_engine();
+    return check_done("test_plot");
+}
