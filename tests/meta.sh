@@ -57,6 +57,15 @@ cp "$tmp/a.csv" "$tmp/e.lopt.ckpt"
   || { echo "FAIL: bad estimator"; fail=1; }
 "$lopt" meta-train --estimator merged --samples 1 >/dev/null 2>&1; [ $? -eq 2 ] \
   && echo "ok   merged with one sample: exit 2" || { echo "FAIL: merged --samples 1"; fail=1; }
+# every estimator runs and logs what it should (es weight 1 for es/pes, 0 for rp)
+for est in rp es pes; do
+  "$lopt" meta-train --task fmnist8-mlp --estimator $est --K 4 --samples 2 --horizon 10 --outer-steps 6 \
+    --out "$tmp/$est.lopt" --log "$tmp/$est.csv" >/dev/null 2>&1 || { echo "FAIL: $est run"; fail=1; continue; }
+  w=$(tail -1 "$tmp/$est.csv" | cut -d, -f7); resets=$(tail -1 "$tmp/$est.csv" | cut -d, -f10)
+  want=1.0000; [ $est = rp ] && want=0.0000
+  if [ "$w" = "$want" ] && [ "$resets" -gt 2 ]; then echo "ok   $est: es weight $w, $resets trajectory starts over 6 steps of horizon 10"
+  else echo "FAIL: $est: es weight $w (want $want), resets $resets"; fail=1; fi
+done
 # the result trains a task
 "$lopt" train --task fmnist8-mlp --opt "learned:$tmp/a.lopt" --steps 20 >/dev/null 2>&1 \
   && echo "ok   the meta-trained .lopt trains fmnist8-mlp" || { echo "FAIL: train with it"; fail=1; }
