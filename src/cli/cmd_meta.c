@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "eval/metaplot.h"
 #include "lopt/lopt_file.h"
 #include "meta/meta.h"
 
@@ -45,6 +46,12 @@ static lopt_status write_outputs(const lopt_meta *m, const char *out, const char
     if (st == LOPT_OK && log) {
         const char *text = lopt_meta_log(m);
         st = lopt_write_atomic(log, text, strlen(text), err);
+        /* plots beside the log: LOG-without-.csv-loss.{svg,png}, ...-wes.{svg,png} */
+        char base[1024];
+        snprintf(base, sizeof base, "%s", log);
+        size_t len = strlen(base);
+        if (len > 4 && strcmp(base + len - 4, ".csv") == 0) base[len - 4] = 0;
+        if (st == LOPT_OK) st = lopt_meta_plot(text, base, err);
     }
     return st;
 }
