@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "refio.h"
+#include "optim/optim.h"
 #include "tasks/task.h"
 
 static double *to_double(const float *x, size_t n)
@@ -77,6 +78,26 @@ static void against_torch(const ref_file *rf, const char *name)
     /* the loss without a gradient is the same number */
     CHECK(t.loss_grad(&t, wf, &b, NULL) == l, "%s: loss without gradient differs", name);
 
+    /* 20 Adam steps on the same batch: the same losses and weights as torch.optim */
+    const ref_array *tl = ref_get(rf, (snprintf(key, sizeof key, "%s/train_losses", name), key), 0);
+    const ref_array *tw = ref_get(rf, (snprintf(key, sizeof key, "%s/train_w", name), key), t.n);
+    if (tl && tw) {
+        lopt_optimizer opt;
+        lopt_hparams hp;
+        lopt_hparams_default(&hp, "adam", NULL);
+        lopt_optim_create(&opt, "adam", &hp, t.n, NULL);
+        double *losses = calloc(tl->n, sizeof *losses);
+        for (size_t k = 0; k < tl->n; k++) {
+            losses[k] = t.loss_grad(&t, wf, &b, g);
+            opt.step(&opt, wf, g);
+        }
+        snprintf(nm, sizeof nm, "%s 20 Adam steps: losses vs torch.optim", name);
+        check_close(nm, losses, tl->v, tl->n, 1e-4, 0);
+        snprintf(nm, sizeof nm, "%s 20 Adam steps: weights vs torch.optim", name);
+        compare(nm, wf, tw);
+        free(losses);
+        opt.free(&opt);
+    }
     lopt_batch_free(&b);
     lopt_free(wf); lopt_free(vf); lopt_free(g); lopt_free(h); lopt_free(g2);
     t.free(&t);

@@ -17,6 +17,9 @@ from nets import FmnistCnn, fmnist8_mlp  # noqa: E402
 from refio import RefWriter  # noqa: E402
 
 
+TRAIN_STEPS = 20
+
+
 def reference(w, name, model, x, y, gen):
     params = list(model.parameters())
     with torch.no_grad():
@@ -41,6 +44,22 @@ def reference(w, name, model, x, y, gen):
     w.add(name + "/loss", [loss.item()])
     w.add(name + "/grad", flat(g))
     w.add(name + "/hv", flat(hv))
+
+    # a short training run from the same weights on the same batch: Adam (torch's
+    # defaults, lr 1e-3), in float32 as lopt trains; the loss before every step and
+    # the weights after the last
+    model = model.float()
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    losses = []
+    for _ in range(TRAIN_STEPS):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x.float()), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    w.add(name + "/train_losses", losses)
+    w.add(name + "/train_w", flat(params))
 
 
 def main():
