@@ -3,6 +3,7 @@
  * per-repetition median/min/max over runs. The PyTorch peer (bench/torch_peer.py)
  * prints the same names; scripts/bench.sh runs both and prints the ratios. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +122,7 @@ typedef struct {
     lopt_traj start, tr;
 } lo_ctx;
 
-static int lo_ctx_init(lo_ctx *c, const char *task, int K, lopt_err *err)
+static int lo_ctx_init_seg(lo_ctx *c, const char *task, int K, int seg, lopt_err *err)
 {
     memset(c, 0, sizeof *c);
     if (lopt_task_create(&c->task, task, NULL, err) != LOPT_OK) return -1;
@@ -137,13 +138,18 @@ static int lo_ctx_init(lo_ctx *c, const char *task, int K, lopt_err *err)
     c->task.init(&c->task, 0, c->w);
     lopt_rng_fill_normal(c->g, n, 0.1f, 1, LOPT_STREAM_TEST, 0);
     lopt_mlp_work_init(&c->wk, &c->arch, n, c->task.ntensors);
-    lopt_unroll_ws_init(&c->ws, &c->task, &c->arch, K);
+    lopt_unroll_ws_init_seg(&c->ws, &c->task, &c->arch, K, seg);
     c->cfg = (lopt_unroll_cfg){.K = K, .outer_split = LOPT_SPLIT_VALID, .loss_clip = 10,
                                .diverge_factor = 1e30f};
     lopt_traj_alloc(&c->start, n, c->arch.nmom);
     lopt_traj_alloc(&c->tr, n, c->arch.nmom);
     lopt_traj_start(&c->ws, &c->start, 7, 1000000);
     return 0;
+}
+
+static int lo_ctx_init(lo_ctx *c, const char *task, int K, lopt_err *err)
+{
+    return lo_ctx_init_seg(c, task, K, 0, err);
 }
 
 static void lo_ctx_free(lo_ctx *c)
@@ -272,6 +278,36 @@ int cmd_bench(int argc, char **argv)
             printf("{\"bench\": \"fmnist-cnn/lopt-update-fraction\", \"impl\": \"lopt\", "
                    "\"fraction\": %.4f, \"target\": 0.10}\n", med / cnn_step_ms);
         lo_ctx_free(&c);
+    }
+    /* rp memory against K: the full tape grows as K, checkpointing every sqrt(K)
+     * steps as sqrt(K), for one extra forward step per step (timed at K = 100) */
+    if (!only || strstr("fmnist8-mlp/rp-memory", only)) {
+        int Ks[] = {10, 100, 1000, 10000};
+        for (size_t i = 0; i < sizeof Ks / sizeof *Ks; i++) {
+            int K = Ks[i], seg = (int)ceil(sqrt((double)K));
+            lo_ctx c;
+            if (lo_ctx_init_seg(&c, "fmnist8-mlp", K, seg, &err) != 0) cli_fail("bench", "%s", err.msg);
+            size_t n = c.task.n, M = (size_t)c.arch.nmom;
+            double full = ((double)K * (3 + M) * n * sizeof(float) + K * 8.0) / 1e6;
+            double ms_full = NAN, ms_ck = NAN;
+            if (K == 100) {
+                c.cfg.K = K;
+                ms_ck = measure("fmnist8-mlp/rp-truncation-K100-checkpointed", rp_truncation, &c,
+                                (int)runs, 2, 0, "");
+                lo_ctx f;
+                lo_ctx_init_seg(&f, "fmnist8-mlp", K, 0, &err);
+                f.cfg.K = K;
+                ms_full = measure("fmnist8-mlp/rp-truncation-K100-full-tape", rp_truncation, &f,
+                                  (int)runs, 2, 0, "");
+                lo_ctx_free(&f);
+            }
+            printf("{\"bench\": \"fmnist8-mlp/rp-memory\", \"impl\": \"lopt\", \"K\": %d, "
+                   "\"full_tape_mb\": %.2f, \"checkpoint_every\": %d, \"checkpointed_tape_mb\": %.2f",
+                   K, full, seg, lopt_unroll_tape_bytes(&c.ws) / 1e6);
+            if (K == 100) printf(", \"time_ratio_checkpointed_over_full\": %.3f", ms_ck / ms_full);
+            printf("}\n");
+            lo_ctx_free(&c);
+        }
     }
     if (!only || strstr("fmnist8-mlp/merged-step", only)) {
         lopt_meta_cfg mc;

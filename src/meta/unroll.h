@@ -43,20 +43,35 @@ void lopt_traj_free(lopt_traj *tr);
 void lopt_traj_copy(lopt_traj *dst, const lopt_traj *src, size_t n, int nmom);
 
 /* A workspace for one thread: its own task object, batches, the learned
- * optimizer's scratch and the rp tape sized for K steps. */
+ * optimizer's scratch and the rp tape.
+ * Memory: keeping every step's state costs (3 + nmom) n floats per step, which
+ * for long unrolls does not fit. With a segment length C > 0 the forward pass keeps
+ * only the state (w, m) every C steps; the reverse pass recomputes one segment at a
+ * time from its checkpoint (one extra forward step per step), so the tape holds
+ * K/C states plus C steps: with C ~ sqrt(K), O(sqrt(K)) instead of O(K). */
 typedef struct {
     lopt_task *task;        /* borrowed; one per thread */
     const lopt_arch *arch;
     lopt_batch inner, outer;
     lopt_mlp_work wk;
-    int K;                  /* tape capacity */
+    int K;                  /* longest truncation */
+    int seg;                /* segment length C; 0: keep every step */
+    int slots;              /* steps the tape holds: K, or C */
     float *tape_w, *tape_m, *tape_g, *tape_go;   /* per step: w_k, m_k, g_k, grad l_outer(w_{k+1}) */
-    double *tape_lo;        /* per step: l_outer(w_{k+1}) (unclipped) */
+    double *tape_lo;        /* (K) per step: l_outer(w_{k+1}) (unclipped) */
+    float *ck_w, *ck_m;     /* (K/C + 1) checkpointed states, when seg > 0 */
     float *delta, *mtmp;    /* (n), (nmom, n) */
     float *bw, *bm, *bg, *hv;   /* adjoints: w, m, g, and H g-bar */
 } lopt_unroll_ws;
 
+/* Sizes the workspace for truncations of up to K steps; keeps every step for
+ * K <= 64 and checkpoints every ceil(sqrt(K)) steps beyond. */
 void lopt_unroll_ws_init(lopt_unroll_ws *ws, lopt_task *task, const lopt_arch *arch, int K);
+/* The same with an explicit segment length (0: keep every step). */
+void lopt_unroll_ws_init_seg(lopt_unroll_ws *ws, lopt_task *task, const lopt_arch *arch, int K,
+                             int seg);
+/* Bytes the rp tape holds (the memory that grows with K). */
+size_t lopt_unroll_tape_bytes(const lopt_unroll_ws *ws);
 void lopt_unroll_ws_free(lopt_unroll_ws *ws);
 
 /* Starts (or restarts) a trajectory: instance and initial parameters from
