@@ -12,7 +12,12 @@
  *          reported per segment (input, weight, bias);
  *   hvp    rforward + rbackward vs (grad(theta + e v) - grad(theta - e v)) / 2e for
  *          a random joint direction v (input and parameter tangents together);
+ *   rfwd   R{y} vs central differences of y along v (an R-forward error can cancel
+ *          out of H v, e.g. a ReLU mask applied again by the R-backward);
  *   sym    u^T (H v) = v^T (H u).
+ * Objectives are summed in double; the FD noise floor (float rounding of y over a
+ * 2e-3 step) is ~1e-4 of the largest entry, the tolerances sit 5x above it, and a
+ * dropped term moves entries by O(1) of it (verified by mutating the kernels).
  * The buffers a kernel must overwrite are pre-filled with NaN and the ones it must
  * accumulate into with a known pattern (subtracted afterwards), so a kernel that
  * reads its output or assigns instead of adding fails.
@@ -24,9 +29,11 @@
  *
  * Conv is checked on the fast path (3x3 / pad 1 / stride 1) and the general one
  * (5x5 pad 2 stride 2; 3x3 pad 0 on a non-square input; 1x1; a 2x3 kernel), with
- * C = 1 and a data input (dx = NULL); the forward is compared with a naive direct
- * convolution, and the fmnist-cnn sizes get dot-product (adjoint) tests of dx, dW
- * and db, which would catch a col2im/im2col mismatch FD on tiny shapes misses. */
+ * C = 1 and a data input (dx = NULL). At the fmnist-cnn layer sizes, with batches
+ * that span several col2im slices, the forward and R-forward are compared with a
+ * naive direct convolution, backward with dot-product (adjoint) identities for dx,
+ * dW, db, and R-backward with backward applied to its two terms. Last, the big
+ * kernels are run with their OpenMP loops off and on and must agree. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +95,7 @@ struct lcase {
     int loss_head;         /* y is the loss itself: J = loss, dy = 1, rdy = 0 */
     double loss;           /* set by fwd when loss_head, in double */
     double eps;            /* finite-difference step; 0 means EPS */
+    int kinks;             /* piecewise linear: theta is on the GRID, see above */
     void (*fwd)(lcase *L, const float *th, float *y);
     void (*bwd)(lcase *L, const float *th, const float *dy, float *g);
     void (*rfwd)(lcase *L, const float *th, const float *v, float *ry);
@@ -217,6 +225,10 @@ static void check_layer(lcase *L, const float *th)
     /* H v vs central differences of the gradient along v */
     fill_normal(v, n, 1.0f);
     fill_normal(u, n, 1.0f);
+    float vmax = 0.0f;
+    for (size_t i = 0; i < n; i++) vmax = fmaxf(vmax, fabsf(v[i]));
+    CHECK(!L->kinks || e * vmax < GRID / 2, "%s: step %g x |v| %g could cross a kink",
+          L->name, e, vmax);
     for (size_t i = 0; i < n; i++) {
         tp[i] = th[i] + e * v[i];
         tm[i] = th[i] - e * v[i];
@@ -521,6 +533,50 @@ static void test_conv_reference(const char *tag, conv_shape s)
     snprintf(name, sizeof name, "conv %s backward adjoint dx,dW,db", tag);
     check_close(name, rhs, lhs, 3, 1e-5, 1e-6 * mag + 1e-4);
 
+    /* the R-pair at full size (the FD checks use tiny shapes, one col2im slice):
+     * ry = conv(rx; W, rb) + conv(x; rW, 0) against the naive convolution, and
+     * R{dx}, R{dW}, R{db} against backward applied to (rdy; W, col) + (dy; rW, rcol) */
+    float *ry = lopt_floats(ny), *rdy = lopt_floats(ny), *rcol = lopt_floats(ncol);
+    float *rdx = lopt_floats(nx), *rdW = lopt_floats(nw), *rdb = lopt_floats(s.O);
+    double *want2 = calloc(ny, sizeof(double));
+    fill_normal(rdy, ny, 1.0f);
+    fill_nan(rcol, ncol);
+    conv2d_rforward(ry, rcol, rx, col, W, rW, b, &s);   /* rb = b */
+    conv_naive(want, rx, W, b, &s);
+    conv_naive(want2, x, rW, NULL, &s);
+    for (size_t i = 0; i < ny; i++) {
+        want[i] += want2[i];
+        got[i] = ry[i];
+    }
+    snprintf(name, sizeof name, "conv %s rforward vs naive", tag);
+    check_close(name, got, want, ny, 1e-5, 1e-5);
+
+    memset(dx, 0, nx * sizeof(float));
+    memset(dW, 0, nw * sizeof(float));
+    memset(db, 0, s.O * sizeof(float));
+    fill_nan(scratch, ncol);
+    conv2d_backward(dx, dW, db, rdy, col, W, &s, scratch);
+    conv2d_backward(dx, dW, rdb, dy, rcol, rW, &s, scratch);   /* R{db} has no dy term */
+    memset(rdb, 0, s.O * sizeof(float));
+    fill_nan(scratch, ncol);
+    conv2d_rbackward(rdx, rdW, rdb, rdy, dy, col, rcol, W, rW, &s, scratch);
+    size_t nall = nx + nw + s.O;
+    double *g = calloc(nall, sizeof(double)), *w = calloc(nall, sizeof(double));
+    for (size_t i = 0; i < nx; i++) g[i] = rdx[i], w[i] = dx[i];
+    for (size_t i = 0; i < nw; i++) g[nx + i] = rdW[i], w[nx + i] = dW[i];
+    for (int o = 0; o < s.O; o++) g[nx + nw + o] = rdb[o], w[nx + nw + o] = db[o];
+    snprintf(name, sizeof name, "conv %s rbackward vs backward pair", tag);
+    check_close(name, g, w, nall, 1e-5, 1e-5 * max_abs(w, nall));
+
+    lopt_free(ry);
+    lopt_free(rdy);
+    lopt_free(rcol);
+    lopt_free(rdx);
+    lopt_free(rdW);
+    lopt_free(rdb);
+    free(want2);
+    free(g);
+    free(w);
     lopt_free(x);
     lopt_free(rx);
     lopt_free(dx);
@@ -576,7 +632,7 @@ static void test_maxpool(int P, int H, int W, int k)
     pool_ctx c = {P, H, W, k, calloc(ny, sizeof(int32_t))};
     lcase L = {.n = n, .ny = ny, .nseg = 1, .seg = {"x"}, .off = {0, n},
                .fwd = pool_fwd, .bwd = pool_bwd, .rfwd = pool_rfwd, .rbwd = pool_rbwd,
-               .ctx = &c};
+               .ctx = &c, .kinks = 1};
     snprintf(L.name, sizeof L.name, "maxpool k%d %dx%d", k, H, W);
     float *x = lopt_floats(n), *y = lopt_floats(ny);
     fill_grid(x, n);
@@ -600,27 +656,28 @@ static void test_maxpool(int P, int H, int W, int k)
 
     check_layer(&L, x);
 
-    /* a NaN anywhere in a window wins it (divergence must not be pooled away);
-     * +inf is an ordinary maximum */
+    /* a NaN anywhere in a window wins it (divergence must not be pooled away) and
+     * +inf is an ordinary maximum (plane 0, windows (0,0) and (0,1)); ties go to
+     * the first maximum in row-major order (plane 1, all finite so the fast path
+     * runs: window (1,0) all zero as after a ReLU, window (1,1) = 1 then all 2) */
     size_t w1 = (size_t)(k - 1) * W + (k - 1);   /* last cell of window (0,0) */
+    float *x1 = x + (size_t)H * W;
     x[w1] = NAN;
-    x[(size_t)H * W + k] = INFINITY;                  /* plane 1, window (0,1) */
-    /* ties go to the first maximum in row-major order: window (1,0) all zero (as
-     * after a ReLU), window (1,1) = 1 then all 2 */
+    x[k] = INFINITY;
     for (int i = 0; i < k; i++)
         for (int j = 0; j < k; j++) {
-            x[(size_t)(k + i) * W + j] = 0.0f;
-            x[(size_t)(k + i) * W + k + j] = i + j == 0 ? 1.0f : 2.0f;
+            x1[(k + i) * W + j] = 0.0f;
+            x1[(k + i) * W + k + j] = i + j == 0 ? 1.0f : 2.0f;
         }
     maxpool_forward(y, c.argmax, x, P, H, W, k);
-    CHECK(c.argmax[OW] == k * W && c.argmax[OW + 1] == k * W + k + 1,
-          "%s: ties not broken to the first maximum (%d, %d)", L.name, c.argmax[OW],
-          c.argmax[OW + 1]);
     CHECK(isnan(y[0]) && c.argmax[0] == (int32_t)w1,
           "%s: NaN not propagated (y %g at %d)", L.name, y[0], c.argmax[0]);
-    CHECK(y[(size_t)OH * OW + 1] == INFINITY && c.argmax[(size_t)OH * OW + 1] == k,
-          "%s: inf not the max (y %g at %d)", L.name, y[OH * OW + 1],
-          c.argmax[OH * OW + 1]);
+    CHECK(y[1] == INFINITY && c.argmax[1] == k, "%s: inf not the max (y %g at %d)",
+          L.name, y[1], c.argmax[1]);
+    const int32_t *a1 = c.argmax + OH * OW;
+    CHECK(a1[OW] == k * W && a1[OW + 1] == k * W + k + 1,
+          "%s: ties not broken to the first maximum (%d, %d)", L.name, a1[OW],
+          a1[OW + 1]);
     lopt_free(x);
     lopt_free(y);
     free(c.argmax);
@@ -749,6 +806,7 @@ static void test_act(int is_tanh)
     } else {
         snprintf(L.name, sizeof L.name, "relu");
         L.fwd = relu_fwd, L.bwd = relu_bwd, L.rfwd = relu_rfwd, L.rbwd = relu_rbwd;
+        L.kinks = 1;
         fill_grid(x, n);
     }
     /* forward, and forward in place (y == x), as the tasks call it */
@@ -843,6 +901,75 @@ static void test_xent(void)
     check_layer(&L, z);
 }
 
+/* ---- the kernels' OpenMP loops ---------------------------------------------------------
+ * They fork only when OpenBLAS is single-threaded (src/nn/kern.h), so the big
+ * kernels are run twice, with OpenBLAS's default threads (loops serial) and with one
+ * OpenBLAS thread (loops parallel when built with OpenMP), and must agree: bitwise
+ * for the loops, to rounding for the convolution (its GEMM may split differently). */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+
+enum { PAR_C = 16, PAR_B = 24, PAR_HW = 28 * 28 };
+
+static void run_big_kernels(float *out, const float *x, const float *dy, const float *W,
+                            const float *b, float *col, float *scratch, int32_t *am)
+{
+    const size_t n = (size_t)PAR_C * PAR_B * PAR_HW, npool = n / 4;
+    const conv_shape s = conv_shape_make(PAR_B, PAR_C, 28, 28, 8, 3, 3, 1, 1);
+    const conv_shape g = conv_shape_make(PAR_B, PAR_C, 28, 28, 4, 5, 5, 2, 2);
+    float *o = out;   /* outputs laid end to end; backward ones start zeroed */
+    relu_forward(o, x, n), o += n;
+    relu_backward(o, dy, x, n), o += n;
+    tanh_forward(o, x, n), o += n;
+    tanh_rbackward(o, dy, x, dy, x, n), o += n;
+    maxpool_forward(o, am, x, PAR_C * PAR_B, 28, 28, 2), o += npool;
+    maxpool_backward(o, dy, am, PAR_C * PAR_B, 28, 28, 2), o += n;
+    maxpool_forward(o, am, x, PAR_C * PAR_B, 28, 28, 3), o += npool;
+    gap_forward(o, x, PAR_C, PAR_B, PAR_HW), o += (size_t)PAR_C * PAR_B;
+    gap_backward(o, dy, PAR_C, PAR_B, PAR_HW), o += n;
+    conv2d_forward(o, col, x, W, b, &s), o += (size_t)8 * PAR_B * PAR_HW;
+    conv2d_backward(o, o + n, o + n + 8 * 9 * PAR_C, dy, col, W, &s, scratch);
+    o += n + 8 * 9 * PAR_C + 8;
+    conv2d_forward(o, col, x, W, b, &g), o += (size_t)4 * PAR_B * g.OH * g.OW;
+    conv2d_backward(o, o + n, o + n + 4 * 25 * PAR_C, dy, col, W, &g, scratch);
+}
+
+static void test_parallel_loops(void)
+{
+    const size_t n = (size_t)PAR_C * PAR_B * PAR_HW, nout = 16 * n;
+    float *x = lopt_floats(n), *dy = lopt_floats(n), *W = lopt_floats(4 * 25 * PAR_C);
+    float *b = lopt_floats(8), *col = lopt_floats(25 * n), *scratch = lopt_floats(25 * n);
+    float *o1 = lopt_floats(nout), *o2 = lopt_floats(nout);
+    int32_t *am = calloc(n, sizeof(int32_t));
+    fill_normal(x, n, 1.0f);
+    fill_normal(dy, n, 1.0f);
+    fill_normal(W, 4 * 25 * PAR_C, 0.1f);   /* the larger of (8,16,3,3), (4,16,5,5) */
+    fill_normal(b, 8, 1.0f);
+    int threads = openblas_get_num_threads();
+    run_big_kernels(o1, x, dy, W, b, col, scratch, am);
+    openblas_set_num_threads(1);
+    run_big_kernels(o2, x, dy, W, b, col, scratch, am);
+    openblas_set_num_threads(threads);
+    size_t conv_at = 5 * n + 2 * (n / 4) + (size_t)PAR_C * PAR_B + n, bad = 0;
+    for (size_t i = 0; i < conv_at; i++) bad += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
+    CHECK(bad == 0, "parallel loops: %zu of %zu outputs differ from serial", bad, conv_at);
+    double *g = calloc(nout - conv_at, sizeof(double)), *w = calloc(nout - conv_at, sizeof(double));
+    for (size_t i = conv_at; i < nout; i++) g[i - conv_at] = o2[i], w[i - conv_at] = o1[i];
+    check_close("parallel loops: conv forward+backward", g, w, nout - conv_at, 1e-5,
+                1e-5 * max_abs(w, nout - conv_at));
+    lopt_free(x);
+    lopt_free(dy);
+    lopt_free(W);
+    lopt_free(b);
+    lopt_free(col);
+    lopt_free(scratch);
+    lopt_free(o1);
+    lopt_free(o2);
+    free(am);
+    free(g);
+    free(w);
+}
+
 int main(void)
 {
     test_dense(0);
@@ -862,9 +989,9 @@ int main(void)
     test_conv_reference("5x5 p2 s2 7x8", conv_shape_make(2, 2, 7, 8, 3, 5, 5, 2, 2));
     test_conv_reference("3x3 p0 s1 5x7", conv_shape_make(2, 2, 5, 7, 3, 3, 3, 1, 0));
     test_conv_reference("3x3 p2 s3 9x7", conv_shape_make(2, 2, 9, 7, 3, 3, 3, 3, 2));
-    test_conv_reference("fmnist conv1", conv_shape_make(3, 1, 28, 28, 16, 3, 3, 1, 1));
-    test_conv_reference("fmnist conv2", conv_shape_make(3, 16, 14, 14, 32, 3, 3, 1, 1));
-    test_conv_reference("fmnist conv3", conv_shape_make(5, 32, 7, 7, 32, 3, 3, 1, 1));
+    test_conv_reference("fmnist conv1", conv_shape_make(40, 1, 28, 28, 16, 3, 3, 1, 1));
+    test_conv_reference("fmnist conv2", conv_shape_make(11, 16, 14, 14, 32, 3, 3, 1, 1));
+    test_conv_reference("fmnist conv3", conv_shape_make(21, 32, 7, 7, 32, 3, 3, 1, 1));
 
     test_maxpool(3, 6, 6, 2);
     test_maxpool(2, 7, 8, 3);
@@ -873,5 +1000,6 @@ int main(void)
     test_act(0);
     test_act(1);
     test_xent();
+    test_parallel_loops();
     return check_done("test_nn");
 }

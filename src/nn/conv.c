@@ -6,15 +6,21 @@
  * (W, x), so R{y} = W * rx + rW * x + rb and the R-backward is the backward applied
  * to (rdy, dy) with the weights (W, rW) and columns (col, rcol).
  *
+ * The forward and the weight gradient are one GEMM each over the whole batch; the
+ * input adjoint W^T dy is formed and folded back by col2im one batch slice at a
+ * time (conv_slice_images), so it never leaves L2.
+ *
  * Two im2col/col2im paths: a general one (any kernel, stride, padding; per-row
  * index ranges, no per-element bounds checks), and a fast one for the 3x3 / pad 1 /
  * stride 1 case, where every column row of a plane is the plane itself shifted by
  * (kh-1, kw-1): one contiguous copy plus a few zeroed border cells. Dilation and
- * groups are not supported. */
+ * groups are not supported. Threads: OpenBLAS's in the GEMMs, OpenMP's in the
+ * copies only when OpenBLAS is single-threaded (kern.h). */
 #include <cblas.h>
 /* OpenBLAS's cblas.h pulls in <complex.h>, whose macro I would clobber the dense
  * size I in nn.h; C11 7.3.1p6 allows a program to undefine it. */
 #undef I
+#include <stddef.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -63,7 +69,7 @@ static void im2col_general(float *col, const float *x, const conv_shape *s)
     const int B = s->B, KK = s->KH * s->KW, st = s->stride;
     const size_t HW = (size_t)s->H * s->W, OHW = (size_t)s->OH * s->OW, N = B * OHW;
     const long tasks = (long)s->C * KK * B;
-    NN_OMP(parallel for if ((size_t)tasks * OHW >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)tasks * OHW)) schedule(static))
     for (long t = 0; t < tasks; t++) {
         int r = (int)(t / B), b = (int)(t % B);         /* r = (c,kh,kw) */
         int c = r / KK, kh = r % KK / s->KW, kw = r % s->KW;
@@ -78,12 +84,13 @@ static void im2col_general(float *col, const float *x, const conv_shape *s)
                 memset(row, 0, sizeof(float) * s->OW);
                 continue;
             }
-            const float *src = xp + (size_t)ih * s->W - s->pad + kw;   /* src[ow*st] */
+            const float *xr = xp + (size_t)ih * s->W;   /* (W) input row ih */
+            const int iw0 = kw - s->pad;                /* iw = ow*st + iw0, >= 0 on range */
             for (int ow = 0; ow < ow0; ow++) row[ow] = 0.0f;
             if (st == 1)
-                memcpy(row + ow0, src + ow0, sizeof(float) * (ow1 - ow0));
+                memcpy(row + ow0, xr + ow0 + iw0, sizeof(float) * (ow1 - ow0));
             else
-                for (int ow = ow0; ow < ow1; ow++) row[ow] = src[ow * st];
+                for (int ow = ow0; ow < ow1; ow++) row[ow] = xr[ow * st + iw0];
             for (int ow = ow1; ow < s->OW; ow++) row[ow] = 0.0f;
         }
     }
@@ -98,7 +105,7 @@ static void col2im_general(float *dx, const float *col, const conv_shape *s, int
     const int st = s->stride;
     const size_t HW = (size_t)s->H * s->W, OHW = (size_t)s->OH * s->OW, ld = nb * OHW;
     const long planes = (long)s->C * nb;
-    NN_OMP(parallel for if ((size_t)planes * s->KH * s->KW * OHW >= NN_PAR_MIN)
+    NN_OMP(parallel for if (parallel: nn_par((size_t)planes * s->KH * s->KW * OHW))
            schedule(static))
     for (long t = 0; t < planes; t++) {
         int c = (int)(t / nb), b = (int)(t % nb);
@@ -113,8 +120,9 @@ static void col2im_general(float *dx, const float *col, const conv_shape *s, int
                     int ih = oh * st - s->pad + kh;
                     if (ih < 0 || ih >= s->H) continue;
                     const float *row = cp + (size_t)oh * s->OW;
-                    float *dst = dxp + (size_t)ih * s->W - s->pad + kw;   /* dst[ow*st] */
-                    for (int ow = ow0; ow < ow1; ow++) dst[ow * st] += row[ow];
+                    float *dr = dxp + (size_t)ih * s->W;   /* (W) adjoint row ih */
+                    const int iw0 = kw - s->pad;
+                    for (int ow = ow0; ow < ow1; ow++) dr[ow * st + iw0] += row[ow];
                 }
             }
     }
@@ -130,7 +138,7 @@ static void im2col_3x3(float *col, const float *x, const conv_shape *s)
     const int B = s->B, H = s->H, W = s->W;
     const size_t HW = (size_t)H * W, N = B * HW;
     const long planes = (long)s->C * B;
-    NN_OMP(parallel for if (conv_col_floats(s) >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par(conv_col_floats(s))) schedule(static))
     for (long t = 0; t < planes; t++) {
         int c = (int)(t / B), b = (int)(t % B);
         const float *xp = x + (size_t)t * HW;   /* (H,W), t = c*B + b */
@@ -139,16 +147,17 @@ static void im2col_3x3(float *col, const float *x, const conv_shape *s)
             size_t j0 = (size_t)lo * W, j1 = (size_t)hi * W;
             for (int kw = 0; kw < 3; kw++) {
                 float *cp = col + ((size_t)c * 9 + kh * 3 + kw) * N + b * HW;   /* (H,W) */
-                const float *src = xp + (kh - 1) * W + (kw - 1);               /* src[j] */
+                ptrdiff_t d = (ptrdiff_t)(kh - 1) * W + (kw - 1);   /* cp[j] = xp[j + d] */
                 if (lo) memset(cp, 0, sizeof(float) * W);
                 if (hi < H) memset(cp + (size_t)(H - 1) * W, 0, sizeof(float) * W);
-                if (kw == 0) {
-                    memcpy(cp + j0 + 1, src + j0 + 1, sizeof(float) * (j1 - j0 - 1));
+                if (kw == 0) {   /* j = j0 would read xp[-1] when kh = 1 */
+                    memcpy(cp + j0 + 1, xp + ((ptrdiff_t)j0 + 1 + d),
+                           sizeof(float) * (j1 - j0 - 1));
                     for (int oh = lo; oh < hi; oh++) cp[(size_t)oh * W] = 0.0f;
                 } else if (kw == 1) {
-                    memcpy(cp + j0, src + j0, sizeof(float) * (j1 - j0));
-                } else {
-                    memcpy(cp + j0, src + j0, sizeof(float) * (j1 - j0 - 1));
+                    memcpy(cp + j0, xp + ((ptrdiff_t)j0 + d), sizeof(float) * (j1 - j0));
+                } else {         /* j = j1-1 would read xp[HW] when kh = 1 */
+                    memcpy(cp + j0, xp + ((ptrdiff_t)j0 + d), sizeof(float) * (j1 - j0 - 1));
                     for (int oh = lo; oh < hi; oh++) cp[(size_t)oh * W + W - 1] = 0.0f;
                 }
             }
@@ -165,7 +174,7 @@ static void col2im_3x3(float *dx, const float *col, const conv_shape *s, int b0,
     const int H = s->H, W = s->W;
     const size_t HW = (size_t)H * W, ld = nb * HW;
     const long planes = (long)s->C * nb;
-    NN_OMP(parallel for if ((size_t)planes * 9 * HW >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)planes * 9 * HW)) schedule(static))
     for (long t = 0; t < planes; t++) {
         int c = (int)(t / nb), b = (int)(t % nb);
         float *dxp = dx + ((size_t)c * s->B + b0 + b) * HW;   /* (H,W) */
@@ -216,13 +225,35 @@ static int conv_slice_images(const conv_shape *s)
     return (int)nb;
 }
 
+/* dW (O,CKK) += a (O,N) b^T, b (CKK,N): the weight-gradient GEMM. When its output
+ * is tiny and its reduction long (conv1 of the fmnist CNN: 16 x 9 outputs over
+ * N = 100352) OpenBLAS's threads split the outputs, not the reduction, and spend
+ * the time synchronising (measured 1.8 ms on 2 threads, 0.76 ms on one). Such
+ * products are cut into reduction slices of at most CONV_SMALL_GEMM multiply-adds,
+ * below the size from which OpenBLAS threads a GEMM (65536 x 4 in interface/gemm.c),
+ * so each runs on the calling thread. */
+#define CONV_SMALL_GEMM ((size_t)1 << 18)
+#define CONV_SMALL_OUT 1024
+
+static void gemm_weight_grad(float *dW, const float *a, const float *b, int O, int CKK,
+                             size_t N)
+{
+    size_t out = (size_t)O * CKK;
+    size_t slice = out < CONV_SMALL_OUT ? CONV_SMALL_GEMM / out : N;
+    for (size_t j0 = 0; j0 < N; j0 += slice) {
+        size_t c = N - j0 < slice ? N - j0 : slice;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, O, CKK, (int)c, 1.0f,
+                    a + j0, (int)N, b + j0, (int)N, 1.0f, dW, CKK);
+    }
+}
+
 /* ---- bias -------------------------------------------------------------------------- */
 
 /* y[o, :] = b[o]  (y (O,N)); the GEMM then accumulates with beta = 1, which spares
  * the zeroing pass OpenBLAS makes for beta = 0 */
 static void rows_set_bias(float *y, const float *b, int O, size_t N)
 {
-    NN_OMP(parallel for if ((size_t)O * N >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)O * N)) schedule(static))
     for (int o = 0; o < O; o++) {
         float *yo = y + (size_t)o * N, v = b[o];
         for (size_t j = 0; j < N; j++) yo[j] = v;
@@ -233,7 +264,7 @@ static void rows_set_bias(float *y, const float *b, int O, size_t N)
  * vectorises without reassociation, combined in double */
 static void rows_sum_into(float *db, const float *dy, int O, size_t N)
 {
-    NN_OMP(parallel for if ((size_t)O * N >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)O * N)) schedule(static))
     for (int o = 0; o < O; o++) {
         const float *r = dy + (size_t)o * N;
         float acc[16] = {0};
@@ -268,8 +299,7 @@ void conv2d_backward(float *dx, float *dW, float *db, const float *dy,
 {
     const int CKK = s->C * s->KH * s->KW;
     const size_t N = (size_t)s->B * s->OH * s->OW;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->O, CKK, (int)N, 1.0f, dy,
-                (int)N, col, (int)N, 1.0f, dW, CKK);
+    gemm_weight_grad(dW, dy, col, s->O, CKK, N);   /* dW (O,CKK) += dy col^T */
     rows_sum_into(db, dy, s->O, N);
     if (dx) {
         const size_t OHW = (size_t)s->OH * s->OW;
@@ -312,11 +342,8 @@ void conv2d_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
 {
     const int CKK = s->C * s->KH * s->KW;
     const size_t N = (size_t)s->B * s->OH * s->OW;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->O, CKK, (int)N, 1.0f, rdy,
-                (int)N, col, (int)N, 1.0f, rdW, CKK);
-    if (rcol)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->O, CKK, (int)N, 1.0f, dy,
-                    (int)N, rcol, (int)N, 1.0f, rdW, CKK);
+    gemm_weight_grad(rdW, rdy, col, s->O, CKK, N);          /* rdW += rdy col^T */
+    if (rcol) gemm_weight_grad(rdW, dy, rcol, s->O, CKK, N);  /* rdW += dy rcol^T */
     rows_sum_into(rdb, rdy, s->O, N);
     if (rdx) {
         const size_t OHW = (size_t)s->OH * s->OW;

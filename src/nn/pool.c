@@ -11,7 +11,7 @@
 #include "nn/nn.h"
 
 /* a k x k window whose output is (m, at): if the window holds a NaN, the first NaN
- * wins instead (the selects of the fast path only see ordered values) */
+ * wins instead (the > comparisons that found (m, at) pass over NaN) */
 static void window_nan(float *m, int32_t *at, const float *x, int W, int32_t first,
                        int k)
 {
@@ -88,7 +88,7 @@ void maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, in
                      int k)
 {
     size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
-    NN_OMP(parallel for if ((size_t)P * HW >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)P * HW)) schedule(static))
     for (int p = 0; p < P; p++) {
         /* the general path also handles planes with NaN or inf (rare, divergence) */
         if (k == 2) {
@@ -107,7 +107,7 @@ void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, int P, 
                       int W, int k)
 {
     size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
-    NN_OMP(parallel for if ((size_t)P * HW >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)P * HW)) schedule(static))
     for (int p = 0; p < P; p++) {
         float *dxp = dx + p * HW;             /* (H,W) */
         const float *dyp = dy + p * OHW;      /* (OH,OW) */
@@ -121,7 +121,7 @@ void maxpool_rforward(float *ry, const float *rx, const int32_t *argmax, int P, 
                       int W, int k)
 {
     size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
-    NN_OMP(parallel for if ((size_t)P * HW >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)P * HW)) schedule(static))
     for (int p = 0; p < P; p++) {
         const float *rxp = rx + p * HW;
         for (size_t j = 0; j < OHW; j++) ry[p * OHW + j] = rxp[argmax[p * OHW + j]];
@@ -140,7 +140,7 @@ void maxpool_rbackward(float *rdx, const float *rdy, const int32_t *argmax, int 
 void gap_forward(float *y, const float *x, int C, int B, int HW)
 {
     float inv = 1.0f / (float)HW;
-    NN_OMP(parallel for if ((size_t)C * B * HW >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)C * B * HW)) schedule(static))
     for (int c = 0; c < C; c++)
         for (int b = 0; b < B; b++) {
             const float *xp = x + ((size_t)c * B + b) * HW;   /* (HW) */
@@ -154,7 +154,7 @@ void gap_forward(float *y, const float *x, int C, int B, int HW)
 void gap_backward(float *dx, const float *dy, int C, int B, int HW)
 {
     float inv = 1.0f / (float)HW;
-    NN_OMP(parallel for if ((size_t)C * B * HW >= NN_PAR_MIN) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par((size_t)C * B * HW)) schedule(static))
     for (int c = 0; c < C; c++)
         for (int b = 0; b < B; b++) {
             float *dxp = dx + ((size_t)c * B + b) * HW;   /* (HW) */
