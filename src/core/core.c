@@ -89,6 +89,27 @@ void lopt_rng_fill_normal(float *x, size_t n, float std, uint64_t seed,
         x[i] = std * (float)lopt_rng_normal(seed, stream, offset + i);
 }
 
+void lopt_sb_printf(lopt_sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        LOPT_ASSERT(k >= 0);
+        if (b->s && b->len + (size_t)k < b->cap) {
+            b->len += (size_t)k;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap <= b->len + (size_t)k) cap *= 2;
+        char *p = realloc(b->s, cap);
+        LOPT_ASSERT(p);
+        b->s = p;
+        b->cap = cap;
+    }
+}
+
 double lopt_now(void)
 {
     struct timespec ts;

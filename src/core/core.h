@@ -68,6 +68,15 @@ enum {
 /* ---- time ---------------------------------------------------------------------- */
 double lopt_now(void);   /* monotonic seconds */
 
+/* ---- text ----------------------------------------------------------------------
+ * A growing string for writers of CSV, JSON, Markdown and SVG. Start from
+ * {NULL, 0, 0}; s is NUL-terminated after the first append; free(s) when done. */
+typedef struct {
+    char *s;
+    size_t len, cap;
+} lopt_sbuf;
+void lopt_sb_printf(lopt_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ---- files ----------------------------------------------------------------------
  * Atomic write: the data go to PATH.tmp.<pid>, are fsync'ed, then renamed over
  * PATH, so a reader sees the old file or the new one, never half of one. */

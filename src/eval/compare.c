@@ -419,137 +419,112 @@ void lopt_compare_free(lopt_compare_result *res)
 
 /* ---- text output -------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        LOPT_ASSERT(k >= 0);
-        if (b->s && b->len + (size_t)k < b->cap) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->len + (size_t)k) cap *= 2;
-        b->s = realloc(b->s, cap);
-        LOPT_ASSERT(b->s);
-        b->cap = cap;
-    }
-}
 
 /* a JSON number, or null for NaN/inf (JSON has neither) */
-static void sb_jnum(sbuf *b, double v)
+static void sb_jnum(lopt_sbuf *b, double v)
 {
-    if (isfinite(v)) sb_printf(b, "%.8g", v);
-    else sb_printf(b, "null");
+    if (isfinite(v)) lopt_sb_printf(b, "%.8g", v);
+    else lopt_sb_printf(b, "null");
 }
 
-static void sb_jstr(sbuf *b, const char *s)
+static void sb_jstr(lopt_sbuf *b, const char *s)
 {
-    sb_printf(b, "\"");
+    lopt_sb_printf(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') sb_printf(b, "\\%c", *p);
-        else if (*p < 0x20) sb_printf(b, "\\u%04x", *p);
-        else sb_printf(b, "%c", *p);
+        if (*p == '"' || *p == '\\') lopt_sb_printf(b, "\\%c", *p);
+        else if (*p < 0x20) lopt_sb_printf(b, "\\u%04x", *p);
+        else lopt_sb_printf(b, "%c", *p);
     }
-    sb_printf(b, "\"");
+    lopt_sb_printf(b, "\"");
 }
 
-static void sb_jstat(sbuf *b, const char *name, lopt_stat s, int last)
+static void sb_jstat(lopt_sbuf *b, const char *name, lopt_stat s, int last)
 {
-    sb_printf(b, "        \"%s\": {\"mean\": ", name);
+    lopt_sb_printf(b, "        \"%s\": {\"mean\": ", name);
     sb_jnum(b, s.mean);
-    sb_printf(b, ", \"std\": ");
+    lopt_sb_printf(b, ", \"std\": ");
     sb_jnum(b, s.std);
-    sb_printf(b, ", \"min\": ");
+    lopt_sb_printf(b, ", \"min\": ");
     sb_jnum(b, s.min);
-    sb_printf(b, ", \"max\": ");
+    lopt_sb_printf(b, ", \"max\": ");
     sb_jnum(b, s.max);
-    sb_printf(b, "}%s\n", last ? "" : ",");
+    lopt_sb_printf(b, "}%s\n", last ? "" : ",");
 }
 
-static void sb_jarray(sbuf *b, const double *v, int n)
+static void sb_jarray(lopt_sbuf *b, const double *v, int n)
 {
-    sb_printf(b, "[");
+    lopt_sb_printf(b, "[");
     for (int i = 0; i < n; i++) {
-        if (i) sb_printf(b, ", ");
+        if (i) lopt_sb_printf(b, ", ");
         sb_jnum(b, v[i]);
     }
-    sb_printf(b, "]");
+    lopt_sb_printf(b, "]");
 }
 
 static char *summary_json(const lopt_compare_result *r)
 {
-    sbuf b = {0};
-    sb_printf(&b, "{\n  \"task\": ");
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "{\n  \"task\": ");
     sb_jstr(&b, r->task);
-    sb_printf(&b, ",\n  \"steps\": %lld,\n  \"eval_every\": %lld,\n  \"seeds\": [",
+    lopt_sb_printf(&b, ",\n  \"steps\": %lld,\n  \"eval_every\": %lld,\n  \"seeds\": [",
               (long long)r->steps, (long long)r->eval_every);
     for (int i = 0; i < r->nseeds; i++)
-        sb_printf(&b, "%s%llu", i ? ", " : "", (unsigned long long)r->seeds[i]);
-    sb_printf(&b, "],\n  \"tune_seeds\": [");
+        lopt_sb_printf(&b, "%s%llu", i ? ", " : "", (unsigned long long)r->seeds[i]);
+    lopt_sb_printf(&b, "],\n  \"tune_seeds\": [");
     for (int i = 0; i < r->tune_seeds; i++)
-        sb_printf(&b, "%s%d", i ? ", " : "", LOPT_COMPARE_TUNE_SEED0 + i);
-    sb_printf(&b, "],\n  \"grid_points\": %d,\n  \"tuning_criterion\": \"mean final "
+        lopt_sb_printf(&b, "%s%d", i ? ", " : "", LOPT_COMPARE_TUNE_SEED0 + i);
+    lopt_sb_printf(&b, "],\n  \"grid_points\": %d,\n  \"tuning_criterion\": \"mean final "
                   "validation loss over the tuning seeds (diverged: +inf)\",\n"
                   "  \"lopt_file\": ", r->grid_points);
     if (r->learned_source[0]) sb_jstr(&b, r->learned_source);
-    else sb_printf(&b, "null");
-    sb_printf(&b, ",\n  \"best_baseline\": ");
+    else lopt_sb_printf(&b, "null");
+    lopt_sb_printf(&b, ",\n  \"best_baseline\": ");
     if (r->best >= 0) sb_jstr(&b, r->opt[r->best].name);
-    else sb_printf(&b, "null");
-    sb_printf(&b, ",\n  \"target_valid_loss\": ");
+    else lopt_sb_printf(&b, "null");
+    lopt_sb_printf(&b, ",\n  \"target_valid_loss\": ");
     sb_jnum(&b, r->target);
-    sb_printf(&b, ",\n  \"elapsed_s\": %.3f,\n  \"optimizers\": [\n", r->elapsed_s);
+    lopt_sb_printf(&b, ",\n  \"elapsed_s\": %.3f,\n  \"optimizers\": [\n", r->elapsed_s);
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
-        sb_printf(&b, "    {\n      \"name\": ");
+        lopt_sb_printf(&b, "    {\n      \"name\": ");
         sb_jstr(&b, e->name);
-        sb_printf(&b, ",\n      \"learned\": %s,\n      \"lr\": ", e->learned ? "true" : "false");
+        lopt_sb_printf(&b, ",\n      \"learned\": %s,\n      \"lr\": ", e->learned ? "true" : "false");
         sb_jnum(&b, e->lr);
         if (!e->learned) {
-            sb_printf(&b, ",\n      \"lr_grid\": ");
+            lopt_sb_printf(&b, ",\n      \"lr_grid\": ");
             sb_jarray(&b, e->grid_lr, e->grid_points);
-            sb_printf(&b, ",\n      \"lr_grid_mean_final_valid_loss\": ");
+            lopt_sb_printf(&b, ",\n      \"lr_grid_mean_final_valid_loss\": ");
             sb_jarray(&b, e->grid_loss, e->grid_points);
-            sb_printf(&b, ",\n      \"lr_grid_edge\": %s",
+            lopt_sb_printf(&b, ",\n      \"lr_grid_edge\": %s",
                       e->lr_edge < 0 ? "\"low\"" : e->lr_edge > 0 ? "\"high\"" : "null");
         }
-        sb_printf(&b, ",\n      \"diverged_seeds\": %d,\n      \"final\": {\n", e->ndiverged);
+        lopt_sb_printf(&b, ",\n      \"diverged_seeds\": %d,\n      \"final\": {\n", e->ndiverged);
         sb_jstat(&b, "train_loss", e->train_loss, 0);
         sb_jstat(&b, "valid_loss", e->valid_loss, 0);
         sb_jstat(&b, "valid_acc", e->valid_acc, 0);
         sb_jstat(&b, "test_loss", e->test_loss, 0);
         sb_jstat(&b, "test_acc", e->test_acc, 0);
         sb_jstat(&b, "time_s", e->time_s, 1);
-        sb_printf(&b, "      },\n      \"reach_target\": {\"step\": ");
+        lopt_sb_printf(&b, "      },\n      \"reach_target\": {\"step\": ");
         sb_jnum(&b, e->reach_step);
-        sb_printf(&b, ", \"time_s\": ");
+        lopt_sb_printf(&b, ", \"time_s\": ");
         sb_jnum(&b, e->reach_time);
-        sb_printf(&b, ", \"speedup_steps\": ");
+        lopt_sb_printf(&b, ", \"speedup_steps\": ");
         sb_jnum(&b, e->speedup_steps);
-        sb_printf(&b, ", \"speedup_time\": ");
+        lopt_sb_printf(&b, ", \"speedup_time\": ");
         sb_jnum(&b, e->speedup_time);
-        sb_printf(&b, ", \"reached\": %s},\n      \"mean_curve\": {\n        \"step\": ",
+        lopt_sb_printf(&b, ", \"reached\": %s},\n      \"mean_curve\": {\n        \"step\": ",
                   isfinite(e->reach_step) ? "true" : "false");
         sb_jarray(&b, e->step, e->nrows);
-        sb_printf(&b, ",\n        \"time_s\": ");
+        lopt_sb_printf(&b, ",\n        \"time_s\": ");
         sb_jarray(&b, e->time_mean, e->nrows);
-        sb_printf(&b, ",\n        \"train_loss\": ");
+        lopt_sb_printf(&b, ",\n        \"train_loss\": ");
         sb_jarray(&b, e->train_mean, e->nrows);
-        sb_printf(&b, ",\n        \"valid_loss\": ");
+        lopt_sb_printf(&b, ",\n        \"valid_loss\": ");
         sb_jarray(&b, e->valid_mean, e->nrows);
-        sb_printf(&b, "\n      }\n    }%s\n", i + 1 < r->nopt ? "," : "");
+        lopt_sb_printf(&b, "\n      }\n    }%s\n", i + 1 < r->nopt ? "," : "");
     }
-    sb_printf(&b, "  ]\n}\n");
+    lopt_sb_printf(&b, "  ]\n}\n");
     return b.s;
 }
 
@@ -574,46 +549,46 @@ static void fmt_stat(char *out, size_t cap, lopt_stat s, const char *f)
 
 char *lopt_compare_markdown(const lopt_compare_result *r)
 {
-    sbuf b = {0};
-    sb_printf(&b, "# lopt compare: %s\n\n", r->task);
-    sb_printf(&b, "- %lld steps, validation every %lld; test seeds", (long long)r->steps,
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "# lopt compare: %s\n\n", r->task);
+    lopt_sb_printf(&b, "- %lld steps, validation every %lld; test seeds", (long long)r->steps,
               (long long)r->eval_every);
     for (int i = 0; i < r->nseeds; i++)
-        sb_printf(&b, "%s%llu", i ? ", " : " ", (unsigned long long)r->seeds[i]);
+        lopt_sb_printf(&b, "%s%llu", i ? ", " : " ", (unsigned long long)r->seeds[i]);
     if (r->tune_seeds == 1)
-        sb_printf(&b, "; tuning seed %d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0);
+        lopt_sb_printf(&b, "; tuning seed %d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0);
     else
-        sb_printf(&b, "; tuning seeds %d..%d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0,
+        lopt_sb_printf(&b, "; tuning seeds %d..%d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0,
                   LOPT_COMPARE_TUNE_SEED0 + r->tune_seeds - 1);
-    sb_printf(&b, "- baselines: learning rate tuned on a %d-point log grid by the mean final "
+    lopt_sb_printf(&b, "- baselines: learning rate tuned on a %d-point log grid by the mean final "
                   "validation loss over the tuning seeds (a diverged run counts as +inf)\n",
               r->grid_points);
-    sb_printf(&b, "- learned optimizer: %s\n",
+    lopt_sb_printf(&b, "- learned optimizer: %s\n",
               r->learned_source[0] ? r->learned_source : "none (baselines only)");
     if (r->best >= 0)
-        sb_printf(&b, "- target: the best tuned baseline's final mean validation loss, "
+        lopt_sb_printf(&b, "- target: the best tuned baseline's final mean validation loss, "
                       "%s at lr %.3g: %.4g\n",
                   r->opt[r->best].name, r->opt[r->best].lr, r->target);
     else
-        sb_printf(&b, "- target: none (every baseline diverged on some test seed)\n");
+        lopt_sb_printf(&b, "- target: none (every baseline diverged on some test seed)\n");
     if (r->best >= 0 && r->opt[r->best].reach_step < (double)r->steps)
-        sb_printf(&b, "- note: %s's own seed-mean curve first gets to that loss at step %.0f "
+        lopt_sb_printf(&b, "- note: %s's own seed-mean curve first gets to that loss at step %.0f "
                       "(a noisy tail), hence its own speedup above 1\n",
                   r->opt[r->best].name, r->opt[r->best].reach_step);
-    sb_printf(&b, "- mean ± std over %d test seeds; time = training wall-clock (s), "
+    lopt_sb_printf(&b, "- mean ± std over %d test seeds; time = training wall-clock (s), "
                   "evaluation excluded; total %.1f s\n",
               r->nseeds, r->elapsed_s);
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
         if (!e->learned && e->lr_edge)
-            sb_printf(&b, "- WARNING: %s's tuned lr %.3g is the %s end of its grid "
+            lopt_sb_printf(&b, "- WARNING: %s's tuned lr %.3g is the %s end of its grid "
                           "[%.3g, %.3g]: the grid may be too narrow\n",
                       e->name, e->lr, e->lr_edge < 0 ? "low" : "high", e->lr_lo, e->lr_hi);
         if (e->ndiverged)
-            sb_printf(&b, "- WARNING: %s diverged on %d of %d test seeds\n", e->name,
+            lopt_sb_printf(&b, "- WARNING: %s diverged on %d of %d test seeds\n", e->name,
                       e->ndiverged, e->nseeds);
     }
-    sb_printf(&b, "\n| optimizer | lr | train loss | valid loss | valid acc | test loss | "
+    lopt_sb_printf(&b, "\n| optimizer | lr | train loss | valid loss | valid acc | test loss | "
                   "test acc | time (s) | steps to target | time to target (s) | "
                   "speedup (steps) | speedup (time) |\n"
                   "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -640,7 +615,7 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
             snprintf(ss, sizeof ss, "-");
             snprintf(st, sizeof st, "-");
         }
-        sb_printf(&b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+        lopt_sb_printf(&b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
                   e->name, i == r->best ? " (best)" : "", lr, c[0], c[1], c[2], c[3], c[4],
                   c[5], rs, rt, ss, st);
     }
@@ -649,14 +624,14 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
 
 static char *curves_csv(const lopt_compare_result *r, size_t *len)
 {
-    sbuf b = {0};
-    sb_printf(&b, "optimizer,seed,step,train_loss,valid_loss,valid_acc,time_s\n");
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "optimizer,seed,step,train_loss,valid_loss,valid_acc,time_s\n");
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
         for (int s = 0; s < e->nseeds; s++)
             for (int k = 0; k < e->runs[s].nrows; k++) {
                 const lopt_curve_row *w = &e->runs[s].rows[k];
-                sb_printf(&b, "%s,%llu,%lld,%.7g,%.7g,%.6g,%.5f\n", e->name,
+                lopt_sb_printf(&b, "%s,%llu,%lld,%.7g,%.7g,%.6g,%.5f\n", e->name,
                           (unsigned long long)r->seeds[s], (long long)w->step, w->train_loss,
                           w->valid_loss, w->valid_acc, w->time_s);
             }
@@ -667,11 +642,11 @@ static char *curves_csv(const lopt_compare_result *r, size_t *len)
 
 static char *tuning_csv(const lopt_compare_result *r, size_t *len)
 {
-    sbuf b = {0};
-    sb_printf(&b, "optimizer,lr,seed,final_valid_loss\n");
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "optimizer,lr,seed,final_valid_loss\n");
     for (int i = 0; i < r->ntuning; i++) {
         const lopt_tuning_row *t = &r->tuning[i];
-        sb_printf(&b, "%s,%.6g,%llu,%.7g\n", r->opt[t->opt].name, t->lr,
+        lopt_sb_printf(&b, "%s,%.6g,%llu,%.7g\n", r->opt[t->opt].name, t->lr,
                   (unsigned long long)t->seed, t->final_valid_loss);
     }
     *len = b.len;

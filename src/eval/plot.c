@@ -276,41 +276,16 @@ static void legend_label(const layout *l, const char *s, char *out, size_t cap)
 
 /* ---- SVG ----------------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-} sbuf;
 
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        LOPT_ASSERT(k >= 0);
-        if (b->s && b->len + (size_t)k < b->cap) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->len + (size_t)k) cap *= 2;
-        b->s = realloc(b->s, cap);
-        LOPT_ASSERT(b->s);
-        b->cap = cap;
-    }
-}
-
-static void sb_text(sbuf *b, const char *s)
+static void sb_text(lopt_sbuf *b, const char *s)
 {
     for (; s && *s; s++) {
         switch (*s) {
-        case '&': sb_printf(b, "&amp;"); break;
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        default: sb_printf(b, "%c", *s);
+        case '&': lopt_sb_printf(b, "&amp;"); break;
+        case '<': lopt_sb_printf(b, "&lt;"); break;
+        case '>': lopt_sb_printf(b, "&gt;"); break;
+        case '"': lopt_sb_printf(b, "&quot;"); break;
+        default: lopt_sb_printf(b, "%c", *s);
         }
     }
 }
@@ -328,31 +303,31 @@ char *lopt_plot_svg(const lopt_plot *p, size_t *len)
 {
     layout l;
     make_layout(p, &l);
-    sbuf b = {0};
-    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                   "viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans, Helvetica, Arial, "
                   "sans-serif\">\n",
               l.W, l.H, l.W, l.H);
-    sb_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", l.W, l.H);
-    sb_printf(&b, "<clipPath id=\"plotarea\"><rect x=\"%d\" y=\"%d\" width=\"%d\" "
+    lopt_sb_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", l.W, l.H);
+    lopt_sb_printf(&b, "<clipPath id=\"plotarea\"><rect x=\"%d\" y=\"%d\" width=\"%d\" "
                   "height=\"%d\"/></clipPath>\n",
               l.L, l.T, l.R - l.L, l.B - l.T);
-    sb_printf(&b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"18\">",
+    lopt_sb_printf(&b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"18\">",
               (l.L + l.R) / 2.0, 20 + CHAR_H);
     sb_text(&b, p->title);
-    sb_printf(&b, "</text>\n<g stroke=\"#e6e6e6\" stroke-width=\"1\">\n");
+    lopt_sb_printf(&b, "</text>\n<g stroke=\"#e6e6e6\" stroke-width=\"1\">\n");
     for (int i = 0; i < l.nxt; i++)
-        sb_printf(&b, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\"/>\n", px_x(&l, l.xt[i]),
+        lopt_sb_printf(&b, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\"/>\n", px_x(&l, l.xt[i]),
                   l.T, px_x(&l, l.xt[i]), l.B);
     for (int i = 0; i < l.nyt; i++)
-        sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\"/>\n", l.L,
+        lopt_sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\"/>\n", l.L,
                   px_y(&l, l.yt[i]), l.R, px_y(&l, l.yt[i]));
-    sb_printf(&b, "</g>\n<g clip-path=\"url(#plotarea)\">\n");
+    lopt_sb_printf(&b, "</g>\n<g clip-path=\"url(#plotarea)\">\n");
     for (int s = 0; s < p->nseries; s++) {
         const lopt_plot_series *se = &p->series[s];
         if (!se->lo || !se->hi) continue;
-        sb_printf(&b, "<path class=\"band\" fill=\"#%06x\" fill-opacity=\"0.18\" "
+        lopt_sb_printf(&b, "<path class=\"band\" fill=\"#%06x\" fill-opacity=\"0.18\" "
                       "stroke=\"none\" d=\"",
                   palette[s % NPALETTE]);
         for (int i = 0; i < se->n;) {   /* one closed subpath per run of valid points */
@@ -360,67 +335,67 @@ char *lopt_plot_svg(const lopt_plot *p, size_t *len)
             int j = i;
             while (j < se->n && band_ok(&l, se, j)) j++;
             for (int k = i; k < j; k++)
-                sb_printf(&b, "%c%.2f,%.2f ", k == i ? 'M' : 'L', px_x(&l, se->x[k]),
+                lopt_sb_printf(&b, "%c%.2f,%.2f ", k == i ? 'M' : 'L', px_x(&l, se->x[k]),
                           px_y(&l, se->hi[k]));
             for (int k = j - 1; k >= i; k--)
-                sb_printf(&b, "L%.2f,%.2f ", px_x(&l, se->x[k]), px_y(&l, se->lo[k]));
-            sb_printf(&b, "Z ");
+                lopt_sb_printf(&b, "L%.2f,%.2f ", px_x(&l, se->x[k]), px_y(&l, se->lo[k]));
+            lopt_sb_printf(&b, "Z ");
             i = j;
         }
-        sb_printf(&b, "\"/>\n");
+        lopt_sb_printf(&b, "\"/>\n");
     }
     for (int s = 0; s < p->nseries; s++) {
         const lopt_plot_series *se = &p->series[s];
-        sb_printf(&b, "<path class=\"line\" fill=\"none\" stroke=\"#%06x\" stroke-width=\"2.5\" "
+        lopt_sb_printf(&b, "<path class=\"line\" fill=\"none\" stroke=\"#%06x\" stroke-width=\"2.5\" "
                       "stroke-linejoin=\"round\" d=\"",
                   palette[s % NPALETTE]);
         int pen = 0;
         for (int i = 0; i < se->n; i++) {
             if (!point_ok(&l, se, i)) { pen = 0; continue; }
-            sb_printf(&b, "%c%.2f,%.2f ", pen ? 'L' : 'M', px_x(&l, se->x[i]),
+            lopt_sb_printf(&b, "%c%.2f,%.2f ", pen ? 'L' : 'M', px_x(&l, se->x[i]),
                       px_y(&l, se->y[i]));
             pen = 1;
         }
-        sb_printf(&b, "\"><title>");
+        lopt_sb_printf(&b, "\"><title>");
         sb_text(&b, se->label);
-        sb_printf(&b, "</title></path>\n");
+        lopt_sb_printf(&b, "</title></path>\n");
     }
-    sb_printf(&b, "</g>\n<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
+    lopt_sb_printf(&b, "</g>\n<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
                   "stroke=\"#333333\" stroke-width=\"1\"/>\n",
               l.L, l.T, l.R - l.L, l.B - l.T);
-    sb_printf(&b, "<g font-size=\"13\" fill=\"#222222\">\n");
+    lopt_sb_printf(&b, "<g font-size=\"13\" fill=\"#222222\">\n");
     for (int i = 0; i < l.nxt; i++) {
         double x = px_x(&l, l.xt[i]);
-        sb_printf(&b, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#333333\"/>"
+        lopt_sb_printf(&b, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#333333\"/>"
                       "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
                   x, l.B, x, l.B + 6, x, l.B + 6 + 6 + 12, l.xtl[i]);
     }
     for (int i = 0; i < l.nyt; i++) {
         double y = px_y(&l, l.yt[i]);
-        sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#333333\"/>"
+        lopt_sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#333333\"/>"
                       "<text x=\"%d\" y=\"%.2f\" text-anchor=\"end\">%s</text>\n",
                   l.L - 6, y, l.L, y, l.L - 10, y + 4.5, l.ytl[i]);
     }
-    sb_printf(&b, "</g>\n<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"15\">",
+    lopt_sb_printf(&b, "</g>\n<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"15\">",
               (l.L + l.R) / 2.0, l.H - 12);
     sb_text(&b, p->xlabel);
-    sb_printf(&b, "</text>\n<text transform=\"translate(%d,%.1f) rotate(-90)\" "
+    lopt_sb_printf(&b, "</text>\n<text transform=\"translate(%d,%.1f) rotate(-90)\" "
                   "text-anchor=\"middle\" font-size=\"15\">",
               10 + CHAR_H, (l.T + l.B) / 2.0);
     sb_text(&b, p->ylabel);
-    sb_printf(&b, "</text>\n<g font-size=\"14\">\n");
+    lopt_sb_printf(&b, "</text>\n<g font-size=\"14\">\n");
     for (int s = 0; s < p->nseries; s++) {
         int y = l.legend_y + 12 + s * 24 + 7;
-        sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#%06x\" "
+        lopt_sb_printf(&b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#%06x\" "
                       "stroke-width=\"2.5\"/><text x=\"%d\" y=\"%d\">",
                   l.legend_x + 12, y, l.legend_x + 40, y, palette[s % NPALETTE],
                   l.legend_x + 48, y + 5);
         char lab[256];
         legend_label(&l, p->series[s].label, lab, sizeof lab);
         sb_text(&b, lab);
-        sb_printf(&b, "</text>\n");
+        lopt_sb_printf(&b, "</text>\n");
     }
-    sb_printf(&b, "</g>\n</svg>\n");
+    lopt_sb_printf(&b, "</g>\n</svg>\n");
     if (len) *len = b.len;
     return b.s;
 }
