@@ -66,6 +66,12 @@ for est in rp es pes; do
   if [ "$w" = "$want" ] && [ "$resets" -gt 2 ]; then echo "ok   $est: es weight $w, $resets trajectory starts over 6 steps of horizon 10"
   else echo "FAIL: $est: es weight $w (want $want), resets $resets"; fail=1; fi
 done
+# a warm start from a .lopt of the same architecture; another architecture is refused
+"$lopt" meta-train --task fmnist8-mlp --init "$tmp/a.lopt" --K 4 --samples 2 --outer-steps 1 --out "$tmp/w.lopt" >/dev/null 2>&1 \
+  && echo "ok   --init warm start" || { echo "FAIL: --init"; fail=1; }
+"$lopt" meta-train --task fmnist8-mlp --arch lo --init "$tmp/a.lopt" --K 4 --samples 2 --outer-steps 1 --out "$tmp/w.lopt" >/dev/null 2>"$tmp/w.err"
+[ $? -eq 1 ] && grep -q "architecture" "$tmp/w.err" && echo "ok   --init with another architecture: exit 1" \
+  || { echo "FAIL: --init arch mismatch accepted"; fail=1; }
 # the result trains a task
 "$lopt" train --task fmnist8-mlp --opt "learned:$tmp/a.lopt" --steps 20 >/dev/null 2>&1 \
   && echo "ok   the meta-trained .lopt trains fmnist8-mlp" || { echo "FAIL: train with it"; fail=1; }

@@ -61,7 +61,7 @@ int cmd_meta_train(int argc, char **argv)
     lopt_meta_cfg c;
     lopt_meta_cfg_default(&c);
     const char *task = "fmnist8-mlp", *arch = "paper", *est = "merged", *outer = "valid";
-    const char *out = NULL, *log = NULL;
+    const char *out = NULL, *log = NULL, *init = NULL;
     int64_t K = c.K, K_max = 0, K_grow = c.K_grow, samples = c.samples;
     int64_t outer_steps = c.outer_steps, horizon = c.horizon, seed = 0, threads = 0;
     int64_t ckpt_every = 50;
@@ -92,7 +92,9 @@ int cmd_meta_train(int argc, char **argv)
         {"checkpoint-every", OPT_INT, &ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
         {"resume", OPT_FLAG, &resume, "continue from OUT.ckpt (its settings; --outer-steps may "
          "raise the target)", 0, 0},
-        {"log", OPT_STR, &log, "CSV log, a row per outer step", 0, 0},
+        {"log", OPT_STR, &log, "CSV log, a row per outer step (plots beside it)", 0, 0},
+        {"init", OPT_STR, &init, "start from this .lopt's theta (same arch) instead of a "
+         "random one", 0, 0},
     };
     cli_spec spec = {"meta-train",
                      "lopt meta-train --task T --estimator rp|es|merged|pes [--arch paper|lo] "
@@ -151,6 +153,17 @@ int cmd_meta_train(int argc, char **argv)
         st = lopt_meta_create(&m, &c, &err);
         if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
         if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
+        if (init) {
+            lopt_arch ia;
+            float *theta = NULL;
+            st = lopt_file_read(init, &ia, &theta, NULL, &err);
+            if (st == LOPT_OK) st = lopt_meta_set_theta(m, &ia, theta, &err);
+            lopt_free(theta);
+            if (st != LOPT_OK) {
+                lopt_meta_free(m);
+                cli_fail("meta-train", "--init: %s", err.msg);
+            }
+        }
     }
     const lopt_meta_cfg *rc = lopt_meta_config(m);
     signal(SIGINT, on_signal);

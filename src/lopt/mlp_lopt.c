@@ -57,6 +57,18 @@ lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err)
     return LOPT_OK;
 }
 
+int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b)
+{
+    if (a->nmom != b->nmom || a->ntime != b->ntime || a->nhidden != b->nhidden ||
+        a->hidden != b->hidden || a->step_mult != b->step_mult || a->exp_mult != b->exp_mult)
+        return 0;
+    for (int k = 0; k < a->nmom; k++)
+        if (a->beta[k] != b->beta[k]) return 0;
+    for (int j = 0; j < a->ntime; j++)
+        if (a->tau[j] != b->tau[j]) return 0;
+    return 1;
+}
+
 int lopt_arch_features(const lopt_arch *a) { return 2 + a->nmom; }
 int lopt_arch_inputs(const lopt_arch *a) { return 2 + a->nmom + a->ntime; }
 

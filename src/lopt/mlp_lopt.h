@@ -42,6 +42,8 @@ typedef struct {
 lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err);
 /* Checks ranges (for architectures read from files). */
 lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err);
+/* 1 if a and b describe the same optimizer (every field in use equal). */
+int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b);
 int lopt_arch_features(const lopt_arch *a);   /* normalised: 2 + nmom */
 int lopt_arch_inputs(const lopt_arch *a);     /* 2 + nmom + ntime */
 size_t lopt_arch_nparams(const lopt_arch *a); /* |theta|: 610 paper, 1762 lo */

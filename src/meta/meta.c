@@ -225,6 +225,16 @@ const lopt_meta_cfg *lopt_meta_config(const lopt_meta *m) { return &m->cfg; }
 const lopt_arch *lopt_meta_arch(const lopt_meta *m) { return &m->arch; }
 const float *lopt_meta_theta(const lopt_meta *m) { return m->theta; }
 int64_t lopt_meta_steps_done(const lopt_meta *m) { return m->step; }
+lopt_status lopt_meta_set_theta(lopt_meta *m, const lopt_arch *a, const float *theta,
+                                lopt_err *err)
+{
+    if (!lopt_arch_equal(a, &m->arch))
+        return lopt_fail(err, LOPT_EUSAGE, "the initial optimizer's architecture is not "
+                         "the '%s' preset", m->cfg.arch);
+    memcpy(m->theta, theta, m->np * sizeof(float));
+    return LOPT_OK;
+}
+
 void lopt_meta_set_outer_steps(lopt_meta *m, int64_t steps) { m->cfg.outer_steps = steps; }
 const char *lopt_meta_log(const lopt_meta *m) { return m->log; }
 

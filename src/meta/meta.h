@@ -82,6 +82,10 @@ const lopt_meta_cfg *lopt_meta_config(const lopt_meta *m);
 const lopt_arch *lopt_meta_arch(const lopt_meta *m);
 const float *lopt_meta_theta(const lopt_meta *m);
 int64_t lopt_meta_steps_done(const lopt_meta *m);
+/* Replaces theta (a warm start, before the first step): LOPT_EUSAGE if a is not the
+ * run's architecture. */
+lopt_status lopt_meta_set_theta(lopt_meta *m, const lopt_arch *a, const float *theta,
+                                lopt_err *err);
 /* Raises the outer-step target (resume with a longer run). */
 void lopt_meta_set_outer_steps(lopt_meta *m, int64_t steps);
 
