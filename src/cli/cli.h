@@ -56,5 +56,6 @@ int cmd_meta_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_init_lopt(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_pathology(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const struct {
     {"bench", cmd_bench, "time lopt's kernels (JSON lines)"},
     {"init-lopt", cmd_init_lopt, "write an untrained learned optimizer (.lopt)"},
     {"compare", cmd_compare, "learned optimizer vs tuned baselines on held-out seeds"},
+    {"pathology", cmd_pathology, "surface | gradvar | bias: the pathologies of unrolling"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,132 @@
+/* pathology.h - the studies behind `lopt pathology` (DESIGN.md sections 1.4 and 4):
+ * the pathologies of unrolled optimization that Metz et al. 2019 diagnose, measured
+ * on lopt's own unrolls.
+ *
+ *  surface  the outer loss L_K(theta + a u) along a line through theta (u a random
+ *           unit direction) for several unroll lengths K, and the smoothed loss
+ *           E_eps L_K(theta + a u + eps), eps ~ N(0, sigma^2 I), estimated with
+ *           antithetic perturbations shared by every point (common random numbers);
+ *           optionally a 2-D slice over two orthonormal directions. Long unrolls make
+ *           the surface rough (paper section 3, figure 2); smoothing keeps it usable.
+ *  gradvar  for unroll lengths K: S antithetic pairs theta +- eps_s from one inner
+ *           state, per-sample rp (exact backprop through the unroll) and es
+ *           estimates; norms of their means, their per-coordinate variances summed,
+ *           and the mean es weight of the inverse-variance merge (lopt_merge).
+ *           rp's variance grows exponentially with K, es's stays bounded
+ *           (paper section 4, figure 4).
+ *  bias     truncation bias on a toy: SGD's learning rate lr = exp(p) meta-learned by
+ *           gradient descent (Adam on p) on the truncated outer loss for several
+ *           truncation lengths K over a horizon H, against the optimum of the
+ *           full-horizon loss found on a grid. The derivative of the trajectory with
+ *           respect to p is exact, by forward mode with the task's Hessian-vector
+ *           product:  z_{t+1} = z_t - lr H_t z_t - lr g_t   (z = dw/dp),
+ *           reset to 0 at the start of every truncation (the truncation treats its
+ *           start state as a constant: exactly the truncated gradient).
+ *
+ * Every study writes CSV, summary.json and plots (SVG + PNG; the 2-D slice as a
+ * heatmap) into a directory, each file atomically. The studies are single-threaded
+ * and deterministic given their seeds.
+ * Left out: the paper's learned-optimizer meta-training curves for each K (that is
+ * `lopt meta-train`), and averaging the surfaces over several task instances.
+ */
+#ifndef LOPT_PATHOLOGY_H
+#define LOPT_PATHOLOGY_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+#include "lopt/mlp_lopt.h"
+#include "tasks/task.h"
+
+#define LOPT_PATH_MAX_K 32
+
+/* Progress in units of inner steps (done of total), with what is running. */
+typedef void (*lopt_path_progress)(void *user, int64_t done, int64_t total, const char *what);
+
+/* What the surface and gradvar studies share: the learned optimizer studied and
+ * the inner state the unrolls start from. */
+typedef struct {
+    const lopt_arch *arch;
+    const float *theta;        /* (lopt_arch_nparams(arch)) */
+    const char *theta_source;  /* shown in the summary ("normalized-sgd ..." or a path) */
+    uint64_t seed;             /* task instance and data order of the start state;
+                                * also seeds directions and perturbations */
+    int64_t warmup;            /* inner steps under theta before the start state */
+    lopt_split outer_split;    /* outer loss on train or valid batches */
+    float loss_clip;           /* outer losses clipped here (<= 0: off) */
+    lopt_path_progress progress;   /* may be NULL */
+    void *user;
+} lopt_path_common;
+
+typedef struct {
+    lopt_path_common c;
+    int Ks[LOPT_PATH_MAX_K];   /* unroll lengths */
+    int nK;
+    int points;                /* >= 3: a in linspace(-radius, radius, points) */
+    double radius;
+    int samples;               /* perturbations for the smoothed loss (even; 0: none) */
+    float sigma;
+    int smooth_every;          /* smoothed loss at every smooth_every-th point (>= 1) */
+    int grid;                  /* 2-D slice: grid x grid points (0: none) */
+    int K2d[LOPT_PATH_MAX_K];  /* its unroll lengths (one slice each) */
+    int nK2d;
+} lopt_surface_opts;
+
+typedef struct {
+    lopt_path_common c;
+    int Ks[LOPT_PATH_MAX_K];
+    int nK;
+    int samples;               /* antithetic pairs S >= 2 */
+    float sigma;
+} lopt_gradvar_opts;
+
+typedef struct {
+    uint64_t seed;             /* instances seed .. seed+instances-1 (instance, init, data) */
+    int instances;
+    int64_t horizon;           /* H inner steps */
+    int Ks[LOPT_PATH_MAX_K];   /* truncation lengths (<= H) */
+    int nK;
+    int outer_steps;           /* Adam steps on p = log lr */
+    double outer_lr;           /* Adam's step, cosine-decayed to 1% over outer_steps */
+    double lr0;                /* initial lr of the meta-learning */
+    double lr_lo, lr_hi;       /* grid for the true optimum and the plots */
+    int grid_points;
+    double loss_clip_factor;   /* inner loss above factor * initial: diverged, the rest
+                                * of the horizon counts as that value */
+    lopt_path_progress progress;
+    void *user;
+} lopt_bias_opts;
+
+/* Fills defaults (the sizes `lopt pathology` uses without flags). */
+void lopt_surface_opts_default(lopt_surface_opts *o);
+void lopt_gradvar_opts_default(lopt_gradvar_opts *o);
+void lopt_bias_opts_default(lopt_bias_opts *o);
+
+/* Run a study on task t and write its files into dir (created if missing).
+ * *summary (may be NULL) receives a few malloc'ed lines for the terminal (caller
+ * frees). LOPT_EUSAGE for bad options, LOPT_EIO when dir or a file cannot be
+ * written. Files:
+ *   surface: surface.csv (K,a,loss,smoothed_loss), surface2d.csv (K,a,b,loss),
+ *            summary.json, surface_K<K>.{svg,png} per K, surface_all.{svg,png}
+ *            (each curve min-max normalised), surface2d_K<K>.{svg,png} (heatmap per
+ *            K2d: the PNG is the bare image with a colour bar, the SVG is labelled)
+ *   gradvar: gradvar.csv, summary.json, variance.{svg,png}, norm.{svg,png},
+ *            es_weight.{svg,png}
+ *   bias:    bias.csv (one row per K), grid.csv (per lr: full-horizon losses and each
+ *            K's truncated meta-gradient), outer.csv (lr during meta-learning),
+ *            summary.json, lr_vs_K, loss_vs_K, loss_vs_lr, metagrad_vs_lr,
+ *            outer_lr .{svg,png} */
+lopt_status lopt_pathology_surface(lopt_task *t, const lopt_surface_opts *o, const char *dir,
+                                   char **summary, lopt_err *err);
+lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, const char *dir,
+                                   char **summary, lopt_err *err);
+lopt_status lopt_pathology_bias(lopt_task *t, const lopt_bias_opts *o, const char *dir,
+                                char **summary, lopt_err *err);
+
+/* Roughness of a curve y (n points): total variation over range,
+ * sum |y_{i+1} - y_i| / (max y - min y); 1 for a monotone curve, 2 for a single
+ * valley, large for a jagged one. NaN when fewer than 2 finite points or a flat
+ * curve. Non-finite points are skipped. */
+double lopt_path_roughness(const double *y, int n);
+
+#endif
