@@ -20,21 +20,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail=0
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-# expect CODE PATTERN -- ARGS...: runs lopt, checks the exit code and that stderr
-# (or stdout for code 0) matches PATTERN
-expect() {
-  local code=$1 pat=$2; shift 3
-  "$lopt" "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  local text
-  if [ "$code" -eq 0 ]; then text=$(cat "$tmp/out"); else text=$(cat "$tmp/err"); fi
-  if [ "$got" -ne "$code" ] || ! grep -qE -- "$pat" <<<"$text"; then
-    echo "FAIL: lopt $* -> exit $got (want $code), output:"; cat "$tmp/err" "$tmp/out" | head -5
-    fail=1
-  else
-    echo "ok   lopt $* -> $got"
-  fi
-}
+source "$(dirname "$0")/lib.bash"
 
 # usage: exit 2 before anything slow
 expect 0 "usage: lopt pathology surface\|gradvar\|bias" -- pathology --help
