@@ -293,6 +293,28 @@ void conv2d_forward(float *y, float *col, const float *x, const float *W,
 
 /* y = W col + b, col = im2col(x)  =>
  *   dW += dy col^T ;  db += sum_j dy ;  dx += col2im(W^T dy) */
+/* dx += col2im(W^T dy [+ W2^T dy2]): the input adjoint, formed and folded back one
+ * batch slice at a time (conv_slice_images) so the column block stays in cache.
+ * scratch: (C*KH*KW, slice*OH*OW). W2, dy2 may be NULL (backward) or the R-pair's
+ * second term (R-backward). */
+static void input_adjoint(float *dx, const float *W, const float *dy, const float *W2,
+                          const float *dy2, const conv_shape *s, float *scratch)
+{
+    const int CKK = s->C * s->KH * s->KW;
+    const size_t N = (size_t)s->B * s->OH * s->OW, OHW = (size_t)s->OH * s->OW;
+    const int nb = conv_slice_images(s);
+    for (int b0 = 0; b0 < s->B; b0 += nb) {
+        int n = s->B - b0 < nb ? s->B - b0 : nb;
+        int cols = (int)(n * OHW);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f, W, CKK,
+                    dy + b0 * OHW, (int)N, 0.0f, scratch, cols);
+        if (W2)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f, W2,
+                        CKK, dy2 + b0 * OHW, (int)N, 1.0f, scratch, cols);
+        col2im(dx, scratch, s, b0, n);
+    }
+}
+
 void conv2d_backward(float *dx, float *dW, float *db, const float *dy,
                      const float *col, const float *W, const conv_shape *s,
                      float *scratch)
@@ -301,18 +323,7 @@ void conv2d_backward(float *dx, float *dW, float *db, const float *dy,
     const size_t N = (size_t)s->B * s->OH * s->OW;
     gemm_weight_grad(dW, dy, col, s->O, CKK, N);   /* dW (O,CKK) += dy col^T */
     rows_sum_into(db, dy, s->O, N);
-    if (dx) {
-        const size_t OHW = (size_t)s->OH * s->OW;
-        const int nb = conv_slice_images(s);
-        for (int b0 = 0; b0 < s->B; b0 += nb) {
-            int n = s->B - b0 < nb ? s->B - b0 : nb;
-            int cols = (int)(n * OHW);
-            /* scratch (CKK, n*OH*OW) = W^T dy[:, slice], the adjoint of col's slice */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f,
-                        W, CKK, dy + b0 * OHW, (int)N, 0.0f, scratch, cols);
-            col2im(dx, scratch, s, b0, n);
-        }
-    }
+    if (dx) input_adjoint(dx, W, dy, NULL, NULL, s, scratch);
 }
 
 /* y = W col + b  =>  ry = W rcol + rW col + rb,  rcol = im2col(rx) */
@@ -345,18 +356,6 @@ void conv2d_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
     gemm_weight_grad(rdW, rdy, col, s->O, CKK, N);          /* rdW += rdy col^T */
     if (rcol) gemm_weight_grad(rdW, dy, rcol, s->O, CKK, N);  /* rdW += dy rcol^T */
     rows_sum_into(rdb, rdy, s->O, N);
-    if (rdx) {
-        const size_t OHW = (size_t)s->OH * s->OW;
-        const int nb = conv_slice_images(s);
-        for (int b0 = 0; b0 < s->B; b0 += nb) {
-            int n = s->B - b0 < nb ? s->B - b0 : nb;
-            int cols = (int)(n * OHW);
-            /* scratch (CKK, n*OH*OW) = W^T rdy + rW^T dy = R{dcol} on the slice */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f,
-                        W, CKK, rdy + b0 * OHW, (int)N, 0.0f, scratch, cols);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, cols, s->O, 1.0f,
-                        rW, CKK, dy + b0 * OHW, (int)N, 1.0f, scratch, cols);
-            col2im(rdx, scratch, s, b0, n);
-        }
-    }
+    /* R{dcol} = W^T rdy + rW^T dy */
+    if (rdx) input_adjoint(rdx, W, rdy, rW, dy, s, scratch);
 }
