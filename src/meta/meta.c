@@ -49,7 +49,9 @@ void lopt_meta_cfg_default(lopt_meta_cfg *c)
 typedef struct {
     lopt_task task;
     lopt_unroll_ws ws;
-    lopt_traj start, minus;   /* scratch: the pair's start state, the - side */
+    lopt_traj minus;          /* scratch: the - side of a pair (not pes) */
+    float *theta_pm;          /* (np) theta + eps or theta - eps */
+    float *g_minus;           /* (np) rp gradient of the - side */
 } worker;
 
 struct lopt_meta {
@@ -150,8 +152,9 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
             return st;
         }
         lopt_unroll_ws_init(&w->ws, &w->task, &m->arch, m->tape);
-        lopt_traj_alloc(&w->start, w->task.n, m->arch.nmom);
         lopt_traj_alloc(&w->minus, w->task.n, m->arch.nmom);
+        w->theta_pm = lopt_floats(m->np);
+        w->g_minus = lopt_floats(m->np);
     }
     m->n = m->workers[0].task.n;
     size_t S = (size_t)cfg->samples, np = m->np;
@@ -197,7 +200,8 @@ void lopt_meta_free(lopt_meta *m)
     if (!m) return;
     for (int i = 0; i < m->nworkers; i++) {
         worker *w = &m->workers[i];
-        lopt_traj_free(&w->start);
+        lopt_free(w->theta_pm);
+        lopt_free(w->g_minus);
         lopt_traj_free(&w->minus);
         lopt_unroll_ws_free(&w->ws);
         w->task.free(&w->task);
@@ -272,7 +276,7 @@ static void run_sample(lopt_meta *m, worker *w, int s, int K, uint64_t id)
     int M = m->arch.nmom;
     float *eps = m->eps + (size_t)s * np, *grp = m->g_rp + (size_t)s * np;
     float *ges = m->g_es + (size_t)s * np;
-    float *tp = lopt_floats(np), *gm = uses_rp(c) ? lopt_floats(np) : NULL;
+    float *tp = w->theta_pm, *gm = uses_rp(c) ? w->g_minus : NULL;
     lopt_unroll_cfg uc = {.K = K, .outer_split = c->outer_split, .loss_clip = c->loss_clip,
                           .diverge_factor = c->diverge_factor, .first_order = c->first_order};
     lopt_traj *plus = &m->plus[s];
@@ -315,8 +319,6 @@ static void run_sample(lopt_meta *m, worker *w, int s, int K, uint64_t id)
     m->loss[s] = 0.5 * (op.loss + om.loss);
     m->inner_steps[s] = op.steps + om.steps;
     m->div_flags[s] = op.diverged || om.diverged;
-    lopt_free(tp);
-    lopt_free(gm);
 }
 
 double lopt_merge(const double *sum_rp, const double *sq_rp, const double *sum_es,
