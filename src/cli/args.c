@@ -75,6 +75,21 @@ static void parse_value(const cli_spec *s, cli_opt *o, const char *v)
     }
 }
 
+int cli_parse_range(const char *s, double *lo, double *hi)
+{
+    char *end;
+    double a = strtod(s, &end), b = NAN;
+    if (end != s && *end == ':') {
+        char *end2;
+        b = strtod(end + 1, &end2);
+        if (end2 == end + 1 || *end2) b = NAN;
+    }
+    if (!(a > 0 && b > a && isfinite(b))) return 0;
+    *lo = a;
+    *hi = b;
+    return 1;
+}
+
 void cli_parse(cli_spec *s, int argc, char **argv)
 {
     for (int i = 0; i < argc; i++) {

@@ -33,6 +33,9 @@ typedef struct {
  * and exit 2. */
 void cli_parse(cli_spec *spec, int argc, char **argv);
 
+/* Parses "LO:HI" with 0 < LO < HI < inf; returns 1 and sets *lo, *hi, or 0. */
+int cli_parse_range(const char *s, double *lo, double *hi);
+
 /* Exits 2 with "lopt CMD: reason" and the usage line. */
 void cli_usage_error(const cli_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));

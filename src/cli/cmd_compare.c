@@ -164,14 +164,8 @@ int cmd_compare(int argc, char **argv)
     int ns = parse_seeds(&spec, seeds_s, seeds, LOPT_COMPARE_MAX_SEEDS);
     double lo[LOPT_COMPARE_MAX_OPT], hi[LOPT_COMPARE_MAX_OPT];
     if (lr_range) {
-        char *end;
-        double a = strtod(lr_range, &end), b = NAN;
-        if (end != lr_range && *end == ':') {
-            char *end2;
-            b = strtod(end + 1, &end2);
-            if (end2 == end + 1 || *end2) b = NAN;
-        }
-        if (!(a > 0 && b > a && isfinite(b)))
+        double a, b;
+        if (!cli_parse_range(lr_range, &a, &b))
             cli_usage_error(&spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
                             "e.g. 1e-5:1e-1)", lr_range);
         for (int i = 0; i < nb; i++) lo[i] = a, hi[i] = b;

@@ -279,20 +279,9 @@ int cmd_pathology(int argc, char **argv)
             cli_usage_error(&spec, "--grid-points must be in 2..100000");
         if (!(clipf > 1)) cli_usage_error(&spec, "--clip-factor must be > 1");
         if (grad_noise < 0) cli_usage_error(&spec, "--grad-noise must not be negative");
-        if (lr_range) {
-            char *end;
-            double a = strtod(lr_range, &end), b = NAN;
-            if (end != lr_range && *end == ':') {
-                char *end2;
-                b = strtod(end + 1, &end2);
-                if (end2 == end + 1 || *end2) b = NAN;
-            }
-            if (!(a > 0 && b > a && isfinite(b)))
-                cli_usage_error(&spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
-                                "e.g. 1e-4:1)", lr_range);
-            bo.lr_lo = a;
-            bo.lr_hi = b;
-        }
+        if (lr_range && !cli_parse_range(lr_range, &bo.lr_lo, &bo.lr_hi))
+            cli_usage_error(&spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
+                            "e.g. 1e-4:1)", lr_range);
         bo.instances = (int)instances;
         bo.outer_steps = (int)outer_steps;
         bo.outer_lr = outer_lr;
