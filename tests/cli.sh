@@ -47,6 +47,12 @@ expect 0 "untrained lo" -- init-lopt --arch lo --out "$tmp/lo.lopt"
 expect 2 "unknown architecture 'big'" -- init-lopt --arch big --out "$tmp/x.lopt"
 expect 2 "missing --out" -- init-lopt --arch lo
 expect 1 "cannot write" -- init-lopt --out "$tmp/no/such/dir/x.lopt"
+# hand-designed starting points: normalised momentum trains the quadratic down
+expect 0 "like momentum --lr 0.01 --beta 0.9" -- init-lopt --like momentum --lr 0.01 --out "$tmp/mom.lopt"
+expect 0 "final train_loss 0\.0" -- train --task quadratic --opt "learned:$tmp/mom.lopt" --steps 300
+expect 2 "--beta 0.95 is not one of the paper preset's momenta" -- init-lopt --like momentum --beta 0.95 --out "$tmp/x.lopt"
+expect 2 "--like must be random, sgd or momentum" -- init-lopt --like adam --out "$tmp/x.lopt"
+expect 2 "--lr must be in" -- init-lopt --like sgd --lr 0 --out "$tmp/x.lopt"
 expect 0 "opt learned:.*u.lopt steps 20" -- train --task quadratic --opt "learned:$tmp/u.lopt" --steps 20
 expect 0 "final train_loss" -- train --task quadratic --opt "learned:$tmp/lo.lopt" --steps 20
 expect 1 "cannot open .*missing.lopt" -- train --task quadratic --opt "learned:$tmp/missing.lopt" --steps 5

@@ -1,6 +1,7 @@
 /* test_lopt.c - the learned optimizer (mlp-lopt): parameter counts of the presets,
  * and its VJP with respect to theta and every input (g, w, the momenta before the
- * update) against central finite differences, for both presets. */
+ * update) against central finite differences, for both presets; and that the
+ * hand-designed starting points (lopt_theta_normalized) are the optimizers they claim. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,43 @@ static void vjp_check(const char *preset, int64_t t)
     lopt_mlp_work_free(&fx.wk);
 }
 
+/* With no noise, lopt_theta_normalized(feature, gain) must give exactly
+ * delta = -step_mult * gain * x / sqrt(1e-5 + mean_tensor(x^2)) for x = g or the
+ * updated momentum m_k, tensor by tensor, at any t (time features unused). */
+static void normalized_check(const char *preset, int feature, float gain, int64_t t)
+{
+    lopt_arch a;
+    lopt_arch_preset(&a, preset, NULL);
+    lopt_mlp_work wk;
+    lopt_mlp_work_init(&wk, &a, N, 2);
+    float *theta = lopt_floats(lopt_arch_nparams(&a));
+    lopt_theta_normalized(&a, feature, gain, 0.0f, 1, theta);
+    float g[N], w[N], m[LOPT_MAX_MOM * N], delta[N];
+    lopt_rng_fill_normal(g, N, 1.0f, 21, LOPT_STREAM_TEST, 0);
+    lopt_rng_fill_normal(w, N, 0.5f, 22, LOPT_STREAM_TEST, 0);
+    lopt_rng_fill_normal(m, (size_t)a.nmom * N, 0.3f, 23, LOPT_STREAM_TEST, 0);
+    lopt_mlp_update(&wk, theta, tensors, 2, w, g, m, t, delta);
+    /* m is now the updated momenta: the feature the optimizer reads */
+    const float *x = feature == 0 ? g : m + (size_t)(feature - 2) * N;
+    double got[N], want[N];
+    for (int k = 0; k < 2; k++) {
+        size_t lo = tensors[k].offset, n = tensors[k].size;
+        double ms = 0;
+        for (size_t i = lo; i < lo + n; i++) ms += (double)x[i] * x[i];
+        double rms = sqrt(1e-5 + ms / (double)n);
+        for (size_t i = lo; i < lo + n; i++) {
+            got[i] = delta[i];
+            want[i] = -(double)a.step_mult * gain * x[i] / rms;
+        }
+    }
+    char name[96];
+    snprintf(name, sizeof name, "%s normalised feature %d gain %g t=%lld", preset, feature,
+             gain, (long long)t);
+    check_close(name, got, want, N, 1e-4, 1e-9);
+    lopt_free(theta);
+    lopt_mlp_work_free(&wk);
+}
+
 int main(void)
 {
     lopt_arch a;
@@ -144,6 +182,9 @@ int main(void)
     vjp_check("paper", 0);
     vjp_check("paper", 57);
     vjp_check("lo", 7);
+    normalized_check("paper", 0, 1.0f, 0);
+    normalized_check("paper", 3, 3.0f, 500);
+    normalized_check("lo", 4, 2.0f, 9);
     /* the kink rule must not hollow the test out */
     printf("finite differences: %d of %d straddled a ReLU kink (skipped)\n", skipped,
            differenced);

@@ -98,15 +98,16 @@ void lopt_theta_init(const lopt_arch *a, uint64_t seed, float *theta)
     }
 }
 
-void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, float *theta)
+void lopt_theta_normalized(const lopt_arch *a, int feature, float gain, float noise,
+                           uint64_t seed, float *theta)
 {
     size_t np = lopt_arch_nparams(a);
     lopt_rng_fill_normal(theta, np, noise, seed, LOPT_STREAM_INIT, 0);
     int IN = lopt_arch_inputs(a);
-    theta[0] += 1.0f;         /* unit 0 reads +x_g (feature 0) */
-    theta[IN] -= 1.0f;        /* unit 1 reads -x_g */
-    /* the output layer's d row: +unit 0 - unit 1 (through any further hidden
-     * layers, the same pair is passed on by their units 0 and 1) */
+    theta[feature] += 1.0f;         /* unit 0 reads +x_feature */
+    theta[IN + feature] -= 1.0f;    /* unit 1 reads -x_feature */
+    /* the output layer's d row: gain * (unit 0 - unit 1) (through any further
+     * hidden layers, the same pair is passed on by their units 0 and 1) */
     for (int l = 1; l <= a->nhidden; l++) {
         float *W = theta + layer_offset(a, l);
         int in = layer_in(a, l);
@@ -114,10 +115,15 @@ void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, f
             W[0] += 1.0f;           /* unit 0 <- unit 0 */
             W[in + 1] += 1.0f;      /* unit 1 <- unit 1 */
         } else {
-            W[0] += 1.0f;
-            W[1] -= 1.0f;
+            W[0] += gain;
+            W[1] -= gain;
         }
     }
+}
+
+void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, float *theta)
+{
+    lopt_theta_normalized(a, 0, 1.0f, noise, seed, theta);
 }
 
 void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int ntensors)

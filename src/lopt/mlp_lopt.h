@@ -58,6 +58,13 @@ void lopt_theta_init(const lopt_arch *a, uint64_t seed, float *theta);
  * a known, well-behaved optimizer for pathology studies and tests. */
 void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, float *theta);
 
+/* The general form: d = gain * x_feature, the per-tensor normalised feature
+ * `feature` (0 = g, 2 + k = momentum m_k), so each step moves every tensor by
+ * step_mult * gain in RMS. Starting meta-training from a sensible hand-designed
+ * optimizer (normalised momentum at a tuned step) instead of random weights. */
+void lopt_theta_normalized(const lopt_arch *a, int feature, float gain, float noise,
+                           uint64_t seed, float *theta);
+
 /* Scratch for applying the MLP to n parameters (sized once, reused every step). */
 typedef struct {
     const lopt_arch *arch;
