@@ -59,6 +59,19 @@ ls "$out" | grep -q "\.tmp\." && { echo "FAIL: temp file left behind"; fail=1; }
 grep -q "tuning adam lr 0.0001 seed 10000 (run 1 of 12)" "$tmp/progress" \
   || { echo "FAIL: progress does not say what runs"; head -3 "$tmp/progress"; fail=1; }
 
+# tuning on parallel workers (the run above: --jobs defaults to every core) picks
+# what one worker picks: the same tuning losses and the same test curves
+"$lopt" compare --task fmnist8-mlp --lopt "$tmp/u.lopt" --steps 60 --grid-points 3 \
+  --seeds 1000,1001 --baselines adam,momentum --jobs 1 --out "$tmp/serial" >/dev/null 2>&1 \
+  || { echo "FAIL: compare --jobs 1"; fail=1; }
+if cmp -s "$out/tuning.csv" "$tmp/serial/tuning.csv" &&
+   cmp -s <(cut -d, -f1-6 "$out/curves.csv") <(cut -d, -f1-6 "$tmp/serial/curves.csv"); then
+  echo "ok   --jobs 1 and parallel tuning give the same tuning.csv and curves"
+else
+  echo "FAIL: parallel tuning differs from --jobs 1"; diff "$out/tuning.csv" "$tmp/serial/tuning.csv" | head -5; fail=1
+fi
+expect 2 "--jobs must be in" -- compare "${q[@]}" --jobs -1
+
 # CSVs, JSON, table, PNG, SVG checked together in Python
 "$py" - "$out" "$tmp/table" <<'EOF' || fail=1
 import csv, json, math, struct, sys, zlib

@@ -19,7 +19,15 @@ typedef struct {
     int64_t steps;
     lopt_compare_run_info run;
     char what[160];
+    const char *task_name;     /* for the parallel tuning workers' own tasks */
 } compare_ui;
+
+static lopt_status make_task(void *user, lopt_task *t, lopt_err *err)
+{
+    const compare_ui *ui = user;
+    lopt_task_opts topts = {0};
+    return lopt_task_create(t, ui->task_name, &topts, err);
+}
 
 /* a line on stderr that does not collide with the redrawn bar */
 static void note(compare_ui *ui, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -111,7 +119,7 @@ int cmd_compare(int argc, char **argv)
 {
     const char *task_name = NULL, *lopt_path = NULL, *baselines = "adam,rmsprop,momentum";
     const char *seeds_s = "1000,1001,1002", *out = NULL, *lr_range = NULL;
-    int64_t steps = 1000, grid_points = 7, tune_seeds = 1, eval_every = 0;
+    int64_t steps = 1000, grid_points = 7, tune_seeds = 1, eval_every = 0, jobs = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
         {"lopt", OPT_STR, &lopt_path,
@@ -132,11 +140,13 @@ int cmd_compare(int argc, char **argv)
         {"lr-range", OPT_STR, &lr_range,
          "LO:HI learning-rate grid for every baseline (default per optimizer: adam, rmsprop "
          "1e-4:1e-1; sgd, momentum, nesterov 1e-3:1)", 0, 0},
+        {"jobs", OPT_INT, &jobs, "tuning runs in parallel, one core each (default: all "
+                                 "cores); test runs always run one at a time", 0, 0},
     };
     cli_spec spec = {"compare",
                      "lopt compare --task T [--lopt FILE] [--baselines adam,rmsprop,momentum] "
                      "[--steps N] [--seeds 1000,1001,1002] [--out DIR] [--grid-points N] "
-                     "[--tune-seeds N] [--eval-every E] [--lr-range LO:HI]",
+                     "[--tune-seeds N] [--eval-every E] [--lr-range LO:HI] [--jobs N]",
                      "Compares a learned optimizer with hand-designed baselines on held-out "
                      "seeds. Each baseline's learning rate is tuned on a log grid by the mean "
                      "final validation loss over tuning seeds 10000.. (disjoint from the test "
@@ -155,6 +165,7 @@ int cmd_compare(int argc, char **argv)
         cli_usage_error(&spec, "--tune-seeds must be in 1..%d", LOPT_COMPARE_MAX_SEEDS);
     if (lopt_path && !*lopt_path) cli_usage_error(&spec, "--lopt needs a file name");
     if (out && !*out) cli_usage_error(&spec, "--out needs a directory name");
+    if (jobs < 0 || jobs > 256) cli_usage_error(&spec, "--jobs must be in 1..256");
 
     char namebuf[256];
     const char *names[LOPT_COMPARE_MAX_OPT];
@@ -171,7 +182,7 @@ int cmd_compare(int argc, char **argv)
         for (int i = 0; i < nb; i++) lo[i] = a, hi[i] = b;
     }
 
-    compare_ui ui = {.steps = steps};
+    compare_ui ui = {.steps = steps, .task_name = task_name};
     lopt_compare_opts co = {.steps = steps,
                             .eval_every = eval_every,
                             .baselines = names,
@@ -183,6 +194,8 @@ int cmd_compare(int argc, char **argv)
                             .nseeds = ns,
                             .tune_seeds = (int)tune_seeds,
                             .learned_source = lopt_path,
+                            .jobs = (int)jobs,
+                            .make_task = make_task,
                             .on_run = on_run,
                             .on_step = on_step,
                             .on_tuned = on_tuned,

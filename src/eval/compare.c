@@ -10,6 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "eval/compare.h"
 #include "eval/plot.h"
 
@@ -162,49 +167,132 @@ static lopt_status tune_run(lopt_task *t, lopt_optimizer *opt, const lopt_compar
     return LOPT_OK;
 }
 
-static lopt_status tune(lopt_task *t, const lopt_compare_opts *o, lopt_compare_result *res,
-                        int ei, run_ctx *rc, lopt_err *err)
+/* One tuning run for a row of res->tuning, already filled with (opt, lr, seed):
+ * trains a fresh optimizer of that kind and records its final validation loss.
+ * Every run is announced; a quiet run (a parallel worker but the first) makes no
+ * per-step callbacks, so a progress bar follows one run at a time. */
+static lopt_status tune_row(lopt_task *t, const lopt_compare_opts *o, lopt_compare_result *res,
+                            lopt_tuning_row *row, run_ctx *rc, int quiet, lopt_err *err)
 {
-    lopt_compare_entry *e = &res->opt[ei];
-    int G = o->grid_points;
-    e->grid_points = G;
-    e->grid_lr = lopt_xcalloc((size_t)G, sizeof(double));
-    e->grid_loss = lopt_xcalloc((size_t)G, sizeof(double));
-    for (int k = 0; k < G; k++) {
-        double lr = e->lr_lo * pow(e->lr_hi / e->lr_lo, (double)k / (G - 1));
-        e->grid_lr[k] = lr;
-        lopt_hparams hp;
-        lopt_status st = lopt_hparams_default(&hp, e->name, err);
-        if (st != LOPT_OK) return st;
-        hp.lr = (float)lr;
-        lopt_optimizer opt;
-        st = lopt_optim_create(&opt, e->name, &hp, t->n, err);
-        if (st != LOPT_OK) return st;
-        double sum = 0.0;
-        for (int s = 0; s < o->tune_seeds && st == LOPT_OK; s++) {
-            uint64_t seed = LOPT_COMPARE_TUNE_SEED0 + (uint64_t)s;
-            announce(rc, "tuning", e->name, lr, seed);
-            double loss;
-            st = tune_run(t, &opt, o, seed, &loss, err);
-            if (st != LOPT_OK) break;
-            lopt_tuning_row *row = &res->tuning[res->ntuning++];
-            row->opt = ei;
-            row->lr = lr;
-            row->seed = seed;
-            row->final_valid_loss = loss;
-            sum += loss;
+    const char *name = res->opt[row->opt].name;
+    lopt_hparams hp;
+    lopt_status st = lopt_hparams_default(&hp, name, err);
+    if (st != LOPT_OK) return st;
+    hp.lr = (float)row->lr;
+    lopt_optimizer opt;
+    if ((st = lopt_optim_create(&opt, name, &hp, t->n, err)) != LOPT_OK) return st;
+#ifdef _OPENMP
+#pragma omp critical(lopt_compare_progress)
+#endif
+    announce(rc, "tuning", name, row->lr, row->seed);
+    lopt_compare_opts ro = *o;
+    if (quiet) ro.on_step = NULL;
+    st = tune_run(t, &opt, &ro, row->seed, &row->final_valid_loss, err);
+    opt.free(&opt);
+    return st;
+}
+
+/* The tuning runs on `jobs` workers, each with its own task (tasks[0] is the
+ * caller's), taking the next row until all are done or one fails. OpenBLAS runs
+ * single-threaded meanwhile: the cores go to the workers. */
+static lopt_status tune_parallel(lopt_task *tasks, int jobs, const lopt_compare_opts *o,
+                                 lopt_compare_result *res, run_ctx *rc, lopt_err *err)
+{
+    lopt_status *wst = lopt_xcalloc((size_t)jobs, sizeof *wst);
+    lopt_err *werr = lopt_xcalloc((size_t)jobs, sizeof *werr);
+    int next = 0, blas = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(jobs)
+#endif
+    {
+        int w = 0;
+#ifdef _OPENMP
+        w = omp_get_thread_num();
+#endif
+        for (;;) {
+            int i;
+#ifdef _OPENMP
+#pragma omp critical(lopt_compare_next)
+#endif
+            i = wst[w] == LOPT_OK && next < res->ntuning ? next++ : -1;
+            if (i < 0) break;
+            wst[w] = tune_row(&tasks[w], o, res, &res->tuning[i], rc, w != 0, &werr[w]);
         }
-        opt.free(&opt);
-        if (st != LOPT_OK) return st;
-        e->grid_loss[k] = sum / o->tune_seeds;
     }
-    int best = lopt_compare_pick(e->grid_loss, G, &e->lr_edge);
-    if (best < 0)
-        return lopt_fail(err, LOPT_EDIVERGED,
-                         "%s diverged at every learning rate of its grid [%g, %g]", e->name,
-                         e->lr_lo, e->lr_hi);
-    e->lr = e->grid_lr[best];
-    if (o->on_tuned) o->on_tuned(o->user, e->name, e->lr, e->grid_loss[best], e->lr_edge);
+    openblas_set_num_threads(blas);
+    lopt_status st = LOPT_OK;
+    for (int w = 0; w < jobs && st == LOPT_OK; w++)
+        if (wst[w] != LOPT_OK) st = lopt_fail(err, wst[w], "%s", werr[w].msg);
+    free(wst);
+    free(werr);
+    return st;
+}
+
+/* Tunes every baseline: all grid points x tuning seeds, on o->jobs workers (each
+ * with its own task from o->make_task; OpenBLAS single-threaded meanwhile), then
+ * picks each baseline's learning rate. A run is a pure function of (optimizer, lr,
+ * seed), so the choice does not depend on the number of workers. */
+static lopt_status tune_all(lopt_task *t, const lopt_compare_opts *o, lopt_compare_result *res,
+                            run_ctx *rc, lopt_err *err)
+{
+    int G = o->grid_points;
+    for (int ei = 0; ei < res->nopt; ei++) {
+        lopt_compare_entry *e = &res->opt[ei];
+        if (e->learned) continue;
+        e->grid_points = G;
+        e->grid_lr = lopt_xcalloc((size_t)G, sizeof(double));
+        e->grid_loss = lopt_xcalloc((size_t)G, sizeof(double));
+        for (int k = 0; k < G; k++) {
+            e->grid_lr[k] = e->lr_lo * pow(e->lr_hi / e->lr_lo, (double)k / (G - 1));
+            for (int s = 0; s < o->tune_seeds; s++) {
+                lopt_tuning_row *row = &res->tuning[res->ntuning++];
+                row->opt = ei;
+                row->lr = e->grid_lr[k];
+                row->seed = LOPT_COMPARE_TUNE_SEED0 + (uint64_t)s;
+                row->final_valid_loss = NAN;
+            }
+        }
+    }
+    int jobs = 1;
+#ifdef _OPENMP
+    if (o->make_task) jobs = o->jobs > 0 ? o->jobs : omp_get_max_threads();
+#endif
+    if (jobs > res->ntuning) jobs = res->ntuning > 0 ? res->ntuning : 1;
+    lopt_status st = LOPT_OK;
+    if (jobs == 1) {
+        for (int i = 0; i < res->ntuning && st == LOPT_OK; i++)
+            st = tune_row(t, o, res, &res->tuning[i], rc, 0, err);
+    } else {
+        lopt_task *tasks = lopt_xcalloc((size_t)jobs, sizeof *tasks);
+        int made = 1;
+        tasks[0] = *t;
+        while (made < jobs && st == LOPT_OK)
+            if ((st = o->make_task(o->user, &tasks[made], err)) == LOPT_OK) made++;
+        if (st == LOPT_OK) st = tune_parallel(tasks, jobs, o, res, rc, err);
+        for (int w = 1; w < made; w++) tasks[w].free(&tasks[w]);
+        free(tasks);
+    }
+    if (st != LOPT_OK) return st;
+
+    for (int ei = 0; ei < res->nopt; ei++) {
+        lopt_compare_entry *e = &res->opt[ei];
+        if (e->learned) continue;
+        for (int k = 0; k < G; k++) {
+            double sum = 0.0;
+            for (int i = 0; i < res->ntuning; i++)
+                if (res->tuning[i].opt == ei && res->tuning[i].lr == e->grid_lr[k])
+                    sum += res->tuning[i].final_valid_loss;
+            e->grid_loss[k] = sum / o->tune_seeds;
+        }
+        int best = lopt_compare_pick(e->grid_loss, G, &e->lr_edge);
+        if (best < 0)
+            return lopt_fail(err, LOPT_EDIVERGED,
+                             "%s diverged at every learning rate of its grid [%g, %g]",
+                             e->name, e->lr_lo, e->lr_hi);
+        e->lr = e->grid_lr[best];
+        if (o->on_tuned) o->on_tuned(o->user, e->name, e->lr, e->grid_loss[best], e->lr_edge);
+    }
     return LOPT_OK;
 }
 
@@ -388,8 +476,7 @@ lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
                                sizeof *res->tuning);
     run_ctx rc = {o, 0, o->nbaselines * o->grid_points * o->tune_seeds +
                             res->nopt * o->nseeds};
-    for (int i = 0; i < res->nopt && st == LOPT_OK; i++)
-        if (!res->opt[i].learned) st = tune(t, o, res, i, &rc, err);
+    st = tune_all(t, o, res, &rc, err);
     for (int i = 0; i < res->nopt && st == LOPT_OK; i++) {
         st = test_runs(t, o, &res->opt[i], eval_every, &rc, err);
         if (st == LOPT_OK) aggregate(&res->opt[i]);

@@ -25,9 +25,12 @@
  *     there; speedup = best baseline's steps / that step, and its mean total
  *     wall-clock / that time. NaN ("not reached") when the curve never gets there.
  *
+ * Parallel runs: only the tuning runs (their wall-clock is not reported) may run
+ * on several workers (jobs > 1, each with its own task from make_task). The test
+ * runs, whose wall-clock the speedups use, run one at a time with every core.
+ *
  * Left out: tuning anything but the learning rate, tuning the learned optimizer
- * (it has no learning rate), parallel runs (the machine has two cores and the
- * runs are short; timings stay comparable when runs do not share the CPU).
+ * (it has no learning rate).
  */
 #ifndef LOPT_COMPARE_H
 #define LOPT_COMPARE_H
@@ -67,6 +70,11 @@ typedef struct {
     const lopt_arch *arch;
     const float *theta;
     const char *learned_source;    /* shown in reports (the .lopt path); may be NULL */
+    /* tuning runs in parallel on `jobs` workers (0: as many as OpenMP threads,
+     * 1: one at a time); each worker but the first gets its own task from
+     * make_task (the same task, a fresh object); NULL: one at a time */
+    int jobs;
+    lopt_status (*make_task)(void *user, lopt_task *t, lopt_err *err);
 
     void (*on_run)(void *user, const lopt_compare_run_info *info);   /* may be NULL */
     void (*on_step)(void *user, int64_t step, int64_t steps, double loss); /* may be NULL */
