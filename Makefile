@@ -76,7 +76,9 @@ asan:
 bench: deps all
 	@scripts/bench.sh $(BUILD)
 
-demo: deps all
+demo:
+	@scripts/deps.sh run
+	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh $(BUILD)
 
 install: all
