@@ -29,7 +29,8 @@ int cmd_init_lopt(int argc, char **argv)
         {"seed", OPT_INT, &seed, "seed of the random weights (default 0)", 0, 0},
         {"out", OPT_STR, &out, "the .lopt file to write", 1, 0},
     };
-    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo] [--like random|sgd|momentum] [--lr X] [--seed S] --out FILE.lopt",
+    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo] [--like random|sgd|momentum] [--lr X] "
+                     "[--beta B] [--noise X] [--seed S] --out FILE.lopt",
                      "Writes an untrained learned optimizer: random weights, or a hand-designed "
                      "normalised SGD / momentum to start meta-training from.",
                      opts, (int)(sizeof opts / sizeof *opts)};
@@ -37,7 +38,6 @@ int cmd_init_lopt(int argc, char **argv)
     if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
 
     lopt_err err = {0};
-    char bbuf[32];
     lopt_arch a;
     if (lopt_arch_preset(&a, arch_name, &err) != LOPT_OK) cli_usage_error(&spec, "%s", err.msg);
     size_t np = lopt_arch_nparams(&a);
@@ -49,14 +49,20 @@ int cmd_init_lopt(int argc, char **argv)
         snprintf(p.note, sizeof p.note, "untrained: lopt init-lopt --arch %s --seed %lld",
                  arch_name, (long long)seed);
     } else {
+        /* which normalised feature the optimizer follows: g (0) or momentum m_k (2 + k) */
         int feature = -1;
+        char beta_arg[48] = "";
         if (strcmp(like, "sgd") == 0) feature = 0;
-        for (int k = 0; k < a.nmom && strcmp(like, "momentum") == 0; k++)
-            if (fabs(a.beta[k] - beta) < 1e-6) feature = 2 + k;
+        if (strcmp(like, "momentum") == 0) {
+            for (int k = 0; k < a.nmom; k++)
+                if (fabs(a.beta[k] - beta) < 1e-6) feature = 2 + k;
+            snprintf(beta_arg, sizeof beta_arg, " --beta %g", beta);
+        }
         if (feature < 0) {
             lopt_free(theta);
             if (strcmp(like, "momentum") == 0)
-                cli_usage_error(&spec, "--beta %g is not one of the %s preset's momenta", beta, arch_name);
+                cli_usage_error(&spec, "--beta %g is not one of the %s preset's momenta", beta,
+                                arch_name);
             cli_usage_error(&spec, "--like must be random, sgd or momentum");
         }
         if (!(lr > 0 && lr < 1)) cli_usage_error(&spec, "--lr must be in (0, 1)");
@@ -64,9 +70,7 @@ int cmd_init_lopt(int argc, char **argv)
         lopt_theta_normalized(&a, feature, (float)(lr / a.step_mult), (float)noise,
                               (uint64_t)seed, theta);
         snprintf(p.note, sizeof p.note, "untrained: lopt init-lopt --arch %s --like %s --lr %g%s "
-                 "--noise %g --seed %lld", arch_name, like, lr,
-                 feature == 0 ? "" : (snprintf(bbuf, sizeof bbuf, " --beta %g", beta), bbuf),
-                 noise, (long long)seed);
+                 "--noise %g --seed %lld", arch_name, like, lr, beta_arg, noise, (long long)seed);
     }
     lopt_status st = lopt_file_write(out, &a, theta, &p, &err);
     lopt_free(theta);
