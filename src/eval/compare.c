@@ -167,12 +167,24 @@ static lopt_status tune_run(lopt_task *t, lopt_optimizer *opt, const lopt_compar
     return LOPT_OK;
 }
 
+/* the per-step callback of the parallel worker that shows progress, under the
+ * lock that announcements from the other workers take */
+static void locked_on_step(void *user, int64_t step, int64_t steps, double loss)
+{
+    const lopt_compare_opts *o = user;
+#ifdef _OPENMP
+#pragma omp critical(lopt_compare_progress)
+#endif
+    o->on_step(o->user, step, steps, loss);
+}
+
 /* One tuning run for a row of res->tuning, already filled with (opt, lr, seed):
  * trains a fresh optimizer of that kind and records its final validation loss.
- * Every run is announced; a quiet run (a parallel worker but the first) makes no
- * per-step callbacks, so a progress bar follows one run at a time. */
+ * worker: -1 when runs go one at a time, else the parallel worker's index. Every
+ * run is announced; only worker 0 (or a serial run) makes per-step callbacks, so a
+ * progress bar follows one run at a time. */
 static lopt_status tune_row(lopt_task *t, const lopt_compare_opts *o, lopt_compare_result *res,
-                            lopt_tuning_row *row, run_ctx *rc, int quiet, lopt_err *err)
+                            lopt_tuning_row *row, run_ctx *rc, int worker, lopt_err *err)
 {
     const char *name = res->opt[row->opt].name;
     lopt_hparams hp;
@@ -186,7 +198,8 @@ static lopt_status tune_row(lopt_task *t, const lopt_compare_opts *o, lopt_compa
 #endif
     announce(rc, "tuning", name, row->lr, row->seed);
     lopt_compare_opts ro = *o;
-    if (quiet) ro.on_step = NULL;
+    if (worker > 0) ro.on_step = NULL;
+    if (worker == 0 && o->on_step) ro.on_step = locked_on_step, ro.user = (void *)o;
     st = tune_run(t, &opt, &ro, row->seed, &row->final_valid_loss, err);
     opt.free(&opt);
     return st;
@@ -217,7 +230,7 @@ static lopt_status tune_parallel(lopt_task *tasks, int jobs, const lopt_compare_
 #endif
             i = wst[w] == LOPT_OK && next < res->ntuning ? next++ : -1;
             if (i < 0) break;
-            wst[w] = tune_row(&tasks[w], o, res, &res->tuning[i], rc, w != 0, &werr[w]);
+            wst[w] = tune_row(&tasks[w], o, res, &res->tuning[i], rc, w, &werr[w]);
         }
     }
     openblas_set_num_threads(blas);
@@ -262,7 +275,7 @@ static lopt_status tune_all(lopt_task *t, const lopt_compare_opts *o, lopt_compa
     lopt_status st = LOPT_OK;
     if (jobs == 1) {
         for (int i = 0; i < res->ntuning && st == LOPT_OK; i++)
-            st = tune_row(t, o, res, &res->tuning[i], rc, 0, err);
+            st = tune_row(t, o, res, &res->tuning[i], rc, -1, err);
     } else {
         lopt_task *tasks = lopt_xcalloc((size_t)jobs, sizeof *tasks);
         int made = 1;
