@@ -288,14 +288,14 @@ static lopt_status tune_all(lopt_task *t, const lopt_compare_opts *o, lopt_compa
     }
     if (st != LOPT_OK) return st;
 
+    /* the rows in the order they were laid out above: baseline, grid point, seed */
+    const lopt_tuning_row *row = res->tuning;
     for (int ei = 0; ei < res->nopt; ei++) {
         lopt_compare_entry *e = &res->opt[ei];
         if (e->learned) continue;
         for (int k = 0; k < G; k++) {
             double sum = 0.0;
-            for (int i = 0; i < res->ntuning; i++)
-                if (res->tuning[i].opt == ei && res->tuning[i].lr == e->grid_lr[k])
-                    sum += res->tuning[i].final_valid_loss;
+            for (int s = 0; s < o->tune_seeds; s++) sum += (row++)->final_valid_loss;
             e->grid_loss[k] = sum / o->tune_seeds;
         }
         int best = lopt_compare_pick(e->grid_loss, G, &e->lr_edge);
