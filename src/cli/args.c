@@ -156,3 +156,26 @@ void cli_progress_end(cli_progress *p)
 {
     if (p->tty) fprintf(stderr, "\n");
 }
+
+int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint64_t *seeds,
+                    int max)
+{
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end = NULL;
+        errno = 0;
+        if (*p < '0' || *p > '9')
+            cli_usage_error(spec, "malformed --%s '%s' (want comma-separated "
+                            "non-negative integers, e.g. 10000,10001,10002)", flag, s);
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno || end == p || (*end && *end != ','))
+            cli_usage_error(spec, "malformed --%s '%s' (want comma-separated "
+                            "non-negative integers, e.g. 10000,10001,10002)", flag, s);
+        if (n == max) cli_usage_error(spec, "--%s: at most %d seeds", flag, max);
+        seeds[n++] = (uint64_t)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    return n;
+}

@@ -36,6 +36,12 @@ void cli_parse(cli_spec *spec, int argc, char **argv);
 /* Parses "LO:HI" with 0 < LO < HI < inf; returns 1 and sets *lo, *hi, or 0. */
 int cli_parse_range(const char *s, double *lo, double *hi);
 
+/* Parses a comma-separated list of non-negative integer seeds into seeds (at most
+ * max); a malformed or overlong list is a usage error naming --flag. Returns the
+ * count. */
+int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint64_t *seeds,
+                    int max);
+
 /* Exits 2 with "lopt CMD: reason" and the usage line. */
 void cli_usage_error(const cli_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));

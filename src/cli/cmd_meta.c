@@ -1,6 +1,8 @@
 /* cmd_meta.c - `lopt meta-train` (DESIGN.md section 4): meta-trains a learned
  * optimizer, logs a CSV row per outer step, checkpoints every N steps and on
- * SIGINT/SIGTERM, continues exactly with --resume, writes the .lopt at the end. */
+ * SIGINT/SIGTERM, continues exactly with --resume, writes the .lopt at the end.
+ * With --eval-every it measures progress at the full horizon (src/eval/horizon.h)
+ * and keeps the best optimizer so far as OUT.best.lopt. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
@@ -8,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "eval/horizon.h"
 #include "eval/metaplot.h"
 #include "lopt/lopt_file.h"
 #include "meta/meta.h"
@@ -15,34 +18,64 @@
 static volatile sig_atomic_t stop_signal = 0;
 static void on_signal(int sig) { stop_signal = sig; }
 
-static int parse_estimator(const char *s)
+/* OUT.best.lopt beside OUT */
+static void best_path(char *buf, size_t cap, const char *out)
 {
-    for (int i = 0; i <= LOPT_EST_PES; i++)
-        if (strcmp(s, lopt_est_names[i]) == 0) return i;
-    return -1;
+    size_t len = strlen(out);
+    if (len > 5 && strcmp(out + len - 5, ".lopt") == 0)
+        snprintf(buf, cap, "%.*s.best.lopt", (int)(len - 5), out);
+    else
+        snprintf(buf, cap, "%s.best.lopt", out);
+}
+
+static void provenance(const lopt_meta *m, int64_t steps, lopt_provenance *p)
+{
+    const lopt_meta_cfg *c = lopt_meta_config(m);
+    char weight[32];
+    lopt_outer_weight_str(&c->weight, weight, sizeof weight);
+    memset(p, 0, sizeof *p);
+    snprintf(p->task, sizeof p->task, "%s", c->task);
+    snprintf(p->estimator, sizeof p->estimator, "%s", lopt_est_names[c->estimator]);
+    snprintf(p->outer_loss, sizeof p->outer_loss, "%s",
+             c->outer_split == LOPT_SPLIT_VALID ? "valid" : "train");
+    p->outer_steps = (uint64_t)steps;
+    snprintf(p->note, sizeof p->note,
+             "lopt meta-train --task %s --arch %s --estimator %s --K %d --K-max %d --K-grow %lld "
+             "--samples %d --sigma %g --outer-loss %s --outer-weight %s --outer-batches %d "
+             "--pool %d --shape %s --train %s --outer-lr %g --grad-clip %g "
+             "--horizon %lld --seed %llu --loss-clip %g%s",
+             c->task, c->arch, lopt_est_names[c->estimator], c->K, c->K_max,
+             (long long)c->K_grow, c->samples, c->sigma, p->outer_loss, weight, c->outer_batches,
+             c->pool, lopt_shape_names[c->shape], c->train, c->outer_lr, c->grad_clip,
+             (long long)c->horizon, (unsigned long long)c->seed, c->loss_clip,
+             c->first_order ? " --first-order" : "");
+}
+
+/* OUT.best.lopt: the best theta by the full-horizon evaluation, if any */
+static lopt_status write_best(const lopt_meta *m, const char *out, lopt_err *err)
+{
+    const float *theta;
+    int64_t step;
+    double final;
+    if (!lopt_meta_best(m, &theta, &step, &final)) return LOPT_OK;
+    lopt_provenance p;
+    provenance(m, step, &p);
+    size_t len = strlen(p.note);
+    snprintf(p.note + len, sizeof p.note - len, "; best by --eval-every: outer step %lld, "
+             "mean final validation loss %.6f", (long long)step, final);
+    char path[600];
+    best_path(path, sizeof path, out);
+    return lopt_file_write(path, lopt_meta_arch(m), theta, &p, err);
 }
 
 static lopt_status write_outputs(const lopt_meta *m, const char *out, const char *ckpt,
                                  const char *log, lopt_err *err)
 {
-    const lopt_meta_cfg *c = lopt_meta_config(m);
     lopt_provenance p;
-    memset(&p, 0, sizeof p);
-    snprintf(p.task, sizeof p.task, "%s", c->task);
-    snprintf(p.estimator, sizeof p.estimator, "%s", lopt_est_names[c->estimator]);
-    snprintf(p.outer_loss, sizeof p.outer_loss, "%s",
-             c->outer_split == LOPT_SPLIT_VALID ? "valid" : "train");
-    p.outer_steps = (uint64_t)lopt_meta_steps_done(m);
-    snprintf(p.note, sizeof p.note,
-             "lopt meta-train --task %s --arch %s --estimator %s --K %d --K-max %d --K-grow %lld "
-             "--samples %d --sigma %g --outer-loss %s --outer-lr %g --grad-clip %g "
-             "--horizon %lld --seed %llu --loss-clip %g%s",
-             c->task, c->arch, lopt_est_names[c->estimator], c->K, c->K_max,
-             (long long)c->K_grow, c->samples, c->sigma, p.outer_loss, c->outer_lr,
-             c->grad_clip, (long long)c->horizon, (unsigned long long)c->seed, c->loss_clip,
-             c->first_order ? " --first-order" : "");
+    provenance(m, lopt_meta_steps_done(m), &p);
     lopt_status st = lopt_meta_save(m, ckpt, err);
     if (st == LOPT_OK) st = lopt_file_write(out, lopt_meta_arch(m), lopt_meta_theta(m), &p, err);
+    if (st == LOPT_OK) st = write_best(m, out, err);
     if (st == LOPT_OK && log) {
         const char *text = lopt_meta_log(m);
         st = lopt_write_atomic(log, text, strlen(text), err);
@@ -56,28 +89,47 @@ static lopt_status write_outputs(const lopt_meta *m, const char *out, const char
     return st;
 }
 
+static int seen(const cli_spec *spec, const char *name)
+{
+    for (int i = 0; i < spec->nopts; i++)
+        if (spec->opts[i].seen && strcmp(spec->opts[i].name, name) == 0) return 1;
+    return 0;
+}
+
 int cmd_meta_train(int argc, char **argv)
 {
     lopt_meta_cfg c;
     lopt_meta_cfg_default(&c);
     const char *task = "fmnist8-mlp", *arch = "paper", *est = "merged", *outer = "valid";
-    const char *out = NULL, *log = NULL, *init = NULL;
+    const char *out = NULL, *log = NULL, *init = NULL, *weight = "mean", *shape = "none";
+    const char *train = "all", *eval_seeds = NULL;
     int64_t K = c.K, K_max = 0, K_grow = c.K_grow, samples = c.samples;
     int64_t outer_steps = c.outer_steps, horizon = c.horizon, seed = 0, threads = 0;
-    int64_t ckpt_every = 50;
+    int64_t ckpt_every = 50, outer_batches = c.outer_batches, pool = c.pool;
+    int64_t eval_every = 0, eval_points = c.eval_points;
     double sigma = c.sigma, outer_lr = c.outer_lr, grad_clip = c.grad_clip;
     double loss_clip = c.loss_clip, diverge = c.diverge_factor;
     int resume = 0, first_order = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task, "task to meta-train on (default fmnist8-mlp)", 0, 0},
-        {"estimator", OPT_STR, &est, "rp|es|merged|pes (default merged)", 0, 0},
-        {"arch", OPT_STR, &arch, "paper|lo (default paper)", 0, 0},
-        {"K", OPT_INT, &K, "truncation length (default 20)", 0, 0},
+        {"estimator", OPT_STR, &est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
+        {"arch", OPT_STR, &arch, "paper|lo|nominal (default paper)", 0, 0},
+        {"train", OPT_STR, &train, "coordinates of theta that move: all|nominal|schedule "
+         "(default all)", 0, 0},
+        {"K", OPT_INT, &K, "truncation length (default 20; fulles: the horizon)", 0, 0},
         {"K-max", OPT_INT, &K_max, "grow K linearly up to this (default: constant K)", 0, 0},
         {"K-grow", OPT_INT, &K_grow, "outer steps over which K grows (default 2000)", 0, 0},
         {"samples", OPT_INT, &samples, "antithetic pairs per outer step (default 4)", 0, 0},
         {"sigma", OPT_FLOAT, &sigma, "perturbation scale (default 0.01)", 0, 0},
         {"outer-loss", OPT_STR, &outer, "train|valid (default valid)", 0, 0},
+        {"outer-weight", OPT_STR, &weight, "steps of a truncation that count: mean|end|tail:F "
+         "(default mean)", 0, 0},
+        {"outer-batches", OPT_INT, &outer_batches, "batches averaged per outer-loss "
+         "evaluation (default 1)", 0, 0},
+        {"pool", OPT_INT, &pool, "merged: per-coordinate variances from the samples of the "
+         "last N outer steps (default 1)", 0, 0},
+        {"shape", OPT_STR, &shape, "es loss differences as they are, by sign or by rank: "
+         "none|sign|rank (default none)", 0, 0},
         {"outer-lr", OPT_FLOAT, &outer_lr, "Adam learning rate on theta (default 3e-3)", 0, 0},
         {"grad-clip", OPT_FLOAT, &grad_clip, "clip outer gradient by value (default 0.1; 0 off)", 0, 0},
         {"outer-steps", OPT_INT, &outer_steps, "outer steps (default 1000)", 0, 0},
@@ -88,31 +140,52 @@ int cmd_meta_train(int argc, char **argv)
          "resets the trajectory (default 5)", 0, 0},
         {"first-order", OPT_FLAG, &first_order, "rp without the inner HVP (approximation)", 0, 0},
         {"threads", OPT_INT, &threads, "worker threads (default: all cores)", 0, 0},
+        {"eval-every", OPT_INT, &eval_every, "train theta over the full horizon on the eval "
+         "seeds every N outer steps, log it, keep the best as OUT.best.lopt (default 0: off)",
+         0, 0},
+        {"eval-seeds", OPT_STR, &eval_seeds, "tuning seeds of the evaluation (default "
+         "10000,10001,10002; never the test seeds 1000..1999)", 0, 0},
+        {"eval-points", OPT_INT, &eval_points, "validation evaluations along the horizon "
+         "for the eval_mean column (default 10)", 0, 0},
         {"out", OPT_STR, &out, "output .lopt (default lopt-TASK.lopt); checkpoint: OUT.ckpt", 0, 0},
         {"checkpoint-every", OPT_INT, &ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
         {"resume", OPT_FLAG, &resume, "continue from OUT.ckpt (its settings; --outer-steps may "
-         "raise the target)", 0, 0},
+         "raise the target, --eval-every may turn evaluation on or change its interval)", 0, 0},
         {"log", OPT_STR, &log, "CSV log, a row per outer step (plots beside it)", 0, 0},
         {"init", OPT_STR, &init, "start from this .lopt's theta (same arch) instead of a "
          "random one", 0, 0},
     };
     cli_spec spec = {"meta-train",
-                     "lopt meta-train --task T --estimator rp|es|merged|pes [--arch paper|lo] "
-                     "[--K 20] [--samples S] [--sigma X] [--outer-loss train|valid] "
-                     "[--outer-lr X] [--outer-steps N] [--horizon N] [--out FILE.lopt] "
-                     "[--resume] [--log FILE.csv]",
-                     "Meta-trains a learned optimizer by truncated unrolls.",
+                     "lopt meta-train --task T --estimator rp|es|merged|pes|nres|fulles "
+                     "[--arch paper|lo|nominal] [--train all|nominal|schedule] [--K 20] "
+                     "[--samples S] [--sigma X] [--outer-loss train|valid] "
+                     "[--outer-weight mean|end|tail:F] [--outer-lr X] [--outer-steps N] "
+                     "[--horizon N] [--eval-every N] [--out FILE.lopt] [--resume] [--log FILE.csv]",
+                     "Meta-trains a learned optimizer by truncated unrolls (or full-horizon "
+                     "es); with --eval-every, measures it at the full horizon as it goes.",
                      opts, (int)(sizeof opts / sizeof *opts)};
     cli_parse(&spec, argc, argv);
-    int e = parse_estimator(est);
-    if (e < 0) cli_usage_error(&spec, "unknown estimator '%s' (rp|es|merged|pes)", est);
+    lopt_err err = {0};
+    int e = lopt_est_parse(est);
+    if (e < 0) cli_usage_error(&spec, "unknown estimator '%s' (rp|es|merged|pes|nres|fulles)", est);
     if (strcmp(outer, "train") != 0 && strcmp(outer, "valid") != 0)
         cli_usage_error(&spec, "--outer-loss must be train or valid");
+    if (lopt_outer_weight_parse(&c.weight, weight, &err) != LOPT_OK)
+        cli_usage_error(&spec, "--outer-weight: %s", err.msg);
+    int sh = -1;
+    for (int i = 0; i <= LOPT_SHAPE_RANK; i++)
+        if (strcmp(shape, lopt_shape_names[i]) == 0) sh = i;
+    if (sh < 0) cli_usage_error(&spec, "unknown --shape '%s' (none|sign|rank)", shape);
     if (ckpt_every < 1) cli_usage_error(&spec, "--checkpoint-every must be positive");
-    if (strlen(task) >= sizeof c.task || strlen(arch) >= sizeof c.arch)
-        cli_usage_error(&spec, "task or arch name too long");
+    if (strlen(task) >= sizeof c.task || strlen(arch) >= sizeof c.arch ||
+        strlen(train) >= sizeof c.train)
+        cli_usage_error(&spec, "task, arch or train name too long");
+    if (K > 100000 || K_max > 100000 || samples > 4096 || threads < 0 || threads > 256 ||
+        outer_batches > 1000 || pool > 1000 || eval_points > 1000 || eval_every < 0)
+        cli_usage_error(&spec, "a size is out of range");
     snprintf(c.task, sizeof c.task, "%s", task);
     snprintf(c.arch, sizeof c.arch, "%s", arch);
+    snprintf(c.train, sizeof c.train, "%s", train);
     c.estimator = (lopt_est_kind)e;
     c.K = (int)K;
     c.K_max = (int)K_max;
@@ -120,6 +193,9 @@ int cmd_meta_train(int argc, char **argv)
     c.samples = (int)samples;
     c.sigma = (float)sigma;
     c.outer_split = strcmp(outer, "valid") == 0 ? LOPT_SPLIT_VALID : LOPT_SPLIT_TRAIN;
+    c.outer_batches = (int)outer_batches;
+    c.pool = (int)pool;
+    c.shape = (lopt_shape_kind)sh;
     c.outer_lr = (float)outer_lr;
     c.grad_clip = (float)grad_clip;
     c.outer_steps = outer_steps;
@@ -129,8 +205,11 @@ int cmd_meta_train(int argc, char **argv)
     c.diverge_factor = (float)diverge;
     c.first_order = first_order;
     c.threads = (int)threads;
-    if (K > 100000 || K_max > 100000 || samples > 4096 || threads < 0 || threads > 256)
-        cli_usage_error(&spec, "a size is out of range");
+    c.eval_every = eval_every;
+    c.eval_points = (int)eval_points;
+    if (eval_seeds)
+        c.neval = cli_parse_seeds(&spec, "eval-seeds", eval_seeds, c.eval_seeds,
+                                  LOPT_META_MAX_EVAL);
 
     char outbuf[512], ckpt[600];
     if (!out) {
@@ -138,15 +217,15 @@ int cmd_meta_train(int argc, char **argv)
         out = outbuf;
     }
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
-    lopt_err err = {0};
     lopt_meta *m = NULL;
     lopt_status st;
     if (resume) {
+        if (eval_seeds) cli_usage_error(&spec, "--eval-seeds is fixed when a run starts "
+                                        "(the best optimizer is chosen on them)");
         st = lopt_meta_load(&m, ckpt, &err);
         if (st != LOPT_OK) cli_fail("meta-train", "cannot resume: %s", err.msg);
-        for (int i = 0; i < spec.nopts; i++)
-            if (opts[i].seen && strcmp(opts[i].name, "outer-steps") == 0)
-                lopt_meta_set_outer_steps(m, outer_steps);
+        if (seen(&spec, "outer-steps")) lopt_meta_set_outer_steps(m, outer_steps);
+        if (seen(&spec, "eval-every")) lopt_meta_set_eval_every(m, eval_every);
         fprintf(stderr, "meta-train: resumed %s at outer step %lld\n", ckpt,
                 (long long)lopt_meta_steps_done(m));
     } else {
@@ -166,17 +245,44 @@ int cmd_meta_train(int argc, char **argv)
         }
     }
     const lopt_meta_cfg *rc = lopt_meta_config(m);
+    if (rc->estimator == LOPT_EST_MERGED && (int64_t)rc->samples * rc->pool < 8)
+        fprintf(stderr, "meta-train: warning: merged estimates per-coordinate variances from "
+                "%lld samples; below 8 its es weights are mostly noise (raise --samples or "
+                "--pool)\n", (long long)rc->samples * rc->pool);
+    lopt_horizon_eval *he = NULL;
+    if (rc->eval_every > 0) {
+        st = lopt_horizon_eval_create(&he, rc->task, rc->eval_seeds, rc->neval, rc->horizon,
+                                      rc->eval_points, rc->threads, &err);
+        if (st != LOPT_OK) {
+            lopt_meta_free(m);
+            cli_fail("meta-train", "evaluation: %s", err.msg);
+        }
+        lopt_meta_set_evaluator(m, lopt_horizon_eval_fn, he);
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     cli_progress bar;
     cli_progress_init(&bar, "meta-train");
-    int64_t start = lopt_meta_steps_done(m);
+    int64_t start = lopt_meta_steps_done(m), best_seen = -1;
+    double last_eval = NAN;
     while (lopt_meta_steps_done(m) < rc->outer_steps && !stop_signal) {
         lopt_meta_row row;
         if ((st = lopt_meta_step(m, &row, &err)) != LOPT_OK) break;
-        char extra[160];
+        if (!isnan(row.eval_final)) last_eval = row.eval_final;
+        int64_t best_step;
+        double best;
+        if (lopt_meta_best(m, NULL, &best_step, &best) && best_step != best_seen) {
+            best_seen = best_step;
+            if ((st = write_best(m, out, &err)) != LOPT_OK) break;
+        }
+        char extra[200];
         snprintf(extra, sizeof extra, "loss %.4f K %d w_es %.2f %.0f steps/s", row.outer_loss,
                  row.K, row.w_es, row.inner_steps_per_s);
+        if (!isnan(last_eval)) {
+            size_t len = strlen(extra);
+            snprintf(extra + len, sizeof extra - len, " eval %.4f best %.4f@%lld", last_eval,
+                     best, (long long)best_step);
+        }
         cli_progress_update(&bar, row.step - start, rc->outer_steps - start, extra);
         /* the .lopt and the log go out with every checkpoint, so a long run can be
          * watched and its current optimizer tried */
@@ -186,12 +292,22 @@ int cmd_meta_train(int argc, char **argv)
     cli_progress_end(&bar);
     if (st == LOPT_OK) st = write_outputs(m, out, ckpt, log, &err);
     int64_t done = lopt_meta_steps_done(m);
+    int64_t best_step = -1;
+    double best = NAN;
+    int has_best = lopt_meta_best(m, NULL, &best_step, &best);
     lopt_meta_free(m);
+    lopt_horizon_eval_free(he);
     if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
     if (stop_signal)
         cli_fail("meta-train", "interrupted at outer step %lld; checkpoint %s written "
                  "(continue with --resume)", (long long)done, ckpt);
     printf("meta-train: %lld outer steps; optimizer %s, checkpoint %s%s%s\n", (long long)done,
            out, ckpt, log ? ", log " : "", log ? log : "");
+    if (has_best) {
+        char path[600];
+        best_path(path, sizeof path, out);
+        printf("meta-train: best at the horizon: outer step %lld, mean final validation loss "
+               "%.6f -> %s\n", (long long)best_step, best, path);
+    }
     return 0;
 }

@@ -55,6 +55,11 @@ static inline void ser_f32s(ser_out *o, const float *v, size_t n)
     }
 }
 
+static inline void ser_f64s(ser_out *o, const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) ser_f64(o, v[i]);
+}
+
 static inline void ser_blob(ser_out *o, const void *src, size_t n)
 {
     ser_u64(o, n);
@@ -107,6 +112,11 @@ static inline void ser_get_f32s(ser_in *in, float *v, size_t n)
                      (uint32_t)b[4 * i + 2] << 16 | (uint32_t)b[4 * i + 3] << 24;
         memcpy(&v[i], &u, 4);
     }
+}
+
+static inline void ser_get_f64s(ser_in *in, double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) v[i] = ser_get_f64(in);
 }
 
 /* a length-prefixed blob; returns a pointer into the input (NULL if bad) */

@@ -1,4 +1,5 @@
-/* meta.c - meta-training: estimators, outer Adam, checkpoints (see meta.h). */
+/* meta.c - meta-training: outer steps, outer Adam, progress at the horizon,
+ * checkpoints (see meta.h; the estimators themselves are in estimator.c). */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,15 +14,20 @@
 #include "lopt/lopt_file.h"
 #include "meta/meta.h"
 
-const char *const lopt_est_names[] = {"rp", "es", "merged", "pes"};
+const char *const lopt_est_names[] = {"rp", "es", "merged", "pes", "nres", "fulles"};
 const char lopt_meta_csv_header[] =
+    "step,outer_loss,g_rp_norm,g_es_norm,v_rp,v_es,w_es,K,inner_steps_per_s,resets,"
+    "diverged,skipped,time_s,eval_final,eval_mean\n";
+/* the header of version-1 checkpoints' logs (no evaluation columns) */
+static const char csv_header_v1[] =
     "step,outer_loss,g_rp_norm,g_es_norm,v_rp,v_es,w_es,K,inner_steps_per_s,resets,"
     "diverged,skipped,time_s\n";
 
-enum { STREAM_EPS = 10, STREAM_TRAJ = 11, STREAM_K = 12, STREAM_HORIZON = 13 };
-#define VAR_FLOOR 1e-8
+enum {
+    STREAM_EPS = 10, STREAM_TRAJ = 11, STREAM_K = 12, STREAM_HORIZON = 13, STREAM_EPS_LIFE = 14
+};
 #define CKPT_MAGIC "LOPTCKPT"
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2
 
 void lopt_meta_cfg_default(lopt_meta_cfg *c)
 {
@@ -44,14 +50,29 @@ void lopt_meta_cfg_default(lopt_meta_cfg *c)
     c->diverge_factor = 5.0f;
     c->first_order = 0;
     c->threads = 0;
+    c->weight.kind = LOPT_WEIGHT_MEAN;
+    c->outer_batches = 1;
+    c->pool = 1;
+    c->shape = LOPT_SHAPE_NONE;
+    snprintf(c->train, sizeof c->train, "all");
+    c->eval_every = 0;
+    c->neval = 3;   /* tuning seeds 10000, 10001, 10002 (compare's tuning seeds) */
+    for (int i = 0; i < c->neval; i++) c->eval_seeds[i] = 10000 + (uint64_t)i;
+    c->eval_points = 10;
+}
+
+int lopt_est_parse(const char *name)
+{
+    for (int i = 0; i < LOPT_EST_COUNT; i++)
+        if (strcmp(name, lopt_est_names[i]) == 0) return i;
+    return -1;
 }
 
 typedef struct {
     lopt_task task;
     lopt_unroll_ws ws;
-    lopt_traj minus;          /* scratch: the - side of a pair (not pes) */
-    float *theta_pm;          /* (np) theta + eps or theta - eps */
-    float *g_minus;           /* (np) rp gradient of the - side */
+    lopt_pair_ws pair;
+    lopt_traj minus;          /* scratch: the - side of a pair (not pes, nres) */
 } worker;
 
 struct lopt_meta {
@@ -60,22 +81,36 @@ struct lopt_meta {
     size_t np, n;
     int nworkers, tape;
     worker *workers;
+    unsigned char *mask;              /* (np) coordinates that are trained; NULL: all */
     float *theta, *adam_m, *adam_v;   /* (np) */
     int64_t adam_t;
     int64_t step;                     /* outer steps done */
     uint64_t traj_counter;            /* trajectories started (instance seeds) */
     int64_t resets, diverged;
     double time_s;
-    lopt_traj *plus, *minus;          /* (S) live trajectories; minus only for pes */
+    lopt_traj *plus, *minus;          /* (S) live trajectories; minus for pes and nres */
     float *xi;                        /* (S, np) pes perturbation sums */
+    float *eps;                       /* (S, np) this step's (nres: this life's) eps */
     /* per outer step */
-    float *eps;                       /* (S, np) */
-    float *g_rp, *g_es;               /* (S, np) per-sample estimates */
-    double *loss;                     /* (S) */
+    float *g_rp;                      /* (S, np) rp samples */
+    float *g_es;                      /* (np) one es sample at a time */
+    double *loss_plus, *loss_minus;   /* (S) */
+    double *diff;                     /* (S) loss differences, shaped */
     long *inner_steps;                /* (S) */
     int *reset_flags, *div_flags;     /* (S) */
+    uint64_t *ids;                    /* (S) instance ids of the trajectories (re)started */
     float *g;                         /* (np) the combined gradient */
-    double *sum_rp, *sq_rp, *sum_es, *sq_es;   /* (np) */
+    lopt_est_sums sums;               /* this step's samples */
+    lopt_est_sums *ring;              /* (pool) the last steps' sums, for the variances */
+    lopt_est_sums pooled;
+    int ring_pos, ring_fill;
+    /* progress at the horizon */
+    lopt_meta_eval_fn eval_fn;
+    void *eval_user;
+    int evaluated;                    /* the starting theta has been evaluated */
+    float *best_theta;                /* (np) */
+    int64_t best_step;                /* -1: none yet */
+    double best_final;
     char *log;
     size_t log_len, log_cap;
 };
@@ -85,9 +120,22 @@ static int uses_rp(const lopt_meta_cfg *c)
     return c->estimator == LOPT_EST_RP || c->estimator == LOPT_EST_MERGED;
 }
 static int uses_es(const lopt_meta_cfg *c) { return c->estimator != LOPT_EST_RP; }
+/* pes and nres keep both sides of each pair alive across truncations */
+static int persistent(const lopt_meta_cfg *c)
+{
+    return c->estimator == LOPT_EST_PES || c->estimator == LOPT_EST_NRES;
+}
+static lopt_combine_kind combine_kind(const lopt_meta_cfg *c)
+{
+    return c->estimator == LOPT_EST_RP       ? LOPT_COMBINE_RP
+           : c->estimator == LOPT_EST_MERGED ? LOPT_COMBINE_MERGED
+                                             : LOPT_COMBINE_ES;
+}
 
+/* the longest unroll a worker runs */
 static int tape_len(const lopt_meta_cfg *c)
 {
+    if (c->estimator == LOPT_EST_FULLES) return (int)c->horizon;
     int k = c->K_max > c->K ? c->K_max : c->K;
     return (int)ceil(k * 1.2) + 1;
 }
@@ -106,21 +154,52 @@ static void log_append(lopt_meta *m, const char *s)
 
 static lopt_status check_cfg(const lopt_meta_cfg *c, lopt_err *err)
 {
+    if ((unsigned)c->estimator >= LOPT_EST_COUNT)
+        return lopt_fail(err, LOPT_EUSAGE, "unknown estimator");
     if (c->K < 1 || c->K > 100000) return lopt_fail(err, LOPT_EUSAGE, "--K must be in 1..100000");
     if (c->K_max != 0 && (c->K_max < c->K || c->K_max > 100000))
         return lopt_fail(err, LOPT_EUSAGE, "--K-max must be >= --K (and <= 100000)");
     if (c->samples < 1 || c->samples > 4096)
         return lopt_fail(err, LOPT_EUSAGE, "--samples must be in 1..4096");
-    if (c->estimator == LOPT_EST_MERGED && c->samples < 2)
+    if (c->pool < 1 || c->pool > 1000) return lopt_fail(err, LOPT_EUSAGE, "--pool must be in 1..1000");
+    if (c->estimator == LOPT_EST_MERGED && (int64_t)c->samples * c->pool < 2)
         return lopt_fail(err, LOPT_EUSAGE, "merged needs --samples >= 2 (it uses variances)");
     if (!(c->sigma >= 0) || (uses_es(c) && !(c->sigma > 0)))
-        return lopt_fail(err, LOPT_EUSAGE, "--sigma must be positive for es, merged and pes");
+        return lopt_fail(err, LOPT_EUSAGE, "--sigma must be positive for the es estimators");
     if (!(c->outer_lr > 0)) return lopt_fail(err, LOPT_EUSAGE, "--outer-lr must be positive");
     if (c->horizon < 1) return lopt_fail(err, LOPT_EUSAGE, "--horizon must be positive");
+    if (c->estimator == LOPT_EST_FULLES && c->horizon > 1000000)
+        return lopt_fail(err, LOPT_EUSAGE, "fulles: --horizon must be <= 1000000");
     if (c->outer_steps < 0) return lopt_fail(err, LOPT_EUSAGE, "--outer-steps must be >= 0");
     if (c->outer_split != LOPT_SPLIT_TRAIN && c->outer_split != LOPT_SPLIT_VALID)
         return lopt_fail(err, LOPT_EUSAGE, "outer loss must be on train or valid");
+    if (c->outer_batches < 1 || c->outer_batches > 1000)
+        return lopt_fail(err, LOPT_EUSAGE, "--outer-batches must be in 1..1000");
+    if (c->weight.kind == LOPT_WEIGHT_TAIL && !(c->weight.tail > 0 && c->weight.tail <= 1))
+        return lopt_fail(err, LOPT_EUSAGE, "--outer-weight tail:F needs 0 < F <= 1");
+    if ((unsigned)c->shape > LOPT_SHAPE_RANK)
+        return lopt_fail(err, LOPT_EUSAGE, "unknown loss-difference shaping");
+    if (c->shape != LOPT_SHAPE_NONE && !uses_es(c))
+        return lopt_fail(err, LOPT_EUSAGE, "--shape needs an es estimator (not rp)");
+    if (c->eval_every < 0) return lopt_fail(err, LOPT_EUSAGE, "--eval-every must be >= 0");
+    if (c->neval < 1 || c->neval > LOPT_META_MAX_EVAL)
+        return lopt_fail(err, LOPT_EUSAGE, "--eval-seeds: 1..%d seeds", LOPT_META_MAX_EVAL);
+    for (int i = 0; i < c->neval; i++)
+        if (c->eval_seeds[i] >= 1000 && c->eval_seeds[i] < 2000)
+            return lopt_fail(err, LOPT_EUSAGE, "--eval-seeds: %llu is a test seed (1000..1999 "
+                             "are kept for lopt compare's held-out runs); use tuning seeds "
+                             "such as 10000,10001,10002", (unsigned long long)c->eval_seeds[i]);
+    if (c->eval_points < 1 || c->eval_points > 1000)
+        return lopt_fail(err, LOPT_EUSAGE, "evaluation points must be in 1..1000");
     return LOPT_OK;
+}
+
+/* TEMPORARY until the nominal form lands */
+static lopt_status lopt_arch_train_mask(const lopt_arch *a, const char *which, unsigned char *mask,
+                                        lopt_err *err)
+{
+    (void)a; (void)mask;
+    return lopt_fail(err, LOPT_EUSAGE, "--train %s: not available yet", which);
 }
 
 static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_err *err)
@@ -130,11 +209,21 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
     if (st != LOPT_OK) return st;
     lopt_meta *m = lopt_xcalloc(1, sizeof *m);
     m->cfg = *cfg;
+    m->best_step = -1;
     if ((st = lopt_arch_preset(&m->arch, cfg->arch, err)) != LOPT_OK) {
         free(m);
         return st;
     }
     m->np = lopt_arch_nparams(&m->arch);
+    size_t S = (size_t)cfg->samples, np = m->np;
+    if (strcmp(cfg->train, "all") != 0) {
+        m->mask = lopt_xcalloc(np, 1);
+        if ((st = lopt_arch_train_mask(&m->arch, cfg->train, m->mask, err)) != LOPT_OK) {
+            free(m->mask);
+            free(m);
+            return st;
+        }
+    }
     int threads = 1;
 #ifdef _OPENMP
     threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
@@ -151,35 +240,40 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
             lopt_meta_free(m);
             return st;
         }
-        lopt_unroll_ws_init(&w->ws, &w->task, &m->arch, m->tape);
+        if (uses_rp(cfg))
+            lopt_unroll_ws_init(&w->ws, &w->task, &m->arch, m->tape);
+        else
+            lopt_unroll_ws_init_forward(&w->ws, &w->task, &m->arch, m->tape);
+        lopt_pair_ws_init(&w->pair, np);
         lopt_traj_alloc(&w->minus, w->task.n, m->arch.nmom);
-        w->theta_pm = lopt_floats(m->np);
-        w->g_minus = lopt_floats(m->np);
     }
     m->n = m->workers[0].task.n;
-    size_t S = (size_t)cfg->samples, np = m->np;
     m->theta = lopt_floats(np);
     m->adam_m = lopt_floats(np);
     m->adam_v = lopt_floats(np);
+    m->best_theta = lopt_floats(np);
     m->plus = lopt_xcalloc(S, sizeof *m->plus);
     for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->plus[s], m->n, m->arch.nmom);
-    if (cfg->estimator == LOPT_EST_PES) {
+    if (persistent(cfg)) {
         m->minus = lopt_xcalloc(S, sizeof *m->minus);
         for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->minus[s], m->n, m->arch.nmom);
-        m->xi = lopt_floats(S * np);
     }
+    if (cfg->estimator == LOPT_EST_PES) m->xi = lopt_floats(S * np);
     m->eps = lopt_floats(S * np);
-    m->g_rp = lopt_floats(S * np);
-    m->g_es = lopt_floats(S * np);
-    m->loss = lopt_xcalloc(S, sizeof *m->loss);
+    if (uses_rp(cfg)) m->g_rp = lopt_floats(S * np);
+    m->g_es = lopt_floats(np);
+    m->loss_plus = lopt_xcalloc(S, sizeof(double));
+    m->loss_minus = lopt_xcalloc(S, sizeof(double));
+    m->diff = lopt_xcalloc(S, sizeof(double));
     m->inner_steps = lopt_xcalloc(S, sizeof *m->inner_steps);
     m->reset_flags = lopt_xcalloc(S, sizeof(int));
     m->div_flags = lopt_xcalloc(S, sizeof(int));
+    m->ids = lopt_xcalloc(S, sizeof *m->ids);
     m->g = lopt_floats(np);
-    m->sum_rp = lopt_xcalloc(np, sizeof(double));
-    m->sq_rp = lopt_xcalloc(np, sizeof(double));
-    m->sum_es = lopt_xcalloc(np, sizeof(double));
-    m->sq_es = lopt_xcalloc(np, sizeof(double));
+    lopt_est_sums_init(&m->sums, np);
+    lopt_est_sums_init(&m->pooled, np);
+    m->ring = lopt_xcalloc((size_t)cfg->pool, sizeof *m->ring);
+    for (int i = 0; i < cfg->pool; i++) lopt_est_sums_init(&m->ring[i], np);
     *out = m;
     return LOPT_OK;
 }
@@ -200,8 +294,7 @@ void lopt_meta_free(lopt_meta *m)
     if (!m) return;
     for (int i = 0; i < m->nworkers; i++) {
         worker *w = &m->workers[i];
-        lopt_free(w->theta_pm);
-        lopt_free(w->g_minus);
+        lopt_pair_ws_free(&w->pair);
         lopt_traj_free(&w->minus);
         lopt_unroll_ws_free(&w->ws);
         w->task.free(&w->task);
@@ -211,17 +304,16 @@ void lopt_meta_free(lopt_meta *m)
     for (int s = 0; m->minus && s < m->cfg.samples; s++) lopt_traj_free(&m->minus[s]);
     free(m->plus);
     free(m->minus);
-    float *fl[] = {m->theta, m->adam_m, m->adam_v, m->xi, m->eps, m->g_rp, m->g_es, m->g};
+    float *fl[] = {m->theta, m->adam_m, m->adam_v, m->best_theta, m->xi, m->eps, m->g_rp,
+                   m->g_es, m->g};
     for (size_t i = 0; i < sizeof fl / sizeof *fl; i++) lopt_free(fl[i]);
-    free(m->loss);
-    free(m->inner_steps);
-    free(m->reset_flags);
-    free(m->div_flags);
-    free(m->sum_rp);
-    free(m->sq_rp);
-    free(m->sum_es);
-    free(m->sq_es);
-    free(m->log);
+    void *pl[] = {m->mask, m->loss_plus, m->loss_minus, m->diff, m->inner_steps,
+                  m->reset_flags, m->div_flags, m->ids, m->log};
+    for (size_t i = 0; i < sizeof pl / sizeof *pl; i++) free(pl[i]);
+    lopt_est_sums_free(&m->sums);
+    lopt_est_sums_free(&m->pooled);
+    for (int i = 0; m->ring && i < m->cfg.pool; i++) lopt_est_sums_free(&m->ring[i]);
+    free(m->ring);
     free(m);
 }
 
@@ -240,11 +332,31 @@ lopt_status lopt_meta_set_theta(lopt_meta *m, const lopt_arch *a, const float *t
 }
 
 void lopt_meta_set_outer_steps(lopt_meta *m, int64_t steps) { m->cfg.outer_steps = steps; }
+void lopt_meta_set_eval_every(lopt_meta *m, int64_t every)
+{
+    m->cfg.eval_every = every > 0 ? every : 0;
+}
 const char *lopt_meta_log(const lopt_meta *m) { return m->log; }
+
+void lopt_meta_set_evaluator(lopt_meta *m, lopt_meta_eval_fn fn, void *user)
+{
+    m->eval_fn = fn;
+    m->eval_user = user;
+}
+
+int lopt_meta_best(const lopt_meta *m, const float **theta, int64_t *step, double *final)
+{
+    if (m->best_step < 0) return 0;
+    if (theta) *theta = m->best_theta;
+    if (step) *step = m->best_step;
+    if (final) *final = m->best_final;
+    return 1;
+}
 
 /* the truncation length of outer step `step` */
 static int k_for_step(const lopt_meta_cfg *c, int64_t step)
 {
+    if (c->estimator == LOPT_EST_FULLES) return (int)c->horizon;
     if (c->K_max <= c->K) return c->K;
     double frac = c->K_grow > 0 ? fmin(1.0, (double)step / (double)c->K_grow) : 1.0;
     double k = c->K + (c->K_max - c->K) * frac;
@@ -253,116 +365,207 @@ static int k_for_step(const lopt_meta_cfg *c, int64_t step)
     return K < 1 ? 1 : K;
 }
 
+/* eps (np) ~ N(0, sigma^2) at counter offset `at`, zero where theta is not trained */
+static void draw_eps(const lopt_meta *m, float *eps, int stream, uint64_t at)
+{
+    lopt_rng_fill_normal(eps, m->np, m->cfg.sigma, m->cfg.seed, stream, at);
+    if (m->mask)
+        for (size_t i = 0; i < m->np; i++)
+            if (!m->mask[i]) eps[i] = 0;
+}
+
 /* a new trajectory for sample s: instance seeds have the top bit set, so they
  * never equal the small integers used as meta-test seeds */
 static void start_traj(const lopt_meta *m, worker *w, int s, lopt_traj *tr, uint64_t id)
 {
     int first_life = tr->horizon == 0;   /* never started: allocation zeroes it */
     uint64_t seed = lopt_rng_u64(m->cfg.seed, STREAM_TRAJ, id) | (1ULL << 63);
-    double jitter = 0.8 + 0.4 * lopt_rng_uniform(m->cfg.seed, STREAM_HORIZON, id);
-    int64_t h = (int64_t)llround((double)m->cfg.horizon * jitter);
-    /* staggered phases: the first lives end at different times */
-    if (first_life) h = h * (s + 1) / m->cfg.samples;
+    int64_t h = m->cfg.horizon;
+    if (m->cfg.estimator != LOPT_EST_FULLES) {
+        /* jittered horizons, and staggered phases: the first lives end at
+         * different times (full-horizon es measures exactly the horizon) */
+        h = (int64_t)llround((double)h * (0.8 + 0.4 * lopt_rng_uniform(m->cfg.seed,
+                                                                        STREAM_HORIZON, id)));
+        if (first_life) h = h * (s + 1) / m->cfg.samples;
+    }
     if (h < 1) h = 1;
     lopt_traj_start(&w->ws, tr, seed, h);
 }
 
-/* One antithetic pair for sample s on worker w; a trajectory that needs a
- * restart gets instance id `id`. Writes only sample s's slots of m. */
-static void run_sample(lopt_meta *m, worker *w, int s, int K, uint64_t id)
+/* Sample s's pair on worker w: (re)starts its trajectory if needed (instance id
+ * m->ids[s]), sets its perturbation and runs the pair. Writes only sample s's
+ * slots of m. */
+static void run_sample(lopt_meta *m, worker *w, int s, int K)
 {
     const lopt_meta_cfg *c = &m->cfg;
     size_t np = m->np, n = m->n;
     int M = m->arch.nmom;
-    float *eps = m->eps + (size_t)s * np, *grp = m->g_rp + (size_t)s * np;
-    float *ges = m->g_es + (size_t)s * np;
-    float *tp = w->theta_pm, *gm = uses_rp(c) ? w->g_minus : NULL;
-    lopt_unroll_cfg uc = {.K = K, .outer_split = c->outer_split, .loss_clip = c->loss_clip,
-                          .diverge_factor = c->diverge_factor, .first_order = c->first_order};
+    float *eps = m->eps + (size_t)s * np;
     lopt_traj *plus = &m->plus[s];
-    lopt_traj *minus = c->estimator == LOPT_EST_PES ? &m->minus[s] : &w->minus;
-
-    lopt_rng_fill_normal(eps, np, c->sigma, c->seed, STREAM_EPS,
-                         ((uint64_t)m->step * (uint64_t)c->samples + (uint64_t)s) * np);
+    lopt_traj *minus = persistent(c) ? &m->minus[s] : &w->minus;
+    int fresh = plus->needs_reset || c->estimator == LOPT_EST_FULLES;
+    if (fresh) {
+        start_traj(m, w, s, plus, m->ids[s]);
+        m->reset_flags[s] = 1;
+    }
+    if (c->estimator == LOPT_EST_NRES) {
+        /* one perturbation per life */
+        if (fresh) draw_eps(m, eps, STREAM_EPS_LIFE, m->ids[s] * np);
+    } else {
+        draw_eps(m, eps, STREAM_EPS, ((uint64_t)m->step * (uint64_t)c->samples + (uint64_t)s) * np);
+    }
     if (c->estimator == LOPT_EST_PES) {
         float *xi = m->xi + (size_t)s * np;
-        if (plus->needs_reset) {
-            start_traj(m, w, s, plus, id);
-            lopt_traj_copy(minus, plus, n, M);
-            memset(xi, 0, np * sizeof(float));
-            m->reset_flags[s] = 1;
-        }
+        if (fresh) memset(xi, 0, np * sizeof(float));
         for (size_t i = 0; i < np; i++) xi[i] += eps[i];
-    } else {
-        if (plus->needs_reset) {
-            start_traj(m, w, s, plus, id);
-            m->reset_flags[s] = 1;
-        }
-        lopt_traj_copy(minus, plus, n, M);   /* common start */
     }
-    memset(grp, 0, np * sizeof(float));
-    for (size_t i = 0; i < np; i++) tp[i] = m->theta[i] + eps[i];
-    lopt_unroll_out op = lopt_unroll(&w->ws, &uc, tp, plus, gm ? grp : NULL);
-    for (size_t i = 0; i < np; i++) tp[i] = m->theta[i] - eps[i];
-    if (gm) memset(gm, 0, np * sizeof(float));
-    lopt_unroll_out om = lopt_unroll(&w->ws, &uc, tp, minus, gm);
-    if (gm)
-        for (size_t i = 0; i < np; i++) grp[i] = 0.5f * (grp[i] + gm[i]);
-    if (uses_es(c)) {
-        const float *dir = c->estimator == LOPT_EST_PES ? m->xi + (size_t)s * np : eps;
-        double scale = (op.loss - om.loss) / (2.0 * (double)c->sigma * c->sigma);
-        for (size_t i = 0; i < np; i++) ges[i] = (float)(scale * dir[i]);
-    }
-    /* pes keeps both sides alive and resets them together */
-    if (c->estimator == LOPT_EST_PES && (plus->needs_reset || minus->needs_reset))
+    if (!persistent(c) || fresh) lopt_traj_copy(minus, plus, n, M);   /* common start */
+
+    lopt_unroll_cfg uc = {.K = K, .outer_split = c->outer_split, .weight = c->weight,
+                          .outer_batches = c->outer_batches, .loss_clip = c->loss_clip,
+                          .diverge_factor = c->diverge_factor, .first_order = c->first_order};
+    if (c->estimator == LOPT_EST_FULLES) uc.weight.kind = LOPT_WEIGHT_END;
+    float *grp = uses_rp(c) ? m->g_rp + (size_t)s * np : NULL;
+    lopt_pair_out po = lopt_pair_estimate(&w->ws, &w->pair, &uc, m->theta, eps, plus, minus, grp);
+    if (grp && m->mask)
+        for (size_t i = 0; i < np; i++)
+            if (!m->mask[i]) grp[i] = 0;
+    /* persistent pairs restart together */
+    if (persistent(c) && (plus->needs_reset || minus->needs_reset))
         plus->needs_reset = minus->needs_reset = 1;
-    m->loss[s] = 0.5 * (op.loss + om.loss);
-    m->inner_steps[s] = op.steps + om.steps;
-    m->div_flags[s] = op.diverged || om.diverged;
+    m->loss_plus[s] = po.loss_plus;
+    m->loss_minus[s] = po.loss_minus;
+    m->inner_steps[s] = po.steps;
+    m->div_flags[s] = po.diverged;
 }
 
-double lopt_merge(const double *sum_rp, const double *sq_rp, const double *sum_es,
-                  const double *sq_es, int S, size_t np, float *g, double *v_rp,
-                  double *v_es)
+/* Reduces the samples in sample order: es samples from the (shaped) loss
+ * differences, the step's sums, the pool of variances, the combined gradient. */
+static void reduce_samples(lopt_meta *m, lopt_meta_row *row)
 {
-    double w_sum = 0;
-    *v_rp = *v_es = 0;
-    for (size_t i = 0; i < np; i++) {
-        double mr = sum_rp[i] / S, me = sum_es[i] / S;
-        double vr = fmax(0.0, (sq_rp[i] - S * mr * mr) / (S - 1)) + VAR_FLOOR;
-        double ve = fmax(0.0, (sq_es[i] - S * me * me) / (S - 1)) + VAR_FLOOR;
-        double w_es = (1.0 / ve) / (1.0 / vr + 1.0 / ve);
-        g[i] = (float)((mr / vr + me / ve) / (1.0 / vr + 1.0 / ve));
-        *v_rp += vr;
-        *v_es += ve;
-        w_sum += w_es;
+    const lopt_meta_cfg *c = &m->cfg;
+    const int S = c->samples;
+    const size_t np = m->np;
+    for (int s = 0; s < S; s++) m->diff[s] = m->loss_plus[s] - m->loss_minus[s];
+    if (uses_es(c)) lopt_es_shape(c->shape, m->diff, S);
+    lopt_est_sums_clear(&m->sums);
+    for (int s = 0; s < S; s++) {
+        const float *dir = c->estimator == LOPT_EST_PES ? m->xi + (size_t)s * np
+                                                        : m->eps + (size_t)s * np;
+        if (uses_es(c)) lopt_es_sample(m->diff[s], c->sigma, dir, np, m->g_es);
+        lopt_est_sums_add(&m->sums, uses_rp(c) ? m->g_rp + (size_t)s * np : NULL,
+                          uses_es(c) ? m->g_es : NULL);
     }
-    return w_sum / (double)np;
-}
-
-static double norm_of_mean(const double *sum, int S, size_t np)
-{
-    double acc = 0;
-    for (size_t i = 0; i < np; i++) acc += (sum[i] / S) * (sum[i] / S);
-    return sqrt(acc);
-}
-
-static double variance_sum(const double *sum, const double *sq, int S, size_t np)
-{
-    if (S < 2) return NAN;
-    double acc = 0;
-    for (size_t i = 0; i < np; i++) {
-        double mu = sum[i] / S;
-        acc += fmax(0.0, (sq[i] - S * mu * mu) / (S - 1));
+    /* the variances: this step's samples, or pooled with the previous pool-1 steps' */
+    const lopt_est_sums *var = &m->sums;
+    if (c->pool > 1) {
+        lopt_est_sums *slot = &m->ring[m->ring_pos];
+        lopt_est_sums_clear(slot);
+        lopt_est_sums_add_sums(slot, &m->sums);
+        m->ring_pos = (m->ring_pos + 1) % c->pool;
+        if (m->ring_fill < c->pool) m->ring_fill++;
+        lopt_est_sums_clear(&m->pooled);
+        for (int i = 0; i < m->ring_fill; i++) lopt_est_sums_add_sums(&m->pooled, &m->ring[i]);
+        var = &m->pooled;
     }
-    return acc;
+    lopt_combine_kind kind = combine_kind(c);
+    if (kind == LOPT_COMBINE_MERGED && var->count < 2) kind = LOPT_COMBINE_RP;
+    lopt_est_stats es;
+    lopt_est_combine(kind, &m->sums, var, m->mask, m->g, &es);
+    row->g_rp_norm = es.g_rp_norm;
+    row->g_es_norm = es.g_es_norm;
+    row->v_rp = es.v_rp;
+    row->v_es = es.v_es;
+    row->w_es = es.w_es;
+}
+
+/* Adam on the trained coordinates of theta, the gradient clipped by value; a
+ * non-finite gradient is refused (returns 0). */
+static int outer_update(lopt_meta *m)
+{
+    const lopt_meta_cfg *c = &m->cfg;
+    const size_t np = m->np;
+    for (size_t i = 0; i < np; i++)
+        if (!isfinite(m->g[i])) return 0;
+    const double b1 = 0.9, b2 = 0.999, e = 1e-8;
+    m->adam_t++;
+    double bc1 = 1 - pow(b1, (double)m->adam_t), bc2 = 1 - pow(b2, (double)m->adam_t);
+    for (size_t i = 0; i < np; i++) {
+        if (m->mask && !m->mask[i]) continue;
+        float g = m->g[i];
+        if (c->grad_clip > 0) g = fminf(fmaxf(g, -c->grad_clip), c->grad_clip);
+        m->adam_m[i] = (float)(b1 * m->adam_m[i] + (1 - b1) * g);
+        m->adam_v[i] = (float)(b2 * m->adam_v[i] + (1 - b2) * (double)g * g);
+        double upd = (m->adam_m[i] / bc1) / (sqrt(m->adam_v[i] / bc2) + e);
+        m->theta[i] -= (float)(c->outer_lr * upd);
+    }
+    return 1;
+}
+
+/* The full-horizon evaluation of the current theta; keeps it if it is the best. */
+static lopt_status evaluate(lopt_meta *m, double *final, double *mean, lopt_err *err)
+{
+    if (!m->eval_fn)
+        return lopt_fail(err, LOPT_EUSAGE, "eval_every > 0 needs an evaluator "
+                         "(lopt_meta_set_evaluator)");
+    lopt_status st = m->eval_fn(m->eval_user, &m->arch, m->theta, final, mean, err);
+    if (st != LOPT_OK) return st;
+    if (m->best_step < 0 || *final < m->best_final) {
+        m->best_step = m->step;
+        m->best_final = *final;
+        memcpy(m->best_theta, m->theta, m->np * sizeof(float));
+    }
+    return LOPT_OK;
+}
+
+/* a CSV number: empty for NaN (not measured at this step) */
+static void csv_num(char *buf, size_t cap, const char *fmt, double v)
+{
+    if (isnan(v)) buf[0] = 0;
+    else snprintf(buf, cap, fmt, v);
+}
+
+static void log_row(lopt_meta *m, const lopt_meta_row *r)
+{
+    char line[640], f[7][32];
+    const double v[7] = {r->outer_loss, r->g_rp_norm, r->g_es_norm, r->v_rp, r->v_es, r->w_es,
+                         r->inner_steps_per_s};
+    const char *fmt[7] = {"%.6f", "%.6g", "%.6g", "%.6g", "%.6g", "%.4f", "%.1f"};
+    for (int i = 0; i < 7; i++) csv_num(f[i], sizeof f[i], fmt[i], v[i]);
+    char ef[32], em[32];
+    csv_num(ef, sizeof ef, "%.6f", r->eval_final);
+    csv_num(em, sizeof em, "%.6f", r->eval_mean);
+    snprintf(line, sizeof line, "%lld,%s,%s,%s,%s,%s,%s,%d,%s,%lld,%lld,%d,%.2f,%s,%s\n",
+             (long long)r->step, f[0], f[1], f[2], f[3], f[4], f[5], r->K, f[6],
+             (long long)r->resets, (long long)r->diverged, r->skipped, r->time_s, ef, em);
+    log_append(m, line);
+}
+
+static int eval_due(const lopt_meta *m)
+{
+    return m->cfg.eval_every > 0 && m->step % m->cfg.eval_every == 0;
 }
 
 lopt_status lopt_meta_step(lopt_meta *m, lopt_meta_row *row, lopt_err *err)
 {
     const lopt_meta_cfg *c = &m->cfg;
     const int S = c->samples;
-    const size_t np = m->np;
+    lopt_status st;
+    memset(row, 0, sizeof *row);
+    if (c->eval_every > 0 && !m->evaluated) {
+        /* where meta-training starts from, as row 0 */
+        double t0 = lopt_now();
+        lopt_meta_row r0 = {.step = m->step, .outer_loss = NAN, .g_rp_norm = NAN,
+                            .g_es_norm = NAN, .v_rp = NAN, .v_es = NAN, .w_es = NAN,
+                            .inner_steps_per_s = NAN};
+        if ((st = evaluate(m, &r0.eval_final, &r0.eval_mean, err)) != LOPT_OK) return st;
+        m->evaluated = 1;
+        m->time_s += lopt_now() - t0;
+        r0.resets = m->resets;
+        r0.diverged = m->diverged;
+        r0.time_s = m->time_s;
+        log_row(m, &r0);
+    }
     int K = k_for_step(c, m->step);
     if (K > m->tape) K = m->tape;
     double t0 = lopt_now();
@@ -371,9 +574,9 @@ lopt_status lopt_meta_step(lopt_meta *m, lopt_meta_row *row, lopt_err *err)
     /* The samples of an outer step are independent: one per worker at a time.
      * Restarting trajectories get their instance ids in sample order before the
      * parallel loop, so the ids do not depend on which thread gets there first. */
-    uint64_t *ids = lopt_xcalloc((size_t)S, sizeof *ids);
     for (int s = 0; s < S; s++)
-        if (m->plus[s].needs_reset) ids[s] = m->traj_counter++;
+        if (m->plus[s].needs_reset || c->estimator == LOPT_EST_FULLES)
+            m->ids[s] = m->traj_counter++;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(m->nworkers) schedule(static, 1)
 #endif
@@ -382,81 +585,32 @@ lopt_status lopt_meta_step(lopt_meta *m, lopt_meta_row *row, lopt_err *err)
 #ifdef _OPENMP
         wi = omp_get_thread_num();
 #endif
-        run_sample(m, &m->workers[wi], s, K, ids[s]);
+        run_sample(m, &m->workers[wi], s, K);
     }
-    free(ids);
-    for (int s = 0; s < S; s++) {
-        m->resets += m->reset_flags[s];
-        m->diverged += m->div_flags[s];
-    }
-
-    /* reduce in sample order */
-    memset(m->sum_rp, 0, np * sizeof(double));
-    memset(m->sq_rp, 0, np * sizeof(double));
-    memset(m->sum_es, 0, np * sizeof(double));
-    memset(m->sq_es, 0, np * sizeof(double));
     double loss = 0;
     long steps = 0;
     for (int s = 0; s < S; s++) {
-        const float *gr = m->g_rp + (size_t)s * np, *ge = m->g_es + (size_t)s * np;
-        for (size_t i = 0; i < np; i++) {
-            m->sum_rp[i] += gr[i];
-            m->sq_rp[i] += (double)gr[i] * gr[i];
-            m->sum_es[i] += ge[i];
-            m->sq_es[i] += (double)ge[i] * ge[i];
-        }
-        loss += m->loss[s];
+        m->resets += m->reset_flags[s];
+        m->diverged += m->div_flags[s];
+        loss += 0.5 * (m->loss_plus[s] + m->loss_minus[s]);
         steps += m->inner_steps[s];
     }
-    memset(row, 0, sizeof *row);
-    row->g_rp_norm = uses_rp(c) ? norm_of_mean(m->sum_rp, S, np) : NAN;
-    row->g_es_norm = uses_es(c) ? norm_of_mean(m->sum_es, S, np) : NAN;
-    row->v_rp = uses_rp(c) ? variance_sum(m->sum_rp, m->sq_rp, S, np) : NAN;
-    row->v_es = uses_es(c) ? variance_sum(m->sum_es, m->sq_es, S, np) : NAN;
-    if (c->estimator == LOPT_EST_MERGED) {
-        double vr, ve;
-        row->w_es = lopt_merge(m->sum_rp, m->sq_rp, m->sum_es, m->sq_es, S, np, m->g, &vr, &ve);
-    } else {
-        const double *sum = uses_rp(c) ? m->sum_rp : m->sum_es;
-        for (size_t i = 0; i < np; i++) m->g[i] = (float)(sum[i] / S);
-        row->w_es = uses_rp(c) ? 0.0 : 1.0;
-    }
-
-    /* outer Adam, gradient clipped by value; a non-finite gradient is refused */
-    int finite = 1;
-    for (size_t i = 0; i < np; i++) finite &= isfinite(m->g[i]) != 0;
-    if (finite) {
-        const double b1 = 0.9, b2 = 0.999, e = 1e-8;
-        m->adam_t++;
-        double bc1 = 1 - pow(b1, (double)m->adam_t), bc2 = 1 - pow(b2, (double)m->adam_t);
-        for (size_t i = 0; i < np; i++) {
-            float g = m->g[i];
-            if (c->grad_clip > 0) g = fminf(fmaxf(g, -c->grad_clip), c->grad_clip);
-            m->adam_m[i] = (float)(b1 * m->adam_m[i] + (1 - b1) * g);
-            m->adam_v[i] = (float)(b2 * m->adam_v[i] + (1 - b2) * (double)g * g);
-            double upd = (m->adam_m[i] / bc1) / (sqrt(m->adam_v[i] / bc2) + e);
-            m->theta[i] -= (float)(c->outer_lr * upd);
-        }
-    } else {
-        row->skipped = 1;
-    }
+    reduce_samples(m, row);
+    row->skipped = !outer_update(m);
     m->step++;
     double dt = lopt_now() - t0;
-    m->time_s += dt;
     row->step = m->step;
     row->outer_loss = loss / S;
     row->K = K;
     row->inner_steps_per_s = (double)steps / dt;
+    row->eval_final = row->eval_mean = NAN;
+    if (eval_due(m) && (st = evaluate(m, &row->eval_final, &row->eval_mean, err)) != LOPT_OK)
+        return st;
+    m->time_s += lopt_now() - t0;
     row->resets = m->resets;
     row->diverged = m->diverged;
     row->time_s = m->time_s;
-    char line[512];
-    snprintf(line, sizeof line, "%lld,%.6f,%.6g,%.6g,%.6g,%.6g,%.4f,%d,%.1f,%lld,%lld,%d,%.2f\n",
-             (long long)row->step, row->outer_loss, row->g_rp_norm, row->g_es_norm, row->v_rp,
-             row->v_es, row->w_es, row->K, row->inner_steps_per_s, (long long)row->resets,
-             (long long)row->diverged, row->skipped, row->time_s);
-    log_append(m, line);
-    (void)err;
+    log_row(m, row);
     return LOPT_OK;
 }
 
@@ -504,9 +658,20 @@ static void put_cfg(ser_out *o, const lopt_meta_cfg *c)
     ser_f32s(o, &c->diverge_factor, 1);
     ser_u64(o, (uint64_t)c->first_order);
     ser_u64(o, (uint64_t)c->threads);
+    /* version 2 */
+    ser_u64(o, (uint64_t)c->weight.kind);
+    ser_f32s(o, &c->weight.tail, 1);
+    ser_u64(o, (uint64_t)c->outer_batches);
+    ser_u64(o, (uint64_t)c->pool);
+    ser_u64(o, (uint64_t)c->shape);
+    ser_bytes(o, c->train, sizeof c->train);
+    ser_u64(o, (uint64_t)c->eval_every);
+    ser_u64(o, (uint64_t)c->neval);
+    for (int i = 0; i < LOPT_META_MAX_EVAL; i++) ser_u64(o, c->eval_seeds[i]);
+    ser_u64(o, (uint64_t)c->eval_points);
 }
 
-static void get_cfg(ser_in *in, lopt_meta_cfg *c)
+static void get_cfg(ser_in *in, lopt_meta_cfg *c, uint64_t version)
 {
     const unsigned char *p = ser_take(in, sizeof c->task);
     if (p) memcpy(c->task, p, sizeof c->task);
@@ -530,6 +695,91 @@ static void get_cfg(ser_in *in, lopt_meta_cfg *c)
     ser_get_f32s(in, &c->diverge_factor, 1);
     c->first_order = (int)ser_get_u64(in);
     c->threads = (int)ser_get_u64(in);
+    if (version < 2) return;   /* version 1: the defaults of the later fields */
+    c->weight.kind = (lopt_weight_kind)ser_get_u64(in);
+    ser_get_f32s(in, &c->weight.tail, 1);
+    c->outer_batches = (int)ser_get_u64(in);
+    c->pool = (int)ser_get_u64(in);
+    c->shape = (lopt_shape_kind)ser_get_u64(in);
+    p = ser_take(in, sizeof c->train);
+    if (p) memcpy(c->train, p, sizeof c->train);
+    c->train[sizeof c->train - 1] = 0;
+    c->eval_every = (int64_t)ser_get_u64(in);
+    c->neval = (int)ser_get_u64(in);
+    for (int i = 0; i < LOPT_META_MAX_EVAL; i++) c->eval_seeds[i] = ser_get_u64(in);
+    c->eval_points = (int)ser_get_u64(in);
+    if ((unsigned)c->weight.kind > LOPT_WEIGHT_TAIL) in->bad = 1;
+}
+
+static void put_sums(ser_out *o, const lopt_est_sums *s)
+{
+    ser_u64(o, (uint64_t)s->count);
+    ser_u64(o, (uint64_t)s->rp_nonfinite);
+    ser_f64s(o, s->sum_rp, s->np);
+    ser_f64s(o, s->sq_rp, s->np);
+    ser_f64s(o, s->sum_es, s->np);
+    ser_f64s(o, s->sq_es, s->np);
+}
+
+static void get_sums(ser_in *in, lopt_est_sums *s)
+{
+    s->count = (int64_t)ser_get_u64(in);
+    s->rp_nonfinite = (int64_t)ser_get_u64(in);
+    ser_get_f64s(in, s->sum_rp, s->np);
+    ser_get_f64s(in, s->sq_rp, s->np);
+    ser_get_f64s(in, s->sum_es, s->np);
+    ser_get_f64s(in, s->sq_es, s->np);
+}
+
+/* the state that version 2 added: nres perturbations, the pool, the best theta */
+static void put_state_v2(ser_out *o, const lopt_meta *m)
+{
+    const lopt_meta_cfg *c = &m->cfg;
+    if (c->estimator == LOPT_EST_NRES) ser_f32s(o, m->eps, (size_t)c->samples * m->np);
+    ser_u64(o, (uint64_t)m->ring_pos);
+    ser_u64(o, (uint64_t)m->ring_fill);
+    for (int i = 0; i < m->ring_fill; i++) put_sums(o, &m->ring[i]);
+    ser_u64(o, (uint64_t)m->evaluated);
+    ser_u64(o, (uint64_t)m->best_step);
+    ser_f64(o, m->best_final);
+    ser_f32s(o, m->best_theta, m->np);
+}
+
+static void get_state_v2(ser_in *in, lopt_meta *m)
+{
+    const lopt_meta_cfg *c = &m->cfg;
+    if (c->estimator == LOPT_EST_NRES) ser_get_f32s(in, m->eps, (size_t)c->samples * m->np);
+    m->ring_pos = (int)ser_get_u64(in);
+    m->ring_fill = (int)ser_get_u64(in);
+    if (m->ring_pos < 0 || m->ring_pos >= c->pool || m->ring_fill < 0 || m->ring_fill > c->pool) {
+        in->bad = 1;
+        return;
+    }
+    for (int i = 0; i < m->ring_fill; i++) get_sums(in, &m->ring[i]);
+    m->evaluated = (int)ser_get_u64(in);
+    m->best_step = (int64_t)ser_get_u64(in);
+    m->best_final = ser_get_f64(in);
+    ser_get_f32s(in, m->best_theta, m->np);
+}
+
+/* A version-1 log gets the evaluation columns (empty: not evaluated then). */
+static void upgrade_log_v1(lopt_meta *m)
+{
+    size_t hl = strlen(csv_header_v1);
+    if (!m->log || strncmp(m->log, csv_header_v1, hl) != 0) return;
+    char *old = m->log;
+    m->log = NULL;
+    m->log_len = m->log_cap = 0;
+    log_append(m, lopt_meta_csv_header);
+    for (char *p = old + hl; *p;) {
+        char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char line[640];
+        snprintf(line, sizeof line, "%.*s,,\n", (int)(len < 600 ? len : 600), p);
+        log_append(m, line);
+        p += len + (nl ? 1 : 0);
+    }
+    free(old);
 }
 
 lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
@@ -551,10 +801,10 @@ lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
     ser_f32s(&o, m->adam_m, m->np);
     ser_f32s(&o, m->adam_v, m->np);
     for (int s = 0; s < c->samples; s++) put_traj(&o, &m->plus[s], m->n, m->arch.nmom);
-    if (c->estimator == LOPT_EST_PES) {
+    if (persistent(c))
         for (int s = 0; s < c->samples; s++) put_traj(&o, &m->minus[s], m->n, m->arch.nmom);
-        ser_f32s(&o, m->xi, (size_t)c->samples * m->np);
-    }
+    if (c->estimator == LOPT_EST_PES) ser_f32s(&o, m->xi, (size_t)c->samples * m->np);
+    put_state_v2(&o, m);
     ser_blob(&o, m->log, m->log_len);
     uint32_t crc = (uint32_t)crc32(0L, o.p, (uInt)o.len);
     ser_u64(&o, crc);
@@ -581,14 +831,16 @@ lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
         return lopt_fail(err, LOPT_EFORMAT, "%s: corrupt checkpoint (checksum mismatch)", path);
     }
     ser_in in = {data, len - 8, 8, 0};
-    if (ser_get_u64(&in) != CKPT_VERSION) {
+    uint64_t version = ser_get_u64(&in);
+    if (version < 1 || version > CKPT_VERSION) {
         free(data);
         return lopt_fail(err, LOPT_EFORMAT, "%s: unsupported checkpoint version", path);
     }
     lopt_meta_cfg cfg;
     lopt_meta_cfg_default(&cfg);
-    get_cfg(&in, &cfg);
-    if (in.bad || (unsigned)cfg.estimator > LOPT_EST_PES) {
+    get_cfg(&in, &cfg, version);
+    if (in.bad || (unsigned)cfg.estimator >= LOPT_EST_COUNT ||
+        (version < 2 && cfg.estimator > LOPT_EST_PES)) {
         free(data);
         return lopt_fail(err, LOPT_EFORMAT, "%s: truncated or invalid checkpoint", path);
     }
@@ -610,10 +862,10 @@ lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
         ser_get_f32s(&in, m->adam_m, m->np);
         ser_get_f32s(&in, m->adam_v, m->np);
         for (int s = 0; s < cfg.samples; s++) get_traj(&in, &m->plus[s], m->n, m->arch.nmom);
-        if (cfg.estimator == LOPT_EST_PES) {
+        if (persistent(&cfg))
             for (int s = 0; s < cfg.samples; s++) get_traj(&in, &m->minus[s], m->n, m->arch.nmom);
-            ser_get_f32s(&in, m->xi, (size_t)cfg.samples * m->np);
-        }
+        if (cfg.estimator == LOPT_EST_PES) ser_get_f32s(&in, m->xi, (size_t)cfg.samples * m->np);
+        if (version >= 2) get_state_v2(&in, m);
         size_t loglen;
         const unsigned char *log = ser_get_blob(&in, &loglen);
         if (log) {
@@ -627,6 +879,7 @@ lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
     }
     int bad = in.bad || in.pos != in.len;
     free(data);
+    if (!bad && version < 2) upgrade_log_v1(m);
     if (bad) {
         lopt_meta_free(m);
         return lopt_fail(err, LOPT_EFORMAT, "%s: truncated or inconsistent checkpoint", path);

@@ -1,22 +1,32 @@
-/* meta.h - meta-training: the rp, es, merged and pes estimators of the outer
- * gradient (DESIGN.md section 1.3), Adam on theta, checkpoints that resume
- * exactly.
+/* meta.h - meta-training: outer steps over the estimators of estimator.h
+ * (DESIGN.md sections 1.3 and 1.4), Adam on theta, progress measured at the full
+ * horizon, checkpoints that resume exactly.
  *
- * One outer step draws S perturbations eps_s ~ N(0, sigma^2 I), one per trajectory
- * s, and unrolls an antithetic pair theta + eps_s, theta - eps_s from the same
- * inner state with the same batches (common random numbers). Per sample:
- *   rp : g_rp,s = (grad L(theta+eps_s) + grad L(theta-eps_s)) / 2   (backprop, exact)
- *   es : g_es,s = (L(theta+eps_s) - L(theta-eps_s)) eps_s / (2 sigma^2)
- * both unbiased for the gradient of the smoothed loss E_eps L(theta + eps).
- *   merged: per coordinate, inverse-variance weighting of the two sample means,
- *           with unbiased sample variances (S - 1) plus a floor of 1e-8.
+ * One outer step runs S antithetic pairs, one per trajectory s, with common random
+ * numbers inside a pair, and combines their estimates:
+ *   rp, es, merged: a fresh eps_s ~ N(0, sigma^2 I) per step; the pair starts from
+ *        trajectory s's state and the trajectory carries on from the + side.
  *   pes: each trajectory keeps a + and a - state across truncations and the sum xi
- *        of its perturbations since its last reset; g = (L+ - L-) xi / (2 sigma^2).
- * The trajectory carries on from the + side's final state (pes: both sides).
- * The per-sample estimates are reduced by sums (means and second moments), so
- * samples can be computed anywhere and combined; within a process the samples run
- * on OpenMP threads, each with its own task object, and are summed in sample order
- * so the result does not depend on the thread count.
+ *        of its perturbations since its last reset; g_es = (L+ - L-) xi / (2 sigma^2).
+ *   nres (noise-reuse ES, Li et al. 2023): + and - states kept across truncations
+ *        as for pes, but one eps per trajectory life, reused for every truncation of
+ *        that life; g_es = (L+ - L-) eps / (2 sigma^2). Unbiased for the smoothed
+ *        whole-life loss, with a variance no worse than pes.
+ *   fulles: each pair trains a fresh task instance over the whole horizon (no
+ *        truncation); the outer loss is the loss at the end (outer weight `end`,
+ *        over outer_batches batches), optionally sign/rank shaped.
+ * Truncated estimators weigh the steps of a truncation by the outer weight
+ * (unroll.h: mean, end, tail:F). `train` restricts the coordinates of theta that
+ * move (lopt_arch_train_mask): the others get no noise and no update.
+ * The merge may pool the variances over the last `pool` outer steps' samples.
+ * Samples run on OpenMP threads, each with its own task object, and are reduced in
+ * sample order, so the result does not depend on the thread count.
+ *
+ * Progress at the horizon: with eval_every > 0 and an evaluator (the caller's:
+ * src/eval's lopt_horizon_eval for the CLI), theta is trained over the full
+ * horizon on the eval seeds before the first step and after every eval_every
+ * steps; the log gets the mean final validation loss and the mean over the
+ * horizon, and the best theta so far by the final loss is kept (checkpointed).
  */
 #ifndef LOPT_META_H
 #define LOPT_META_H
@@ -24,10 +34,16 @@
 #include <stdint.h>
 
 #include "lopt/mlp_lopt.h"
+#include "meta/estimator.h"
 #include "meta/unroll.h"
 
-typedef enum { LOPT_EST_RP, LOPT_EST_ES, LOPT_EST_MERGED, LOPT_EST_PES } lopt_est_kind;
+typedef enum {
+    LOPT_EST_RP, LOPT_EST_ES, LOPT_EST_MERGED, LOPT_EST_PES, LOPT_EST_NRES, LOPT_EST_FULLES,
+    LOPT_EST_COUNT
+} lopt_est_kind;
 extern const char *const lopt_est_names[];   /* indexed by lopt_est_kind */
+
+#define LOPT_META_MAX_EVAL 16    /* evaluation seeds */
 
 typedef struct {
     char task[64];
@@ -49,6 +65,15 @@ typedef struct {
     float diverge_factor;     /* inner loss > factor * initial = diverged */
     int first_order;          /* rp without the inner HVP (an approximation) */
     int threads;              /* 0: all (OpenMP) */
+    lopt_outer_weight weight; /* truncated estimators: mean, end, tail:F */
+    int outer_batches;        /* batches averaged per outer-loss evaluation */
+    int pool;                 /* merged: variances from the last `pool` steps' samples */
+    lopt_shape_kind shape;    /* es loss differences: none, sign, rank */
+    char train[16];           /* coordinates that move: all | nominal | schedule */
+    int64_t eval_every;       /* full-horizon evaluation every N outer steps (0: off) */
+    int neval;                /* evaluation seeds (tuning seeds, never test seeds) */
+    uint64_t eval_seeds[LOPT_META_MAX_EVAL];
+    int eval_points;          /* evaluations along the horizon for the mean column */
 } lopt_meta_cfg;
 
 /* Defaults in one place (sized for this 2-core machine and fmnist8-mlp). */
@@ -66,6 +91,9 @@ typedef struct {
     int64_t resets, diverged; /* totals so far */
     int skipped;              /* the update was refused (non-finite gradient) */
     double time_s;            /* wall-clock so far (all sessions) */
+    double eval_final;        /* mean final validation loss at the horizon (NaN: not
+                               * evaluated at this step) */
+    double eval_mean;         /* mean validation loss over the horizon (NaN: idem) */
 } lopt_meta_row;
 
 extern const char lopt_meta_csv_header[];
@@ -74,8 +102,20 @@ typedef struct lopt_meta lopt_meta;
 
 /* Creates a run (tasks per thread, trajectories, theta from the preset's init). */
 lopt_status lopt_meta_create(lopt_meta **m, const lopt_meta_cfg *cfg, lopt_err *err);
-/* One outer step. */
+/* One outer step (with eval_every > 0, the first call evaluates the starting
+ * theta first, as a log row of step 0). LOPT_EUSAGE when eval_every > 0 and no
+ * evaluator was set; an evaluator's failure is returned as it is. */
 lopt_status lopt_meta_step(lopt_meta *m, lopt_meta_row *row, lopt_err *err);
+
+/* The full-horizon evaluation of theta: *final = mean over the evaluation seeds
+ * of the final validation loss (+inf if a run diverged), *mean = the mean over
+ * the horizon. */
+typedef lopt_status (*lopt_meta_eval_fn)(void *user, const lopt_arch *a, const float *theta,
+                                         double *final, double *mean, lopt_err *err);
+void lopt_meta_set_evaluator(lopt_meta *m, lopt_meta_eval_fn fn, void *user);
+/* The best theta evaluated so far: returns 0 if none; else its outer step and
+ * final loss, and a pointer to it (valid until the next step). */
+int lopt_meta_best(const lopt_meta *m, const float **theta, int64_t *step, double *final);
 void lopt_meta_free(lopt_meta *m);
 
 const lopt_meta_cfg *lopt_meta_config(const lopt_meta *m);
@@ -88,6 +128,8 @@ lopt_status lopt_meta_set_theta(lopt_meta *m, const lopt_arch *a, const float *t
                                 lopt_err *err);
 /* Raises the outer-step target (resume with a longer run). */
 void lopt_meta_set_outer_steps(lopt_meta *m, int64_t steps);
+/* Changes the evaluation interval (resume; 0 turns it off). */
+void lopt_meta_set_eval_every(lopt_meta *m, int64_t every);
 
 /* The CSV log so far (header + one line per step), kept in the checkpoint. */
 const char *lopt_meta_log(const lopt_meta *m);
@@ -97,11 +139,7 @@ const char *lopt_meta_log(const lopt_meta *m);
 lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err);
 lopt_status lopt_meta_load(lopt_meta **m, const char *path, lopt_err *err);
 
-/* The merge, on sums over S samples (sum and sum of squares per coordinate):
- * g (np) = inverse-variance weighted mean; returns the mean es weight and the
- * summed variances. Exposed for tests. */
-double lopt_merge(const double *sum_rp, const double *sq_rp, const double *sum_es,
-                  const double *sq_es, int S, size_t np, float *g, double *v_rp,
-                  double *v_es);
+/* Parses an estimator name; -1 if unknown. */
+int lopt_est_parse(const char *name);
 
 #endif
