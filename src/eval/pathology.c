@@ -577,9 +577,14 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
     lopt_unroll_cfg cfg = start_state(&ws0, &o->c, Kmax, &start);
     lopt_unroll_ws_free(&ws0);
 
-    float *eps = lopt_floats(np), *tp = lopt_floats(np), *gp = lopt_floats(np),
-          *gm = lopt_floats(np), *g = lopt_floats(np);
-    double *sr = dalloc(np), *qr = dalloc(np), *se = dalloc(np), *qe = dalloc(np);
+    float *eps = lopt_floats(np), *grp = lopt_floats(np), *ges = lopt_floats(np),
+          *g = lopt_floats(np);
+    lopt_pair_ws pw;
+    lopt_pair_ws_init(&pw, np);
+    lopt_est_sums sums;
+    lopt_est_sums_init(&sums, np);
+    lopt_traj minus;
+    lopt_traj_alloc(&minus, n, a->nmom);
     gradvar_row *rows = lopt_xcalloc((size_t)o->nK, sizeof *rows);
     for (int k = 0; k < o->nK; k++) {
         gradvar_row *r = &rows[k];
@@ -588,58 +593,40 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
         lopt_unroll_ws_init(&ws, t, a, o->Ks[k]);
         cfg.K = r->K = o->Ks[k];
         r->tape_mb = lopt_unroll_tape_bytes(&ws) / 1e6;
-        memset(sr, 0, np * sizeof *sr);
-        memset(qr, 0, np * sizeof *qr);
-        memset(se, 0, np * sizeof *se);
-        memset(qe, 0, np * sizeof *qe);
+        lopt_est_sums_clear(&sums);
         for (int s = 0; s < S; s++) {
             /* the same perturbations at every K (common random numbers across K) */
             lopt_rng_fill_normal(eps, np, o->sigma, o->c.seed, PATH_STREAM,
                                  (uint64_t)(1000 + s) * np);
-            for (size_t i = 0; i < np; i++) tp[i] = o->c.theta[i] + eps[i];
-            memset(gp, 0, np * sizeof(float));
             lopt_traj_copy(&tr, &start, n, a->nmom);
-            lopt_unroll_out op = lopt_unroll(&ws, &cfg, tp, &tr, gp);
-            for (size_t i = 0; i < np; i++) tp[i] = o->c.theta[i] - eps[i];
-            memset(gm, 0, np * sizeof(float));
-            lopt_traj_copy(&tr, &start, n, a->nmom);
-            lopt_unroll_out om = lopt_unroll(&ws, &cfg, tp, &tr, gm);
-            r->diverged += op.diverged + om.diverged;
-            r->loss += 0.5 * (op.loss + om.loss) / S;
-            double c = (op.loss - om.loss) / (2.0 * o->sigma * o->sigma), nr = 0, ne = 0;
+            lopt_traj_copy(&minus, &start, n, a->nmom);
+            lopt_pair_out po = lopt_pair_estimate(&ws, &pw, &cfg, o->c.theta, eps, &tr, &minus,
+                                                  grp);
+            lopt_es_sample(po.loss_plus - po.loss_minus, o->sigma, eps, np, ges);
+            lopt_est_sums_add(&sums, grp, ges);
+            r->diverged += po.diverged;
+            r->loss += 0.5 * (po.loss_plus + po.loss_minus) / S;
+            double nr = 0, ne = 0;
             for (size_t i = 0; i < np; i++) {
-                double grp = 0.5 * ((double)gp[i] + gm[i]), ges = c * eps[i];
-                sr[i] += grp;
-                qr[i] += grp * grp;
-                se[i] += ges;
-                qe[i] += ges * ges;
-                nr += grp * grp;
-                ne += ges * ges;
+                nr += (double)grp[i] * grp[i];
+                ne += (double)ges[i] * ges[i];
             }
-            if (!isfinite(nr)) r->rp_nonfinite++;
             r->rp_sample_norm += sqrt(nr) / S;
             r->es_sample_norm += sqrt(ne) / S;
             done += 2LL * cfg.K;
             report(o->c.progress, o->c.user, done, total, "K=%d sample %d/%d", cfg.K, s + 1, S);
         }
-        double nr = 0, ne = 0;
-        for (size_t i = 0; i < np; i++) {
-            nr += (sr[i] / S) * (sr[i] / S);
-            ne += (se[i] / S) * (se[i] / S);
-        }
-        r->g_rp_norm = sqrt(nr);
-        r->g_es_norm = sqrt(ne);
-        if (r->rp_nonfinite == 0) {
-            r->w_es = lopt_merge(sr, qr, se, qe, S, np, g, &r->v_rp, &r->v_es);
-        } else {
-            /* an overflowed rp sample: its variance is infinite, the merge can only
-             * take es (meta-training refuses such a step) */
-            r->v_rp = r->g_rp_norm = r->rp_sample_norm = INFINITY;
-            r->w_es = 1.0;
-            r->v_es = 0;
-            for (size_t i = 0; i < np; i++)
-                r->v_es += (qe[i] - se[i] * se[i] / S) / (S - 1) + 1e-8;
-        }
+        /* an overflowed rp sample has infinite variance: the merge takes es alone
+         * (meta-training does the same, through the same combine) */
+        lopt_est_stats es;
+        lopt_est_combine(LOPT_COMBINE_MERGED, &sums, &sums, NULL, g, &es);
+        r->rp_nonfinite = (int)sums.rp_nonfinite;
+        r->g_rp_norm = es.g_rp_norm;
+        r->g_es_norm = es.g_es_norm;
+        r->v_rp = es.v_rp;
+        r->v_es = es.v_es;
+        r->w_es = es.w_es;
+        if (r->rp_nonfinite) r->rp_sample_norm = INFINITY;
         r->time_s = lopt_now() - t0;
         lopt_unroll_ws_free(&ws);
     }
@@ -746,10 +733,12 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
     free(lk);
     for (int i = 0; i < 7; i++) free(c[i]);
     free(rows);
-    free(sr); free(qr); free(se); free(qe);
-    lopt_free(eps); lopt_free(tp); lopt_free(gp); lopt_free(gm); lopt_free(g);
+    lopt_est_sums_free(&sums);
+    lopt_pair_ws_free(&pw);
+    lopt_free(eps); lopt_free(grp); lopt_free(ges); lopt_free(g);
     lopt_traj_free(&start);
     lopt_traj_free(&tr);
+    lopt_traj_free(&minus);
     return st;
 }
 
