@@ -2,6 +2,11 @@
  *  - the merge equals the inverse-variance formula on synthetic estimates;
  *  - es and rp agree on the gradient of the smoothed loss given many samples, on a
  *    short smooth unroll (a statistical test with explicit bounds);
+ *  - nres over whole trajectory lives and full-horizon es agree with the exact rp
+ *    gradient of the same horizon-level objectives (statistical, explicit bounds),
+ *    where truncated es, which forgets that theta shaped the state it starts
+ *    from, is shown to be off;
+ *  - meta-training's nres reuses one perturbation for every truncation of a life;
  *  - the merge leans on es as K grows in a chaotic setting;
  *  - a NaN / blown-up inner loss is detected, counted and resets the trajectory,
  *    and meta-training goes on. */
@@ -154,6 +159,187 @@ static void es_agrees_with_rp(void)
     task.free(&task);
 }
 
+
+/* mean and standard error of n samples from their sum and sum of squares */
+static void mean_se(double sum, double sq, int n, double *mean, double *se)
+{
+    *mean = sum / n;
+    *se = sqrt(fmax(0.0, (sq - n * (*mean) * (*mean)) / (n - 1)) / n);
+}
+
+/* Whole-life objectives on a short smooth unroll (quadratic, horizon H = 6):
+ *  nres: a life of J = 3 truncations of K = 2 under one eps, + and - states kept
+ *        across truncations; the mean of its J estimates is unbiased for the
+ *        gradient of the smoothed mean loss over the life, which rp gives exactly by
+ *        backprop through the whole life (K = H) at theta +- eps.
+ *  truncated es: the same, but each truncation's pair starts from the + state:
+ *        biased (it ignores how theta shaped the start state) - shown to differ.
+ *  fulles: one pair over the whole horizon, the loss at the end over 2 batches,
+ *        against rp of the same end loss.
+ * Compared along the rp direction u (the derivative that matters) and a random
+ * one, by the difference of two sample means within 4.5 standard errors. */
+static void horizon_estimators_agree_with_rp(void)
+{
+    lopt_task task;
+    lopt_task_create(&task, "quadratic", NULL, NULL);
+    lopt_arch a;
+    lopt_arch_preset(&a, "paper", NULL);
+    a.step_mult = 0.02f;
+    enum { H = 6, KT = 2, J = H / KT, S = 3000 };
+    const float sigma = 0.01f;
+    size_t np = lopt_arch_nparams(&a), n = task.n;
+    float *theta = lopt_floats(np), *eps = lopt_floats(np), *grp = lopt_floats(np),
+          *ges = lopt_floats(np), *u[2] = {lopt_floats(np), lopt_floats(np)};
+    lopt_theta_init(&a, 5, theta);
+    lopt_unroll_ws ws;
+    lopt_unroll_ws_init(&ws, &task, &a, H);
+    lopt_pair_ws pw;
+    lopt_pair_ws_init(&pw, np);
+    lopt_unroll_cfg trunc = {.K = KT, .outer_split = LOPT_SPLIT_TRAIN, .diverge_factor = 1e30f};
+    lopt_unroll_cfg life = trunc, end = trunc;
+    life.K = end.K = H;
+    end.weight.kind = LOPT_WEIGHT_END;
+    end.outer_batches = 2;
+    lopt_traj start, plus, minus;
+    lopt_traj_alloc(&start, n, a.nmom);
+    lopt_traj_alloc(&plus, n, a.nmom);
+    lopt_traj_alloc(&minus, n, a.nmom);
+    lopt_traj_start(&ws, &start, 9, H);
+    /* the directions: the exact life gradient at theta, and a random one */
+    lopt_traj_copy(&plus, &start, n, a.nmom);
+    memset(grp, 0, np * sizeof(float));
+    lopt_unroll(&ws, &life, theta, &plus, grp);
+    double nrm = 0;
+    for (size_t i = 0; i < np; i++) nrm += (double)grp[i] * grp[i];
+    for (size_t i = 0; i < np; i++) u[0][i] = (float)(grp[i] / sqrt(nrm));
+    lopt_rng_fill_normal(u[1], np, 1.0f / sqrtf((float)np), 3, LOPT_STREAM_TEST, 0);
+
+    /* per direction: sums and squares of the projections of 5 estimators */
+    enum { NRES, TRUNC, RP_LIFE, FULLES, RP_END, NEST };
+    static const char *names[NEST] = {"nres", "truncated es", "rp (life)", "fulles", "rp (end)"};
+    double sum[2][NEST] = {{0}}, sq[2][NEST] = {{0}};
+    for (int s = 0; s < S; s++) {
+        lopt_rng_fill_normal(eps, np, sigma, 78, LOPT_STREAM_TEST, (uint64_t)s * np);
+        double est[NEST][2] = {{0}};
+        for (int persistent = 1; persistent >= 0; persistent--) {
+            lopt_traj_copy(&plus, &start, n, a.nmom);
+            lopt_traj_copy(&minus, &start, n, a.nmom);
+            for (int j = 0; j < J; j++) {
+                if (!persistent) lopt_traj_copy(&minus, &plus, n, a.nmom);
+                lopt_pair_out po = lopt_pair_estimate(&ws, &pw, &trunc, theta, eps, &plus,
+                                                      &minus, NULL);
+                lopt_es_sample(po.loss_plus - po.loss_minus, sigma, eps, np, ges);
+                for (int d = 0; d < 2; d++)
+                    for (size_t i = 0; i < np; i++)
+                        est[persistent ? NRES : TRUNC][d] += (double)ges[i] * u[d][i] / J;
+            }
+        }
+        for (int e = 0; e < 2; e++) {
+            const lopt_unroll_cfg *cfg = e ? &end : &life;
+            lopt_traj_copy(&plus, &start, n, a.nmom);
+            lopt_traj_copy(&minus, &start, n, a.nmom);
+            lopt_pair_out po = lopt_pair_estimate(&ws, &pw, cfg, theta, eps, &plus, &minus, grp);
+            lopt_es_sample(po.loss_plus - po.loss_minus, sigma, eps, np, ges);
+            for (int d = 0; d < 2; d++)
+                for (size_t i = 0; i < np; i++) {
+                    est[e ? RP_END : RP_LIFE][d] += (double)grp[i] * u[d][i];
+                    if (e) est[FULLES][d] += (double)ges[i] * u[d][i];
+                }
+        }
+        for (int k = 0; k < NEST; k++)
+            for (int d = 0; d < 2; d++) {
+                sum[d][k] += est[k][d];
+                sq[d][k] += est[k][d] * est[k][d];
+            }
+    }
+    for (int d = 0; d < 2; d++) {
+        double m[NEST], se[NEST];
+        for (int k = 0; k < NEST; k++) mean_se(sum[d][k], sq[d][k], S, &m[k], &se[k]);
+        printf("     direction %d:", d);
+        for (int k = 0; k < NEST; k++) printf(" %s %.5g (se %.2g)%s", names[k], m[k], se[k],
+                                              k + 1 < NEST ? "," : "\n");
+        const int pairs[2][2] = {{NRES, RP_LIFE}, {FULLES, RP_END}};
+        for (int p = 0; p < 2; p++) {
+            int x = pairs[p][0], y = pairs[p][1];
+            double bound = 4.5 * sqrt(se[x] * se[x] + se[y] * se[y]);
+            CHECK(fabs(m[x] - m[y]) <= bound, "direction %d: %s (%.6g) and %s (%.6g) differ by "
+                  "more than 4.5 standard errors (%.3g)", d, names[x], m[x], names[y], m[y],
+                  bound / 4.5);
+        }
+        if (d == 0) {
+            double bound = sqrt(se[TRUNC] * se[TRUNC] + se[RP_LIFE] * se[RP_LIFE]);
+            CHECK(fabs(m[TRUNC] - m[RP_LIFE]) > 6 * bound, "truncated es (%.6g) is within 6 "
+                  "standard errors of the life gradient (%.6g): the test cannot tell nres from "
+                  "it", m[TRUNC], m[RP_LIFE]);
+            CHECK(fabs(m[RP_LIFE]) > 10 * se[NRES] && fabs(m[RP_END]) > 10 * se[FULLES],
+                  "no power: the gradients are within 10 standard errors of zero");
+        }
+    }
+    lopt_traj_free(&start);
+    lopt_traj_free(&plus);
+    lopt_traj_free(&minus);
+    lopt_pair_ws_free(&pw);
+    lopt_unroll_ws_free(&ws);
+    lopt_free(theta); lopt_free(eps); lopt_free(grp); lopt_free(ges);
+    lopt_free(u[0]); lopt_free(u[1]);
+    task.free(&task);
+}
+
+/* meta-training's nres: within a life every step's estimate lies along one
+ * perturbation (with one sample, g = d eps / (2 sigma^2)); a new life draws a new
+ * one. theta is held still by a vanishing outer learning rate. */
+static void nres_reuses_its_perturbation(void)
+{
+    lopt_meta_cfg c;
+    lopt_meta_cfg_default(&c);
+    snprintf(c.task, sizeof c.task, "quadratic");
+    c.estimator = LOPT_EST_NRES;
+    c.K = 2;
+    c.samples = 1;
+    c.horizon = 6;          /* a life of 5..7 steps: 3 or 4 truncations */
+    c.outer_lr = 1e-30f;
+    c.grad_clip = 0;
+    c.threads = 1;
+    lopt_meta *m;
+    lopt_err err = {0};
+    CHECK(lopt_meta_create(&m, &c, &err) == LOPT_OK, "meta create: %s", err.msg);
+    size_t np = lopt_arch_nparams(lopt_meta_arch(m));
+    enum { STEPS = 12 };
+    float *g[STEPS];
+    int64_t resets[STEPS];
+    for (int t = 0; t < STEPS; t++) {
+        lopt_meta_row row;
+        lopt_meta_step(m, &row, &err);
+        g[t] = lopt_floats(np);
+        memcpy(g[t], lopt_meta_gradient(m), np * sizeof(float));
+        resets[t] = row.resets;
+    }
+    /* |cos| of consecutive estimates: 1 inside a life, ~0 across lives */
+    int same = 0, fresh = 0, bad = 0;
+    for (int t = 1; t < STEPS; t++) {
+        double dot = 0, a2 = 0, b2 = 0;
+        for (size_t i = 0; i < np; i++) {
+            dot += (double)g[t][i] * g[t - 1][i];
+            a2 += (double)g[t][i] * g[t][i];
+            b2 += (double)g[t - 1][i] * g[t - 1][i];
+        }
+        double cosv = fabs(dot) / sqrt(a2 * b2);
+        if (resets[t] == resets[t - 1]) {
+            same++;
+            bad += cosv < 1 - 1e-5;
+        } else {
+            fresh++;
+            bad += cosv > 0.5;
+        }
+    }
+    CHECK(bad == 0 && same >= 4 && fresh >= 2, "nres: %d of %d step pairs break the one-eps-per-"
+          "life rule (%d within lives, %d across)", bad, STEPS - 1, same, fresh);
+    printf("ok   nres: one perturbation per life (%d step pairs within lives, %d across)\n", same,
+           fresh);
+    for (int t = 0; t < STEPS; t++) lopt_free(g[t]);
+    lopt_meta_free(m);
+}
+
 /* mean es weight of the merge for S samples at truncation length K */
 static double es_weight(lopt_unroll_ws *ws, const lopt_arch *a, const float *theta,
                         const lopt_traj *start, int K)
@@ -261,6 +447,8 @@ int main(void)
 {
     merge_formula();
     es_agrees_with_rp();
+    horizon_estimators_agree_with_rp();
+    nres_reuses_its_perturbation();
     merge_leans_on_es_when_chaotic();
     divergence_resets();
     return check_done("test_estimators");

@@ -320,6 +320,7 @@ void lopt_meta_free(lopt_meta *m)
 const lopt_meta_cfg *lopt_meta_config(const lopt_meta *m) { return &m->cfg; }
 const lopt_arch *lopt_meta_arch(const lopt_meta *m) { return &m->arch; }
 const float *lopt_meta_theta(const lopt_meta *m) { return m->theta; }
+const float *lopt_meta_gradient(const lopt_meta *m) { return m->g; }
 int64_t lopt_meta_steps_done(const lopt_meta *m) { return m->step; }
 lopt_status lopt_meta_set_theta(lopt_meta *m, const lopt_arch *a, const float *theta,
                                 lopt_err *err)

@@ -121,6 +121,8 @@ void lopt_meta_free(lopt_meta *m);
 const lopt_meta_cfg *lopt_meta_config(const lopt_meta *m);
 const lopt_arch *lopt_meta_arch(const lopt_meta *m);
 const float *lopt_meta_theta(const lopt_meta *m);
+/* The combined outer gradient of the last step (before clipping), np floats. */
+const float *lopt_meta_gradient(const lopt_meta *m);
 int64_t lopt_meta_steps_done(const lopt_meta *m);
 /* Replaces theta (a warm start, before the first step): LOPT_EUSAGE if a is not the
  * run's architecture. */
