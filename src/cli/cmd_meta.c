@@ -33,6 +33,7 @@ static lopt_status write_outputs(const lopt_meta *m, const char *out, const char
     snprintf(p.outer_loss, sizeof p.outer_loss, "%s",
              c->outer_split == LOPT_SPLIT_VALID ? "valid" : "train");
     p.outer_steps = (uint64_t)lopt_meta_steps_done(m);
+    p.horizon = (uint64_t)c->horizon;
     snprintf(p.note, sizeof p.note,
              "lopt meta-train --task %s --arch %s --estimator %s --K %d --K-max %d --K-grow %lld "
              "--samples %d --sigma %g --outer-loss %s --outer-lr %g --grad-clip %g "
@@ -71,7 +72,7 @@ int cmd_meta_train(int argc, char **argv)
     cli_opt opts[] = {
         {"task", OPT_STR, &task, "task to meta-train on (default fmnist8-mlp)", 0, 0},
         {"estimator", OPT_STR, &est, "rp|es|merged|pes (default merged)", 0, 0},
-        {"arch", OPT_STR, &arch, "paper|lo (default paper)", 0, 0},
+        {"arch", OPT_STR, &arch, "paper|lo|nominal (default paper)", 0, 0},
         {"K", OPT_INT, &K, "truncation length (default 20)", 0, 0},
         {"K-max", OPT_INT, &K_max, "grow K linearly up to this (default: constant K)", 0, 0},
         {"K-grow", OPT_INT, &K_grow, "outer steps over which K grows (default 2000)", 0, 0},
@@ -97,7 +98,7 @@ int cmd_meta_train(int argc, char **argv)
          "random one", 0, 0},
     };
     cli_spec spec = {"meta-train",
-                     "lopt meta-train --task T --estimator rp|es|merged|pes [--arch paper|lo] "
+                     "lopt meta-train --task T --estimator rp|es|merged|pes [--arch paper|lo|nominal] "
                      "[--K 20] [--samples S] [--sigma X] [--outer-loss train|valid] "
                      "[--outer-lr X] [--outer-steps N] [--horizon N] [--out FILE.lopt] "
                      "[--resume] [--log FILE.csv]",
