@@ -29,7 +29,8 @@
  *     lopt_opt_free(opt);
  *
  * There is no learning rate: the step size is part of what was learned, for the
- * horizon (number of steps) and kind of task it was meta-trained on. To start a
+ * horizon (number of steps) and kind of task it was meta-trained on
+ * (lopt_model_describe says which, when the file records it). To start a
  * new training run with the same optimizer, call lopt_opt_reset.
  *
  * Functions that can fail for reasons outside the program (files) take an
@@ -69,12 +70,15 @@ const char *lopt_model_describe(const lopt_model *m,   /* the model */
                                 size_t buflen);        /* size of buf in bytes */
 
 /* Writes an UNTRAINED learned optimizer: random weights drawn from seed for the
- * architecture preset "paper" (the authors' release) or "lo" (learned_optimization).
- * Useful as a starting point for meta-training and for testing a program's
- * plumbing; it is not a good optimizer. The file is written atomically.
+ * architecture preset "paper" (the authors' release), "lo" (learned_optimization)
+ * or "nominal" (a hand-designed normalised-momentum step with a learnable schedule
+ * plus an MLP residual that starts at zero). Useful as a starting point for
+ * meta-training and for testing a program's plumbing; an untrained "paper" or "lo"
+ * is not a good optimizer, an untrained "nominal" is exactly normalised momentum
+ * (beta 0.9) at an RMS step of 3e-3 per tensor. The file is written atomically.
  * Returns 0 on success, -1 with a one-line reason in errbuf. */
 int lopt_model_write_initial(const char *path,     /* the .lopt file to create */
-                             const char *preset,   /* "paper" or "lo" */
+                             const char *preset,   /* "paper", "lo" or "nominal" */
                              uint64_t seed,        /* weight initialisation seed */
                              char *errbuf,         /* receives the reason on failure, or NULL */
                              size_t errlen);       /* size of errbuf in bytes */

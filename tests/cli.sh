@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib.bash"
 expect 2 "usage: lopt" -- 
 expect 2 "unknown command" -- frobnicate
 expect 0 "commands:" -- --help
-for c in tasks train bench init-lopt; do expect 0 "usage: lopt $c" -- "$c" --help; done
+for c in tasks train bench init-lopt info; do expect 0 "usage: lopt $c" -- "$c" --help; done
 expect 0 "fmnist-cnn" -- tasks
 expect 2 "unknown task 'nope'" -- train --task nope --opt adam --steps 10
 expect 2 "bad value for --steps: 'ten'" -- train --task quadratic --opt adam --steps ten
@@ -65,5 +65,44 @@ expect 1 "short.lopt: truncated" -- train --task quadratic --opt "learned:$tmp/s
 expect 1 "not a .lopt file" -- train --task quadratic --opt "learned:$tmp/q.csv" --steps 5
 expect 2 "--lr does not apply" -- train --task quadratic --opt "learned:$tmp/u.lopt" --steps 5 --lr 0.1
 expect 2 "needs a file name" -- train --task quadratic --opt learned: --steps 5
+
+# the nominal form: untrained it is exactly normalised momentum (beta 0.9) at its step,
+# so it trains like the paper-form MLP set up as that optimizer with no noise
+expect 0 "untrained nominal .*--nominal-step 0.003 --nominal-mom 1.*620 weights" -- init-lopt --arch nominal --out "$tmp/nom.lopt"
+expect 0 "nominal-step 0.01 --nominal-mom -1" -- init-lopt --arch nominal --nominal-step 0.01 --nominal-mom -1 --out "$tmp/nomg.lopt"
+"$lopt" init-lopt --like momentum --lr 0.003 --noise 0 --out "$tmp/hand.lopt" >/dev/null
+v_nom=$("$lopt" train --task fmnist8-mlp --opt "learned:$tmp/nom.lopt" --steps 100 2>/dev/null | grep -o 'valid_loss [0-9.]*' | cut -d' ' -f2)
+v_hand=$("$lopt" train --task fmnist8-mlp --opt "learned:$tmp/hand.lopt" --steps 100 2>/dev/null | grep -o 'valid_loss [0-9.]*' | cut -d' ' -f2)
+if [ -n "$v_nom" ] && awk "BEGIN{d=$v_nom-$v_hand; exit !(d < 1e-3 && d > -1e-3 && $v_nom < 1.5)}"; then
+  echo "ok   untrained nominal trains like hand-designed normalised momentum ($v_nom vs $v_hand)"
+else echo "FAIL: untrained nominal ($v_nom) vs hand-designed normalised momentum ($v_hand)"; fail=1; fi
+expect 0 "final train_loss" -- train --task quadratic --opt "learned:$tmp/nomg.lopt" --steps 20
+expect 2 "--nominal-mom 5 is not -1" -- init-lopt --arch nominal --nominal-mom 5 --out "$tmp/x.lopt"
+expect 2 "--nominal-step must be in" -- init-lopt --arch nominal --nominal-step 0 --out "$tmp/x.lopt"
+expect 2 "apply to --arch nominal only" -- init-lopt --nominal-step 0.01 --out "$tmp/x.lopt"
+expect 2 "--like does not apply to --arch nominal" -- init-lopt --arch nominal --like momentum --out "$tmp/x.lopt"
+
+# lopt info: form, architecture, horizon, provenance; bad files exit 1 in one line
+expect 0 "form +mlp: w <- w - 0.001 d exp\(0.001 s\)" -- info "$tmp/u.lopt"
+expect 0 "format version 2" -- info "$tmp/u.lopt"
+expect 0 "form +nominal: w <- w - 0.003 exp\(sched\(t\)\) norm\(m\[beta 0.9\]\)" -- info "$tmp/nom.lopt"
+expect 0 "residual +zero" -- info "$tmp/nom.lopt"
+expect 0 "norm\(g\)" -- info "$tmp/nomg.lopt"
+expect 0 "format version 1" -- info tests/data/v1-fmnist8-mlp.lopt
+expect 0 "horizon +unknown \(format version 1" -- info tests/data/v1-fmnist8-mlp.lopt
+expect 0 "trained +on fmnist8-mlp, merged estimator, valid outer loss, 3000 outer steps" -- info tests/data/v1-fmnist8-mlp.lopt
+# meta-training records the form and the horizon
+"$lopt" meta-train --task quadratic --arch nominal --estimator rp --K 5 --samples 2 --outer-steps 2 --horizon 40 \
+  --loss-clip 0 --outer-loss train --threads 2 --out "$tmp/mt.lopt" >/dev/null 2>&1 || { echo "FAIL: meta-train --arch nominal"; fail=1; }
+expect 0 "horizon +40 inner steps" -- info "$tmp/mt.lopt"
+expect 0 "trained +on quadratic, rp estimator" -- info "$tmp/mt.lopt"
+expect 0 "final train_loss" -- train --task quadratic --opt "learned:$tmp/mt.lopt" --steps 20
+expect 1 "bad.lopt: corrupt: checksum mismatch" -- info "$tmp/bad.lopt"
+[ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: info's bad-file reason is not one line"; fail=1; }
+expect 1 "short.lopt: truncated" -- info "$tmp/short.lopt"
+expect 1 "cannot open .*missing.lopt" -- info "$tmp/missing.lopt"
+expect 2 "missing FILE.lopt" -- info
+expect 2 "one file at a time" -- info "$tmp/u.lopt" "$tmp/nom.lopt"
+expect 2 "unknown option '--verbose'" -- info --verbose "$tmp/u.lopt"
 ls "$tmp" | grep -q "\.tmp\." && { echo "FAIL: temp file left behind"; fail=1; }
 exit $fail

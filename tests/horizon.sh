@@ -64,6 +64,18 @@ grep -q "warning" "$tmp/w.err" && { echo "FAIL: merged with 4 x pool 2 warns"; f
   || echo "ok   merged with 4 samples pooled over 2 steps does not warn"
 expect 2 "fixed when a run starts" -- meta-train --out "$tmp/e.lopt" --resume --eval-seeds 10001
 
+# a warm start whose constants differ from the preset's (another nominal step) trains
+# and resumes with them; --train schedule needs a form with a schedule
+"$lopt" init-lopt --arch nominal --nominal-step 0.002 --out "$tmp/n0.lopt" >/dev/null 2>&1
+nargs=(--task fmnist8-mlp --arch nominal --train schedule --estimator es --K 5 --samples 2 --horizon 30 --init "$tmp/n0.lopt")
+"$lopt" meta-train "${nargs[@]}" --outer-steps 4 --out "$tmp/n1.lopt" >/dev/null 2>&1
+"$lopt" meta-train "${nargs[@]}" --outer-steps 2 --out "$tmp/n2.lopt" >/dev/null 2>&1
+"$lopt" meta-train --out "$tmp/n2.lopt" --resume --outer-steps 4 >/dev/null 2>&1
+if cmp -s "$tmp/n1.lopt" "$tmp/n2.lopt" && "$lopt" info "$tmp/n1.lopt" | grep -q "0.002"; then
+  echo "ok   --init with nominal step 0.002 keeps it, and resumes bit-identically"
+else echo "FAIL: nominal --init with another step: $("$lopt" info "$tmp/n1.lopt" 2>&1 | head -3)"; fail=1; fi
+expect 2 "schedule" -- "${base[@]}" --arch paper --train schedule
+
 # a version-1 checkpoint resumes (its log gains the evaluation columns)
 if [ -f runs/fmnist-cnn/cnn.lopt.ckpt ]; then
   cp runs/fmnist-cnn/cnn.lopt.ckpt "$tmp/v1.lopt.ckpt"

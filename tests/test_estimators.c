@@ -7,6 +7,7 @@
  *    where truncated es, which forgets that theta shaped the state it starts
  *    from, is shown to be off;
  *  - meta-training's nres reuses one perturbation for every truncation of a life;
+ *  - --train schedule moves the schedule's coordinates of theta and no others;
  *  - the merge leans on es as K grows in a chaotic setting;
  *  - a NaN / blown-up inner loss is detected, counted and resets the trajectory,
  *    and meta-training goes on. */
@@ -340,6 +341,53 @@ static void nres_reuses_its_perturbation(void)
     lopt_meta_free(m);
 }
 
+
+/* --train schedule moves exactly the nominal form's schedule coordinates */
+static void train_mask_moves_only_the_schedule(void)
+{
+    lopt_meta_cfg c;
+    lopt_meta_cfg_default(&c);
+    snprintf(c.arch, sizeof c.arch, "nominal");
+    snprintf(c.train, sizeof c.train, "schedule");
+    c.estimator = LOPT_EST_ES;
+    c.K = 5;
+    c.samples = 4;
+    c.horizon = 50;
+    c.threads = 1;
+    lopt_meta *m;
+    lopt_err err = {0};
+    CHECK(lopt_meta_create(&m, &c, &err) == LOPT_OK, "meta create: %s", err.msg);
+    const lopt_arch *a = lopt_meta_arch(m);
+    size_t np = lopt_arch_nparams(a), ntrain = 0;
+    unsigned char *mask = calloc(np, 1);
+    lopt_arch_train_mask(a, "schedule", mask, &ntrain, &err);
+    float *start = lopt_floats(np);
+    memcpy(start, lopt_meta_theta(m), np * sizeof(float));
+    lopt_meta_row row;
+    for (int i = 0; i < 3; i++) lopt_meta_step(m, &row, &err);
+    const float *th = lopt_meta_theta(m);
+    size_t moved_in = 0, moved_out = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (th[i] == start[i]) continue;
+        if (mask[i]) moved_in++;
+        else moved_out++;
+    }
+    CHECK(moved_out == 0 && moved_in == ntrain && ntrain == (size_t)a->ntime + 1,
+          "--train schedule: %zu of %zu schedule coordinates moved, %zu others moved",
+          moved_in, ntrain, moved_out);
+    printf("ok   --train schedule: the %zu schedule coordinates moved, the other %zu did not\n",
+           moved_in, np - ntrain);
+    c.estimator = LOPT_EST_ES;
+    snprintf(c.arch, sizeof c.arch, "paper");
+    lopt_meta *m2 = NULL;
+    CHECK(lopt_meta_create(&m2, &c, &err) == LOPT_EUSAGE, "--train schedule with the paper "
+          "preset (no schedule) was not refused");
+    lopt_meta_free(m2);
+    free(mask);
+    lopt_free(start);
+    lopt_meta_free(m);
+}
+
 /* mean es weight of the merge for S samples at truncation length K */
 static double es_weight(lopt_unroll_ws *ws, const lopt_arch *a, const float *theta,
                         const lopt_traj *start, int K)
@@ -449,6 +497,7 @@ int main(void)
     es_agrees_with_rp();
     horizon_estimators_agree_with_rp();
     nres_reuses_its_perturbation();
+    train_mask_moves_only_the_schedule();
     merge_leans_on_es_when_chaotic();
     divergence_resets();
     return check_done("test_estimators");

@@ -1,7 +1,11 @@
 /* test_lopt.c - the learned optimizer (mlp-lopt): parameter counts of the presets,
  * and its VJP with respect to theta and every input (g, w, the momenta before the
- * update) against central finite differences, for both presets; and that the
- * hand-designed starting points (lopt_theta_normalized) are the optimizers they claim. */
+ * update) against central finite differences, for both presets and the nominal form
+ * (schedule coordinates included); that the hand-designed starting points
+ * (lopt_theta_normalized) are the optimizers they claim; that an untrained nominal
+ * optimizer (zero residual, zero schedule) is bit for bit the hand-designed
+ * normalised-momentum / SGD step, and its schedule scales it as documented; the
+ * nominal preset's fields and range checks; and lopt_arch_train_mask. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,14 +71,16 @@ static double fd(fixture *fx, float *x, size_t i, float eps, const float *theta,
     return (jp - jm) / (2.0 * eps);
 }
 
-static void vjp_check(const char *preset, int64_t t)
+/* label names the check; noise: std of the perturbation added to lopt_theta_init's
+ * theta (0 keeps it: for the nominal form, a zero output layer and schedule) */
+static void vjp_check_arch(const char *label, lopt_arch a, int64_t t, float noise)
 {
-    lopt_arch a;
-    lopt_arch_preset(&a, preset, NULL);
+    const char *preset = label;
     /* larger multipliers than the presets' so the outputs are O(1) and the float32
      * finite differences resolve every path, the exp(s) one included */
     a.step_mult = 0.5f;
     a.exp_mult = 0.3f;
+    if (a.form == LOPT_FORM_NOMINAL) a.nominal_step = 0.5f;
     fixture fx = {.a = &a, .t = t};
     lopt_mlp_work_init(&fx.wk, &a, N, 2);
     size_t np = lopt_arch_nparams(&a);
@@ -82,7 +88,7 @@ static void vjp_check(const char *preset, int64_t t)
     lopt_theta_init(&a, 11, theta);
     /* non-zero biases so every ReLU sits away from its kink in a known way */
     for (size_t i = 0; i < np; i++)
-        theta[i] += 0.1f * (float)lopt_rng_normal(12, LOPT_STREAM_TEST, i);
+        theta[i] += noise * (float)lopt_rng_normal(12, LOPT_STREAM_TEST, i);
     float g[N], w[N], m_old[LOPT_MAX_MOM * N], m[LOPT_MAX_MOM * N], delta[N];
     lopt_rng_fill_normal(g, N, 1.0f, 1, LOPT_STREAM_TEST, 0);
     lopt_rng_fill_normal(w, N, 0.5f, 2, LOPT_STREAM_TEST, 0);
@@ -132,6 +138,30 @@ static void vjp_check(const char *preset, int64_t t)
     lopt_mlp_work_free(&fx.wk);
 }
 
+static void vjp_check(const char *preset, int64_t t)
+{
+    lopt_arch a;
+    lopt_arch_preset(&a, preset, NULL);
+    vjp_check_arch(preset, a, t, 0.1f);
+}
+
+/* the nominal form over another preset's features and MLP (lo: two hidden layers),
+ * with direction dir (LOPT_NOMINAL_GRAD, or momentum index mom) */
+static void vjp_check_nominal(const char *preset, int dir, int mom, int64_t t, float noise)
+{
+    lopt_arch a;
+    lopt_arch_preset(&a, preset, NULL);
+    a.form = LOPT_FORM_NOMINAL;
+    a.nominal_dir = (lopt_nominal_dir)dir;
+    a.nominal_mom = mom;
+    a.nominal_step = 3e-3f;
+    char label[64];
+    snprintf(label, sizeof label, "nominal(%s, %s %d%s)", preset,
+             dir == LOPT_NOMINAL_GRAD ? "grad" : "mom", mom, noise ? "" : ", untrained");
+    LOPT_ASSERT(lopt_arch_validate(&a, NULL) == LOPT_OK);
+    vjp_check_arch(label, a, t, noise);
+}
+
 /* With no noise, lopt_theta_normalized(feature, gain) must give exactly
  * delta = -step_mult * gain * x / sqrt(1e-5 + mean_tensor(x^2)) for x = g or the
  * updated momentum m_k, tensor by tensor, at any t (time features unused). */
@@ -169,6 +199,178 @@ static void normalized_check(const char *preset, int feature, float gain, int64_
     lopt_mlp_work_free(&wk);
 }
 
+/* The hand-designed step, computed here from its definition: the momenta updated
+ * m = beta m + (1 - beta) g in float, then per tensor u = v * rs with
+ * rs = (float)(1 / sqrt(1e-5 + mean(v^2))) (mean accumulated in double in index
+ * order), delta = -step * u. want32 (n) gets it in float, want64 (n) the same in
+ * double throughout (rs not rounded). */
+static void hand_designed(const lopt_arch *a, const float *g, const float *m_old, float step,
+                          float *want32, double *want64)
+{
+    float m[LOPT_MAX_MOM * N];
+    for (int k = 0; k < a->nmom; k++)
+        for (int i = 0; i < N; i++)
+            m[k * N + i] = a->beta[k] * m_old[k * N + i] + (1.0f - a->beta[k]) * g[i];
+    const float *v = a->nominal_dir == LOPT_NOMINAL_GRAD ? g : m + a->nominal_mom * N;
+    for (int T = 0; T < 2; T++) {
+        size_t lo = tensors[T].offset, n = tensors[T].size;
+        double ms = 0;
+        for (size_t i = lo; i < lo + n; i++) ms += (double)v[i] * v[i];
+        double r = 1.0 / sqrt(1e-5 + ms / (double)n);
+        float rs = (float)r;
+        for (size_t i = lo; i < lo + n; i++) {
+            want32[i] = -step * (v[i] * rs);
+            want64[i] = -(double)step * v[i] * r;
+        }
+    }
+}
+
+/* An untrained nominal optimizer (lopt_theta_init: random hidden layer, zero output
+ * layer, zero schedule) makes exactly the hand-designed step: bit for bit equal to
+ * the float recipe above, and to 1e-6 of the double one; then a non-zero schedule
+ * scales it by exp(b + sum_j a_j tanh(t / tau_j - 1)). */
+static void nominal_exact_check(int dir, int mom, int64_t t)
+{
+    lopt_arch a;
+    lopt_arch_preset(&a, "nominal", NULL);
+    a.nominal_dir = (lopt_nominal_dir)dir;
+    a.nominal_mom = mom;
+    LOPT_ASSERT(lopt_arch_validate(&a, NULL) == LOPT_OK);
+    size_t np = lopt_arch_nparams(&a);
+    float *theta = lopt_floats(np);
+    lopt_theta_init(&a, 77 + (uint64_t)t, theta);
+    lopt_mlp_work wk;
+    lopt_mlp_work_init(&wk, &a, N, 2);
+    float g[N], w[N], m_old[LOPT_MAX_MOM * N], m[LOPT_MAX_MOM * N], delta[N], want32[N];
+    double want64[N], got[N];
+    lopt_rng_fill_normal(g, N, 1.0f, 31, LOPT_STREAM_TEST, 0);
+    lopt_rng_fill_normal(w, N, 0.5f, 32, LOPT_STREAM_TEST, 0);
+    lopt_rng_fill_normal(m_old, (size_t)a.nmom * N, 0.3f, 33, LOPT_STREAM_TEST, 0);
+    memcpy(m, m_old, sizeof(float) * a.nmom * N);
+    lopt_mlp_update(&wk, theta, tensors, 2, w, g, m, t, delta);
+    hand_designed(&a, g, m_old, a.nominal_step, want32, want64);
+    int same = memcmp(delta, want32, sizeof delta) == 0;
+    CHECK(same, "nominal (%s %d) t=%lld untrained: delta is not bit for bit the hand-designed "
+          "step (delta[0] %.9g want %.9g)", dir ? "mom" : "grad", mom, (long long)t, delta[0],
+          want32[0]);
+    if (same)
+        printf("ok   nominal (%s %d) t=%lld untrained = hand-designed step, bit for bit\n",
+               dir ? "mom" : "grad", mom, (long long)t);
+    char name[96];
+    for (int i = 0; i < N; i++) got[i] = delta[i];
+    snprintf(name, sizeof name, "nominal (%s %d) t=%lld untrained vs the step in double",
+             dir ? "mom" : "grad", mom, (long long)t);
+    check_close(name, got, want64, N, 1e-6, 0);
+
+    /* a schedule: delta = exp(sched(t)) * the same step */
+    float *sc = theta + lopt_arch_schedule_offset(&a);
+    lopt_rng_fill_normal(sc, (size_t)a.ntime + 1, 0.5f, 34, LOPT_STREAM_TEST, 0);
+    double sched = sc[a.ntime];
+    for (int j = 0; j < a.ntime; j++) sched += sc[j] * tanh((double)t / a.tau[j] - 1.0);
+    CHECK(fabs(lopt_arch_schedule(&a, theta, t) - sched) < 1e-5 * (1 + fabs(sched)),
+          "lopt_arch_schedule %g, want %g", lopt_arch_schedule(&a, theta, t), sched);
+    memcpy(m, m_old, sizeof(float) * a.nmom * N);
+    lopt_mlp_update(&wk, theta, tensors, 2, w, g, m, t, delta);
+    for (int i = 0; i < N; i++) {
+        got[i] = delta[i];
+        want64[i] *= exp(sched);
+    }
+    snprintf(name, sizeof name, "nominal (%s %d) t=%lld with a schedule: exp(sched(t)) x step",
+             dir ? "mom" : "grad", mom, (long long)t);
+    check_close(name, got, want64, N, 1e-5, 0);
+    lopt_free(theta);
+    lopt_mlp_work_free(&wk);
+}
+
+static void nominal_arch_checks(void)
+{
+    lopt_arch p, a;
+    lopt_arch_preset(&p, "paper", NULL);
+    CHECK(lopt_arch_preset(&a, "nominal", NULL) == LOPT_OK && a.form == LOPT_FORM_NOMINAL &&
+          a.nominal_dir == LOPT_NOMINAL_MOM && a.beta[a.nominal_mom] == 0.9f &&
+          a.nominal_step == 3e-3f, "nominal preset: normalised momentum 0.9 at 3e-3");
+    CHECK(lopt_arch_nparams(&a) == 620 && lopt_arch_schedule_offset(&a) == 610 &&
+          lopt_arch_output_offset(&a) == 544, "nominal layout: %zu weights, schedule at %zu, "
+          "output layer at %zu", lopt_arch_nparams(&a), lopt_arch_schedule_offset(&a),
+          lopt_arch_output_offset(&a));
+    CHECK(p.form == LOPT_FORM_MLP && lopt_arch_schedule_offset(&p) == 610 &&
+          lopt_arch_schedule(&p, NULL, 5) == 0.0f, "paper: mlp form, no schedule");
+    CHECK(lopt_arch_validate(&a, NULL) == LOPT_OK && !lopt_arch_equal(&a, &p) &&
+          lopt_arch_equal(&a, &a), "nominal validates and differs from paper");
+    /* the same hidden layer draws as paper's; the output layer and schedule zero */
+    float tp[610], tn[620];
+    lopt_theta_init(&p, 5, tp);
+    lopt_theta_init(&a, 5, tn);
+    int zero = 1;
+    for (int i = 544; i < 620; i++) zero &= tn[i] == 0.0f;
+    CHECK(memcmp(tp, tn, 544 * sizeof(float)) == 0 && zero,
+          "nominal theta_init: paper's hidden layer, zero output layer and schedule");
+    /* range checks */
+    lopt_arch b = a;
+    b.nominal_mom = 5;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal momentum 5 of 5 accepted");
+    b = a;
+    b.nominal_mom = -1;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal momentum -1 accepted");
+    b = a;
+    b.nominal_step = 0;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal step 0 accepted");
+    b.nominal_step = NAN;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal step NaN accepted");
+    b = a;
+    b.nominal_dir = (lopt_nominal_dir)2;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal direction 2 accepted");
+    b = a;
+    b.nominal_dir = LOPT_NOMINAL_GRAD;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "gradient direction with momentum "
+          "index 1 accepted");
+    b.nominal_mom = 0;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_OK, "gradient direction refused");
+    b = a;
+    b.form = (lopt_form)2;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "form 2 accepted");
+    b = p;
+    b.nominal_step = 3e-3f;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "mlp form with a nominal step accepted");
+    b = a;
+    b.nominal_step = 1e-3f;
+    CHECK(!lopt_arch_equal(&a, &b), "arch_equal ignores nominal_step");
+}
+
+static void mask_checks(void)
+{
+    lopt_arch p, a;
+    lopt_arch_preset(&p, "paper", NULL);
+    lopt_arch_preset(&a, "nominal", NULL);
+    unsigned char mask[620];
+    size_t k = 0;
+    lopt_err err = {0};
+    struct { const char *which; size_t from; } want[] = {{"all", 0}, {"nominal", 544},
+                                                         {"schedule", 610}};
+    for (int c = 0; c < 3; c++) {
+        memset(mask, 7, sizeof mask);
+        lopt_status st = lopt_arch_train_mask(&a, want[c].which, mask, &k, &err);
+        int ok = st == LOPT_OK && k == 620 - want[c].from;
+        for (size_t i = 0; i < 620; i++) ok &= mask[i] == (i >= want[c].from);
+        CHECK(ok, "nominal --train %s: status %d, %zu coordinates (want %zu) or a wrong mask",
+              want[c].which, (int)st, k, 620 - want[c].from);
+    }
+    CHECK(lopt_arch_train_mask(&a, "schedule", mask, NULL, &err) == LOPT_OK,
+          "ntrain may be NULL");
+    memset(mask, 7, sizeof mask);
+    CHECK(lopt_arch_train_mask(&p, "all", mask, &k, &err) == LOPT_OK && k == 610 &&
+          mask[0] == 1 && mask[609] == 1 && mask[610] == 7, "paper --train all");
+    memset(mask, 7, sizeof mask);
+    k = 99;
+    CHECK(lopt_arch_train_mask(&p, "schedule", mask, &k, &err) == LOPT_EUSAGE &&
+          strstr(err.msg, "nominal form") && mask[0] == 7 && k == 99,
+          "paper --train schedule: %s", err.msg);
+    CHECK(lopt_arch_train_mask(&p, "nominal", mask, &k, &err) == LOPT_EUSAGE,
+          "paper --train nominal accepted");
+    CHECK(lopt_arch_train_mask(&a, "mlp", mask, &k, &err) == LOPT_EUSAGE &&
+          strstr(err.msg, "schedule|nominal|all"), "unknown set: %s", err.msg);
+}
+
 int main(void)
 {
     lopt_arch a;
@@ -185,6 +387,16 @@ int main(void)
     normalized_check("paper", 0, 1.0f, 0);
     normalized_check("paper", 3, 3.0f, 500);
     normalized_check("lo", 4, 2.0f, 9);
+    vjp_check("nominal", 0);
+    vjp_check("nominal", 450);
+    vjp_check_nominal("paper", LOPT_NOMINAL_GRAD, 0, 31, 0.1f);
+    vjp_check_nominal("paper", LOPT_NOMINAL_MOM, 1, 31, 0.0f);   /* as initialised */
+    vjp_check_nominal("lo", LOPT_NOMINAL_MOM, 3, 7, 0.1f);
+    nominal_arch_checks();
+    nominal_exact_check(LOPT_NOMINAL_MOM, 1, 0);
+    nominal_exact_check(LOPT_NOMINAL_MOM, 4, 1234);
+    nominal_exact_check(LOPT_NOMINAL_GRAD, 0, 20);
+    mask_checks();
     /* the kink rule must not hollow the test out */
     printf("finite differences: %d of %d straddled a ReLU kink (skipped)\n", skipped,
            differenced);

@@ -64,6 +64,7 @@ int cmd_train(int argc, char **argv);
 int cmd_meta_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_init_lopt(int argc, char **argv);
+int cmd_info(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_pathology(int argc, char **argv);
 

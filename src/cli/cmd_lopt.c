@@ -1,10 +1,14 @@
-/* cmd_lopt.c - `lopt init-lopt`: writes an untrained learned optimizer as a .lopt
- * file, a starting point for meta-training (`lopt meta-train --init`) and a way to
- * try the learned-optimizer plumbing (`lopt train --opt learned:FILE`, the C API)
- * before anything is trained. Either random weights (lopt_theta_init) or weights
- * that make the MLP a hand-designed optimizer, normalised SGD or normalised
- * momentum at a given step size (lopt_theta_normalized), plus small noise so
- * meta-training can move every weight. DESIGN.md sections 1.1 and 5. */
+/* cmd_lopt.c - the commands over .lopt files.
+ * `lopt init-lopt` writes an untrained learned optimizer, a starting point for
+ * meta-training (`lopt meta-train --init`) and a way to try the learned-optimizer
+ * plumbing (`lopt train --opt learned:FILE`, the C API) before anything is trained.
+ * Either random weights (lopt_theta_init) or weights that make the MLP a
+ * hand-designed optimizer, normalised SGD or normalised momentum at a given step
+ * size (lopt_theta_normalized), plus small noise so meta-training can move every
+ * weight; or, for --arch nominal, the nominal form as initialised (exactly its
+ * hand-designed step, --nominal-step and --nominal-mom choosing which).
+ * `lopt info FILE` prints what a .lopt file holds (DESIGN.md section 4).
+ * DESIGN.md sections 1.1, 1.4 and 5. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,10 +20,15 @@
 int cmd_init_lopt(int argc, char **argv)
 {
     const char *arch_name = "paper", *out = NULL, *like = "random";
-    int64_t seed = 0;
-    double lr = 1e-3, beta = 0.9, noise = 0.01;
+    int64_t seed = 0, nominal_mom = 0;
+    double lr = 1e-3, beta = 0.9, noise = 0.01, nominal_step = 0;
     cli_opt opts[] = {
-        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo (default paper)", 0, 0},
+        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal (default paper)", 0, 0},
+        {"nominal-step", OPT_FLOAT, &nominal_step, "with --arch nominal: RMS step per tensor of "
+                                                   "the hand-designed rule (default 3e-3)", 0, 0},
+        {"nominal-mom", OPT_INT, &nominal_mom, "with --arch nominal: index of the momentum the "
+                                               "rule follows (0-based: 1 = beta 0.9, the "
+                                               "default), or -1 for the gradient", 0, 0},
         {"like", OPT_STR, &like, "random|sgd|momentum: random weights, or weights that "
                                  "make a per-tensor normalised SGD / momentum (default random)", 0, 0},
         {"lr", OPT_FLOAT, &lr, "with --like sgd|momentum: RMS step per tensor (default 1e-3)", 0, 0},
@@ -29,10 +38,13 @@ int cmd_init_lopt(int argc, char **argv)
         {"seed", OPT_INT, &seed, "seed of the random weights (default 0)", 0, 0},
         {"out", OPT_STR, &out, "the .lopt file to write", 1, 0},
     };
-    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo] [--like random|sgd|momentum] [--lr X] "
-                     "[--beta B] [--noise X] [--seed S] --out FILE.lopt",
+    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo|nominal] [--like random|sgd|momentum] "
+                     "[--lr X] [--beta B] [--noise X] [--nominal-step X] [--nominal-mom K] "
+                     "[--seed S] --out FILE.lopt",
                      "Writes an untrained learned optimizer: random weights, or a hand-designed "
-                     "normalised SGD / momentum to start meta-training from.",
+                     "normalised SGD / momentum to start meta-training from. --arch nominal "
+                     "starts as exactly its hand-designed step (normalised momentum at "
+                     "--nominal-step), with a learnable schedule and an MLP residual at zero.",
                      opts, (int)(sizeof opts / sizeof *opts)};
     cli_parse(&spec, argc, argv);
     if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
@@ -40,14 +52,42 @@ int cmd_init_lopt(int argc, char **argv)
     lopt_err err = {0};
     lopt_arch a;
     if (lopt_arch_preset(&a, arch_name, &err) != LOPT_OK) cli_usage_error(&spec, "%s", err.msg);
+    int step_seen = 0, mom_seen = 0;
+    for (int i = 0; i < spec.nopts; i++) {
+        if (strcmp(opts[i].name, "nominal-step") == 0) step_seen = opts[i].seen;
+        if (strcmp(opts[i].name, "nominal-mom") == 0) mom_seen = opts[i].seen;
+    }
+    char nominal_args[96] = "";
+    if (a.form != LOPT_FORM_NOMINAL && (step_seen || mom_seen))
+        cli_usage_error(&spec, "--nominal-step and --nominal-mom apply to --arch nominal only");
+    if (a.form == LOPT_FORM_NOMINAL) {
+        if (strcmp(like, "random") != 0)
+            cli_usage_error(&spec, "--like does not apply to --arch nominal: it starts as its "
+                            "hand-designed step (see --nominal-step, --nominal-mom)");
+        /* the preset's rule unless told otherwise */
+        if (step_seen) a.nominal_step = (float)nominal_step;
+        if (mom_seen) {
+            if (nominal_mom < -1 || nominal_mom >= a.nmom)
+                cli_usage_error(&spec, "--nominal-mom %lld is not -1 (the gradient) or one of "
+                                "the %d momenta (0..%d)", (long long)nominal_mom, a.nmom,
+                                a.nmom - 1);
+            a.nominal_dir = nominal_mom < 0 ? LOPT_NOMINAL_GRAD : LOPT_NOMINAL_MOM;
+            a.nominal_mom = nominal_mom < 0 ? 0 : (int)nominal_mom;
+        }
+        if (!(a.nominal_step > 0 && a.nominal_step <= 1))
+            cli_usage_error(&spec, "--nominal-step must be in (0, 1]");
+        LOPT_ASSERT(lopt_arch_validate(&a, NULL) == LOPT_OK);
+        snprintf(nominal_args, sizeof nominal_args, " --nominal-step %g --nominal-mom %d",
+                 a.nominal_step, a.nominal_dir == LOPT_NOMINAL_GRAD ? -1 : a.nominal_mom);
+    }
     size_t np = lopt_arch_nparams(&a);
     float *theta = lopt_floats(np);
     lopt_provenance p = {0};
     lopt_provenance_set(p.estimator, sizeof p.estimator, "none");
     if (strcmp(like, "random") == 0) {
         lopt_theta_init(&a, (uint64_t)seed, theta);
-        snprintf(p.note, sizeof p.note, "untrained: lopt init-lopt --arch %s --seed %lld",
-                 arch_name, (long long)seed);
+        snprintf(p.note, sizeof p.note, "untrained: lopt init-lopt --arch %s%s --seed %lld",
+                 arch_name, nominal_args, (long long)seed);
     } else {
         /* which normalised feature the optimizer follows: g (0) or momentum m_k (2 + k) */
         int feature = -1;
@@ -77,5 +117,102 @@ int cmd_init_lopt(int argc, char **argv)
     if (st != LOPT_OK) cli_fail("init-lopt", "%s", err.msg);
     printf("wrote %s: untrained %s learned optimizer (%s), %zu weights\n", out, arch_name,
            p.note + sizeof "untrained: " - 1, np);
+    return 0;
+}
+
+/* "0.5 0.9 0.99" */
+static void print_floats(const char *label, const float *v, int n)
+{
+    printf("%-12s", label);
+    for (int i = 0; i < n; i++) printf(" %g", v[i]);
+    printf("\n");
+}
+
+int cmd_info(int argc, char **argv)
+{
+    cli_spec spec = {"info", "lopt info FILE.lopt",
+                     "Prints what a learned optimizer file holds: its form and architecture, "
+                     "the horizon it was meta-trained for, and where it came from.", NULL, 0};
+    const char *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            cli_parse(&spec, 1, argv + i);   /* prints the help, exits 0 */
+        else if (argv[i][0] == '-' && argv[i][1])
+            cli_usage_error(&spec, "unknown option '%s'", argv[i]);
+        else if (path)
+            cli_usage_error(&spec, "one file at a time ('%s', then '%s')", path, argv[i]);
+        else
+            path = argv[i];
+    }
+    if (!path) cli_usage_error(&spec, "missing FILE.lopt");
+
+    lopt_arch a;
+    float *theta = NULL;
+    lopt_provenance p;
+    lopt_err err = {0};
+    if (lopt_file_read(path, &a, &theta, &p, &err) != LOPT_OK) cli_fail("info", "%s", err.msg);
+
+    printf("%-12s %s (.lopt format version %u)\n", "file", path, p.file_version);
+    if (a.form == LOPT_FORM_NOMINAL) {
+        char dir[48] = "g";
+        if (a.nominal_dir == LOPT_NOMINAL_MOM)
+            snprintf(dir, sizeof dir, "m[beta %g]", a.beta[a.nominal_mom]);
+        printf("%-12s nominal: w <- w - %g exp(sched(t)) norm(%s) - %g d exp(%g s)\n", "form",
+               a.nominal_step, dir, a.step_mult, a.exp_mult);
+    } else {
+        printf("%-12s mlp: w <- w - %g d exp(%g s)\n", "form", a.step_mult, a.exp_mult);
+    }
+    print_floats("momenta", a.beta, a.nmom);
+    print_floats("time scales", a.tau, a.ntime);
+    printf("%-12s %d", "mlp", lopt_arch_inputs(&a));
+    for (int l = 0; l < a.nhidden; l++) printf(" -> %d", a.hidden);
+    if (a.form == LOPT_FORM_NOMINAL)
+        printf(" -> 2 (ReLU); %zu weights in all (%zu MLP + %d schedule)\n",
+               lopt_arch_nparams(&a), lopt_arch_schedule_offset(&a), a.ntime + 1);
+    else
+        printf(" -> 2 (ReLU); %zu weights\n", lopt_arch_nparams(&a));
+    if (a.form == LOPT_FORM_NOMINAL) {
+        const float *sc = theta + lopt_arch_schedule_offset(&a);
+        printf("%-12s b %g, a", "schedule", sc[a.ntime]);
+        for (int j = 0; j < a.ntime; j++) printf(" %g", sc[j]);
+        printf("\n%-12s", "nominal step");
+        /* the RMS step per tensor the schedule gives, at a few points of training */
+        static const int64_t at[] = {0, 100, 1000, 10000};
+        for (size_t i = 0; i < sizeof at / sizeof *at; i++)
+            printf(" t=%lld %.3g", (long long)at[i],
+                   a.nominal_step * expf(lopt_arch_schedule(&a, theta, at[i])));
+        if (p.horizon > 0)
+            printf(" (horizon %llu: %.3g)", (unsigned long long)p.horizon,
+                   a.nominal_step * expf(lopt_arch_schedule(&a, theta, (int64_t)p.horizon)));
+        size_t o = lopt_arch_output_offset(&a), e = lopt_arch_schedule_offset(&a);
+        double ss = 0;
+        for (size_t i = o; i < e; i++) ss += (double)theta[i] * theta[i];
+        if (ss == 0)
+            printf("\n%-12s zero (output layer all zero: the hand-designed step alone)\n",
+                   "residual");
+        else
+            printf("\n%-12s output layer RMS %.3g\n", "residual", sqrt(ss / (double)(e - o)));
+    }
+    if (p.horizon > 0)
+        printf("%-12s %llu inner steps\n", "horizon", (unsigned long long)p.horizon);
+    else
+        printf("%-12s unknown%s\n", "horizon",
+               p.file_version < 2 ? " (format version 1 does not record it)" : "");
+    if (p.outer_steps == 0)
+        printf("%-12s untrained\n", "trained");
+    else
+        printf("%-12s on %s, %s estimator, %s outer loss, %llu outer steps\n", "trained",
+               p.task[0] ? p.task : "?", p.estimator[0] ? p.estimator : "?",
+               p.outer_loss[0] ? p.outer_loss : "?", (unsigned long long)p.outer_steps);
+    if (p.note[0]) {
+        /* the note may span lines: indent the continuation lines */
+        printf("%-12s ", "note");
+        for (const char *c = p.note; *c; c++) {
+            putchar(*c);
+            if (*c == '\n' && c[1]) printf("%-12s ", "");
+        }
+        printf("\n");
+    }
+    lopt_free(theta);
     return 0;
 }

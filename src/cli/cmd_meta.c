@@ -39,6 +39,7 @@ static void provenance(const lopt_meta *m, int64_t steps, lopt_provenance *p)
     snprintf(p->outer_loss, sizeof p->outer_loss, "%s",
              c->outer_split == LOPT_SPLIT_VALID ? "valid" : "train");
     p->outer_steps = (uint64_t)steps;
+    p->horizon = (uint64_t)c->horizon;
     snprintf(p->note, sizeof p->note,
              "lopt meta-train --task %s --arch %s --estimator %s --K %d --K-max %d --K-grow %lld "
              "--samples %d --sigma %g --outer-loss %s --outer-weight %s --outer-batches %d "

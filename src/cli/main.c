@@ -14,6 +14,7 @@ static const struct {
     {"meta-train", cmd_meta_train, "meta-train a learned optimizer (rp, es, merged, pes)"},
     {"bench", cmd_bench, "time lopt's kernels (JSON lines)"},
     {"init-lopt", cmd_init_lopt, "write an untrained learned optimizer (.lopt)"},
+    {"info", cmd_info, "what a .lopt file holds: form, architecture, horizon, provenance"},
     {"compare", cmd_compare, "learned optimizer vs tuned baselines on held-out seeds"},
     {"pathology", cmd_pathology, "surface | gradvar | bias: the pathologies of unrolling"},
 };

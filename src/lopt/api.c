@@ -57,17 +57,29 @@ const char *lopt_model_describe(const lopt_model *m, char *buf, size_t buflen)
 {
     if (!buf || buflen == 0) return buf;
     const lopt_provenance *p = &m->prov;
+    const lopt_arch *a = &m->arch;
+    char form[160] = "mlp-lopt";
+    if (a->form == LOPT_FORM_NOMINAL) {
+        char dir[48] = "gradient";
+        if (a->nominal_dir == LOPT_NOMINAL_MOM)
+            snprintf(dir, sizeof dir, "momentum (beta %g)", a->beta[a->nominal_mom]);
+        snprintf(form, sizeof form, "nominal lopt (normalised %s at step %g x exp(sched(t)), "
+                 "plus an MLP residual)", dir, a->nominal_step);
+    }
+    char horizon[48] = "";
+    if (p->horizon > 0)
+        snprintf(horizon, sizeof horizon, ", horizon %llu", (unsigned long long)p->horizon);
     if (p->outer_steps == 0)
-        snprintf(buf, buflen, "mlp-lopt: %d momenta, %d time features, %d x %d hidden, "
-                 "%zu weights; untrained", m->arch.nmom, m->arch.ntime, m->arch.nhidden,
-                 m->arch.hidden, lopt_arch_nparams(&m->arch));
+        snprintf(buf, buflen, "%s: %d momenta, %d time features, %d x %d hidden, "
+                 "%zu weights; untrained%s", form, a->nmom, a->ntime, a->nhidden, a->hidden,
+                 lopt_arch_nparams(a), horizon);
     else
-        snprintf(buf, buflen, "mlp-lopt: %d momenta, %d time features, %d x %d hidden, "
-                 "%zu weights; meta-trained on %s with %s (%s loss), %llu outer steps",
-                 m->arch.nmom, m->arch.ntime, m->arch.nhidden, m->arch.hidden,
-                 lopt_arch_nparams(&m->arch), p->task[0] ? p->task : "?",
-                 p->estimator[0] ? p->estimator : "?", p->outer_loss[0] ? p->outer_loss : "?",
-                 (unsigned long long)p->outer_steps);
+        snprintf(buf, buflen, "%s: %d momenta, %d time features, %d x %d hidden, "
+                 "%zu weights; meta-trained on %s with %s (%s loss), %llu outer steps%s",
+                 form, a->nmom, a->ntime, a->nhidden, a->hidden, lopt_arch_nparams(a),
+                 p->task[0] ? p->task : "?", p->estimator[0] ? p->estimator : "?",
+                 p->outer_loss[0] ? p->outer_loss : "?", (unsigned long long)p->outer_steps,
+                 horizon);
     return buf;
 }
 

@@ -2,7 +2,8 @@
  * DESIGN.md section 5). Serialised byte by byte so the file is the same on every
  * host; decoding goes through a bounds-checked cursor, so a hostile or damaged
  * file can make it fail but never read outside the buffer.
- * Left out: streaming (files are small and read whole), older/newer versions. */
+ * Version 2 adds the form fields and the horizon; version 1 is still read.
+ * Left out: streaming (files are small and read whole), writing version 1. */
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -19,7 +20,9 @@ enum {
     HEADER_BYTES = 20,   /* magic, version, size */
     /* the smallest well-formed file: header, nmom 0, ntime 0, nhidden, hidden,
      * two multipliers, ntheta, four empty strings, outer_steps, crc */
-    MIN_BYTES = HEADER_BYTES + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 4 * 4 + 8 + 4,
+    MIN_BYTES_V1 = HEADER_BYTES + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 4 * 4 + 8 + 4,
+    /* version 2: plus form, nominal_dir, nominal_mom, nominal_step and horizon */
+    MIN_BYTES_V2 = MIN_BYTES_V1 + 4 * 4 + 8,
 };
 
 /* zlib's crc32 takes a uInt length: feed large buffers in pieces */
@@ -85,10 +88,13 @@ lopt_status lopt_file_encode(const lopt_arch *a, const float *theta, const lopt_
         !field_ok(p->outer_loss, sizeof p->outer_loss) || !field_ok(p->note, sizeof p->note))
         return lopt_fail(err, LOPT_EUSAGE, "cannot save learned optimizer: provenance "
                          "string not terminated");
+    if (p->horizon > (uint64_t)INT64_MAX)
+        return lopt_fail(err, LOPT_EUSAGE, "cannot save learned optimizer: horizon %llu out "
+                         "of range", (unsigned long long)p->horizon);
 
     size_t size = HEADER_BYTES + 4 + 4 * (size_t)a->nmom + 4 + 4 * (size_t)a->ntime + 4 + 4 +
-                  4 + 4 + 8 + 4 * np + 4 + strlen(p->task) + 4 + strlen(p->estimator) + 8 +
-                  4 + strlen(p->outer_loss) + 4 + strlen(p->note) + 4;
+                  4 + 4 + 4 * 4 + 8 + 4 * np + 4 + strlen(p->task) + 4 + strlen(p->estimator) +
+                  8 + 8 + 4 + strlen(p->outer_loss) + 4 + strlen(p->note) + 4;
     wbuf b = {malloc(size), 0};
     if (!b.p) return lopt_fail(err, LOPT_ENOMEM, "out of memory encoding a .lopt file");
     memcpy(b.p, MAGIC, sizeof MAGIC);
@@ -103,11 +109,16 @@ lopt_status lopt_file_encode(const lopt_arch *a, const float *theta, const lopt_
     put_u32(&b, (uint32_t)a->hidden);
     put_f32(&b, a->step_mult);
     put_f32(&b, a->exp_mult);
+    put_u32(&b, (uint32_t)a->form);
+    put_u32(&b, (uint32_t)a->nominal_dir);
+    put_u32(&b, (uint32_t)a->nominal_mom);
+    put_f32(&b, a->nominal_step);
     put_u64(&b, (uint64_t)np);
     for (size_t i = 0; i < np; i++) put_f32(&b, theta[i]);
     put_str(&b, p->task);
     put_str(&b, p->estimator);
     put_u64(&b, p->outer_steps);
+    put_u64(&b, p->horizon);
     put_str(&b, p->outer_loss);
     put_str(&b, p->note);
     put_u32(&b, crc_of(b.p, b.len));
@@ -165,8 +176,8 @@ static int get_str(rbuf *b, char *dst, size_t cap)
     return 1;
 }
 
-static lopt_status decode_body(rbuf *b, lopt_arch *a, float **theta, lopt_provenance *p,
-                               lopt_err *err)
+static lopt_status decode_body(rbuf *b, uint32_t version, lopt_arch *a, float **theta,
+                               lopt_provenance *p, lopt_err *err)
 {
     const char *overrun = "corrupt: fields run past the end of the file";
     uint32_t nmom = get_u32(b);
@@ -190,6 +201,23 @@ static lopt_status decode_body(rbuf *b, lopt_arch *a, float **theta, lopt_proven
     a->hidden = (int)hidden;
     a->step_mult = get_f32(b);
     a->exp_mult = get_f32(b);
+    if (version >= 2) {   /* version 1: the mlp form, nominal fields zero */
+        uint32_t form = get_u32(b), dir = get_u32(b), mom = get_u32(b);
+        a->nominal_step = get_f32(b);
+        if (b->overrun) return lopt_fail(err, LOPT_EFORMAT, "%s", overrun);
+        /* the u32s are checked before they become ints; lopt_arch_validate checks
+         * how they go together */
+        if (form > LOPT_FORM_NOMINAL)
+            return lopt_fail(err, LOPT_EFORMAT, "unknown form %u (0 mlp, 1 nominal)", form);
+        if (dir > LOPT_NOMINAL_MOM)
+            return lopt_fail(err, LOPT_EFORMAT, "unknown nominal direction %u (0 gradient, "
+                             "1 momentum)", dir);
+        if (mom > LOPT_MAX_MOM)
+            return lopt_fail(err, LOPT_EFORMAT, "nominal momentum %u out of range", mom);
+        a->form = (lopt_form)form;
+        a->nominal_dir = (lopt_nominal_dir)dir;
+        a->nominal_mom = (int)mom;
+    }
     if (b->overrun) return lopt_fail(err, LOPT_EFORMAT, "%s", overrun);
     lopt_status st = lopt_arch_validate(a, err);
     if (st != LOPT_OK) return st;
@@ -213,6 +241,12 @@ static lopt_status decode_body(rbuf *b, lopt_arch *a, float **theta, lopt_proven
     int ok = get_str(b, p->task, sizeof p->task) &&
              get_str(b, p->estimator, sizeof p->estimator);
     p->outer_steps = get_u64(b);
+    p->horizon = version >= 2 ? get_u64(b) : 0;
+    if (ok && !b->overrun && p->horizon > (uint64_t)INT64_MAX) {
+        lopt_free(th);
+        return lopt_fail(err, LOPT_EFORMAT, "horizon %llu out of range",
+                         (unsigned long long)p->horizon);
+    }
     ok = ok && get_str(b, p->outer_loss, sizeof p->outer_loss) &&
          get_str(b, p->note, sizeof p->note);
     if (!ok || b->overrun) {
@@ -225,6 +259,7 @@ static lopt_status decode_body(rbuf *b, lopt_arch *a, float **theta, lopt_proven
         return lopt_fail(err, LOPT_EFORMAT, "corrupt: fields end %zu bytes before the checksum",
                          b->len - b->pos);
     }
+    p->file_version = version;
     *theta = th;
     return LOPT_OK;
 }
@@ -245,13 +280,15 @@ lopt_status lopt_file_decode(const unsigned char *data, size_t n, lopt_arch *a, 
         return lopt_fail(err, LOPT_EFORMAT, "truncated .lopt file (%zu bytes)", n);
     rbuf h = {data, n, sizeof MAGIC, 0};
     uint32_t version = get_u32(&h);
-    if (version != LOPT_FILE_VERSION)
+    if (version < LOPT_FILE_VERSION_OLDEST || version > LOPT_FILE_VERSION)
         return lopt_fail(err, LOPT_EFORMAT, "unsupported .lopt format version %u (this build "
-                         "reads version %u)", version, LOPT_FILE_VERSION);
+                         "reads versions %u to %u)", version, LOPT_FILE_VERSION_OLDEST,
+                         LOPT_FILE_VERSION);
     uint64_t size = get_u64(&h);
-    if (size < MIN_BYTES)
+    const int min_bytes = version == 1 ? MIN_BYTES_V1 : MIN_BYTES_V2;
+    if (size < (uint64_t)min_bytes)
         return lopt_fail(err, LOPT_EFORMAT, "corrupt: size field %llu below the minimum %d",
-                         (unsigned long long)size, MIN_BYTES);
+                         (unsigned long long)size, min_bytes);
     if (size > (uint64_t)n)
         return lopt_fail(err, LOPT_EFORMAT, "truncated .lopt file (%zu of %llu bytes)", n,
                          (unsigned long long)size);
@@ -263,7 +300,7 @@ lopt_status lopt_file_decode(const unsigned char *data, size_t n, lopt_arch *a, 
         return lopt_fail(err, LOPT_EFORMAT, "corrupt: checksum mismatch");
 
     rbuf b = {data, n - 4, HEADER_BYTES, 0};
-    lopt_status st = decode_body(&b, a, theta, pp, err);
+    lopt_status st = decode_body(&b, version, a, theta, pp, err);
     if (st != LOPT_OK) {
         memset(a, 0, sizeof *a);
         memset(pp, 0, sizeof *pp);

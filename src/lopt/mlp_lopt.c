@@ -1,7 +1,9 @@
 /* mlp_lopt.c - the per-parameter MLP learned optimizer: presets, forward over all
- * parameters (three batched matrix products, no call per scalar), and its VJP.
- * Reference: Metz et al. 2019 section 3 / the authors' release
- * (task_specific_learned_opt), see mlp_lopt.h and DESIGN.md section 1.1. */
+ * parameters (three batched matrix products, no call per scalar), and its VJP, in
+ * the mlp form and the nominal form (a scheduled hand-designed step + the MLP as a
+ * residual). Reference: Metz et al. 2019 section 3 / the authors' release
+ * (task_specific_learned_opt); Harrison et al. 2022 for the nominal form; see
+ * mlp_lopt.h and DESIGN.md sections 1.1 and 1.4. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -10,6 +12,11 @@
 #include "lopt/mlp_lopt.h"
 
 #define NORM_EPS 1e-5
+/* the nominal preset's hand-designed rule: normalised momentum beta = 0.9 (index 1 of
+ * paper's betas) at an RMS step of 3e-3 per tensor, as good as tuned Adam on
+ * fmnist-cnn at 2,000 steps (docs/decisions.md) */
+#define NOMINAL_MOM 1
+#define NOMINAL_STEP 3e-3f
 
 lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
 {
@@ -17,7 +24,8 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
     a->hidden = 32;
     a->step_mult = 0.001f;
     a->exp_mult = 0.001f;
-    if (strcmp(name, "paper") == 0) {
+    int nominal = strcmp(name, "nominal") == 0;
+    if (strcmp(name, "paper") == 0 || nominal) {
         static const float beta[] = {0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
         static const float tau[] = {3, 10, 30, 100, 300, 1e3f, 3e3f, 1e4f, 3e5f};
         a->nmom = 5;
@@ -25,6 +33,12 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
         a->ntime = 9;
         memcpy(a->tau, tau, sizeof tau);
         a->nhidden = 1;
+        if (nominal) {
+            a->form = LOPT_FORM_NOMINAL;
+            a->nominal_dir = LOPT_NOMINAL_MOM;
+            a->nominal_mom = NOMINAL_MOM;
+            a->nominal_step = NOMINAL_STEP;
+        }
     } else if (strcmp(name, "lo") == 0) {
         static const float beta[] = {0.1f, 0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
         static const float tau[] = {1, 3, 10, 30, 100, 300, 1e3f, 3e3f, 1e4f, 3e4f, 1e5f};
@@ -34,7 +48,7 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
         memcpy(a->tau, tau, sizeof tau);
         a->nhidden = 2;
     } else {
-        return lopt_fail(err, LOPT_EUSAGE, "unknown architecture '%s' (paper|lo)", name);
+        return lopt_fail(err, LOPT_EUSAGE, "unknown architecture '%s' (paper|lo|nominal)", name);
     }
     return LOPT_OK;
 }
@@ -54,13 +68,33 @@ lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err)
             return lopt_fail(err, LOPT_EFORMAT, "time scale %g not positive", a->tau[j]);
     if (!isfinite(a->step_mult) || !isfinite(a->exp_mult))
         return lopt_fail(err, LOPT_EFORMAT, "non-finite output multipliers");
+    if (a->form == LOPT_FORM_MLP) {
+        /* unused fields stay zero, so one optimizer has one representation */
+        if (a->nominal_dir != 0 || a->nominal_mom != 0 || a->nominal_step != 0)
+            return lopt_fail(err, LOPT_EFORMAT, "mlp form with nominal-form fields set");
+        return LOPT_OK;
+    }
+    if (a->form != LOPT_FORM_NOMINAL)
+        return lopt_fail(err, LOPT_EFORMAT, "unknown form %d (0 mlp, 1 nominal)", (int)a->form);
+    if (a->nominal_dir == LOPT_NOMINAL_MOM) {
+        if (a->nominal_mom < 0 || a->nominal_mom >= a->nmom)
+            return lopt_fail(err, LOPT_EFORMAT, "nominal momentum %d out of range (%d momenta)",
+                             a->nominal_mom, a->nmom);
+    } else if (a->nominal_dir != LOPT_NOMINAL_GRAD || a->nominal_mom != 0) {
+        return lopt_fail(err, LOPT_EFORMAT, "unknown nominal direction %d (0 gradient, 1 "
+                         "momentum)", (int)a->nominal_dir);
+    }
+    if (!(a->nominal_step > 0 && a->nominal_step <= 1))
+        return lopt_fail(err, LOPT_EFORMAT, "nominal step %g outside (0, 1]", a->nominal_step);
     return LOPT_OK;
 }
 
 int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b)
 {
     if (a->nmom != b->nmom || a->ntime != b->ntime || a->nhidden != b->nhidden ||
-        a->hidden != b->hidden || a->step_mult != b->step_mult || a->exp_mult != b->exp_mult)
+        a->hidden != b->hidden || a->step_mult != b->step_mult || a->exp_mult != b->exp_mult ||
+        a->form != b->form || a->nominal_dir != b->nominal_dir ||
+        a->nominal_mom != b->nominal_mom || a->nominal_step != b->nominal_step)
         return 0;
     for (int k = 0; k < a->nmom; k++)
         if (a->beta[k] != b->beta[k]) return 0;
@@ -85,7 +119,20 @@ static size_t layer_offset(const lopt_arch *a, int l)
     return off;
 }
 
-size_t lopt_arch_nparams(const lopt_arch *a) { return layer_offset(a, a->nhidden + 1); }
+size_t lopt_arch_schedule_offset(const lopt_arch *a) { return layer_offset(a, a->nhidden + 1); }
+size_t lopt_arch_output_offset(const lopt_arch *a) { return layer_offset(a, a->nhidden); }
+
+size_t lopt_arch_nparams(const lopt_arch *a)
+{
+    size_t mlp = lopt_arch_schedule_offset(a);
+    return a->form == LOPT_FORM_NOMINAL ? mlp + (size_t)a->ntime + 1 : mlp;
+}
+
+int lopt_arch_nominal_feature(const lopt_arch *a)
+{
+    LOPT_ASSERT(a->form == LOPT_FORM_NOMINAL);
+    return a->nominal_dir == LOPT_NOMINAL_GRAD ? 0 : 2 + a->nominal_mom;
+}
 
 void lopt_theta_init(const lopt_arch *a, uint64_t seed, float *theta)
 {
@@ -96,6 +143,34 @@ void lopt_theta_init(const lopt_arch *a, uint64_t seed, float *theta)
                              LOPT_STREAM_INIT, off);
         memset(theta + off + (size_t)out * in, 0, (size_t)out * sizeof(float));
     }
+    if (a->form == LOPT_FORM_NOMINAL) {
+        /* d = s = 0 exactly (residual 0) and sched = 0 (exp 1): the hand-designed step */
+        size_t out0 = lopt_arch_output_offset(a);
+        memset(theta + out0, 0, (lopt_arch_nparams(a) - out0) * sizeof(float));
+    }
+}
+
+lopt_status lopt_arch_train_mask(const lopt_arch *a, const char *which, unsigned char *mask,
+                                 size_t *ntrain, lopt_err *err)
+{
+    size_t np = lopt_arch_nparams(a), from;
+    if (strcmp(which, "all") == 0) {
+        from = 0;
+    } else if (strcmp(which, "schedule") == 0 || strcmp(which, "nominal") == 0) {
+        if (a->form != LOPT_FORM_NOMINAL)
+            return lopt_fail(err, LOPT_EUSAGE, "training only '%s' needs the nominal form; this "
+                             "is an mlp-form optimizer (no schedule): train 'all'", which);
+        from = which[0] == 's' ? lopt_arch_schedule_offset(a) : lopt_arch_output_offset(a);
+    } else {
+        return lopt_fail(err, LOPT_EUSAGE, "unknown set of coordinates to train '%s' "
+                         "(schedule|nominal|all)", which);
+    }
+    /* the schedule follows the output layer, which follows the hidden layers: each
+     * choice is a suffix of theta */
+    memset(mask, 0, from);
+    memset(mask + from, 1, np - from);
+    if (ntrain) *ntrain = np - from;
+    return LOPT_OK;
 }
 
 void lopt_theta_normalized(const lopt_arch *a, int feature, float gain, float noise,
@@ -173,6 +248,15 @@ static float time_feature(const lopt_arch *a, int j, int64_t t)
     return tanhf((float)t / a->tau[j] - 1.0f);
 }
 
+float lopt_arch_schedule(const lopt_arch *a, const float *theta, int64_t t)
+{
+    if (a->form != LOPT_FORM_NOMINAL) return 0.0f;
+    const float *sc = theta + lopt_arch_schedule_offset(a);   /* a_1..a_ntime, b */
+    float acc = sc[a->ntime];
+    for (int j = 0; j < a->ntime; j++) acc += sc[j] * time_feature(a, j, t);
+    return acc;
+}
+
 void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                      int ntensors, const float *w, const float *g, float *m, int64_t t,
                      float *delta)
@@ -237,6 +321,15 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         }
     }
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
+    if (a->form == LOPT_FORM_NOMINAL) {
+        /* delta = -nominal_step e^{sched(t)} u_nom + residual; u_nom is feature f of x */
+        const int f = lopt_arch_nominal_feature(a);
+        const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
+        for (size_t i = 0; i < n; i++)
+            delta[i] = c * wk->x[i * F + f] -
+                       a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+        return;
+    }
     for (size_t i = 0; i < n; i++)
         delta[i] = -a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
 }
@@ -254,10 +347,14 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     /* delta = -c d e^{k s}:  d(delta)/dd = -c e^{k s},  d(delta)/ds = k delta */
     const float *out = wk->act[L];
     float *dout = wk->dact[L];
+    const int nominal = a->form == LOPT_FORM_NOMINAL;
     for (size_t i = 0; i < n; i++) {
         float e = expf(a->exp_mult * out[2 * i + 1]);
         dout[2 * i] = ddelta[i] * (-a->step_mult * e);
-        dout[2 * i + 1] = ddelta[i] * a->exp_mult * delta[i];
+        /* nominal: delta is the residual r = -c d e^{k s} plus the nominal step, and
+         * d(delta)/ds = k r (r recomputed as the forward did) */
+        float r = nominal ? -a->step_mult * out[2 * i] * e : delta[i];
+        dout[2 * i + 1] = ddelta[i] * a->exp_mult * r;
     }
     /* layers L .. 1: z_l = act_{l-1} W_l^T + b_l ; dW += dz^T act_{l-1}, db += sum dz,
      * d(act_{l-1}) = dz W_l, then through the ReLU (act > 0) */
@@ -294,6 +391,24 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     /* dx = dz0 W0[:, :F] */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, W0, IN,
                 0.0f, wk->dx, F);
+    if (nominal) {
+        /* the nominal step delta_nom = C x_f with C = -nominal_step e^{sched(t)},
+         * sched = b + sum_j a_j tf_j(t):
+         *   d/dsched = sum_i ddelta_i C x_f,i ;  d/db = d/dsched, d/da_j = tf_j d/dsched;
+         *   d/dx_f,i = C ddelta_i, which joins the MLP's dx and goes through the
+         *   per-tensor normaliser below to g or the momentum */
+        const int f = lopt_arch_nominal_feature(a);
+        const float C = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
+        double dsched = 0;
+        for (size_t i = 0; i < n; i++) {
+            dsched += (double)ddelta[i] * wk->x[i * F + f];
+            wk->dx[i * F + f] += C * ddelta[i];
+        }
+        dsched *= C;
+        float *dsc = dtheta + lopt_arch_schedule_offset(a);
+        for (int j = 0; j < a->ntime; j++) dsc[j] += (float)(dsched * time_feature(a, j, t));
+        dsc[a->ntime] += (float)dsched;
+    }
     /* normalisation y = v s, s = (eps + mean v^2)^(-1/2):
      *   dv_i = s dy_i - s^3 v_i (sum_j dy_j v_j) / N */
     for (int T = 0; T < ntensors; T++) {

@@ -9,10 +9,29 @@
  *          norm(v) = v / sqrt(1e-5 + mean_over_tensor(v^2))
  *   x   ++= tanh(t / tau_j - 1)  for every tau_j               (not normalised)
  *   (d, s) = MLP_theta(x)        hidden layers with ReLU, linear output
- *   w   <- w - step_mult * d * exp(exp_mult * s)
+ *   w   <- w - step_mult * d * exp(exp_mult * s)                (form "mlp")
  * The architecture's numbers (betas, taus, widths, the two multipliers) are data,
  * stored in the .lopt file; presets "paper" (the authors' release) and "lo"
  * (learned_optimization's MLPLOpt).
+ *
+ * Form "nominal" (DESIGN.md section 1.4, after Harrison et al. 2022, "A closer look
+ * at learned optimization"): a hand-designed step with a learned schedule, plus the
+ * MLP as a residual that starts at zero:
+ *   sched(t) = b + sum_j a_j tanh(t / tau_j - 1)      (a learned log-scale, linear in
+ *                                                      the time features)
+ *   w   <- w - nominal_step * exp(sched(t)) * u_nom  -  step_mult * d * exp(exp_mult * s)
+ * u_nom is one of the features above, the per-tensor normalised gradient or one
+ * momentum m_k, so each tensor moves by nominal_step * exp(sched) in RMS.
+ * Why u_nom is built from the existing momenta: the rp unroll (meta/unroll.c) carries
+ * the optimizer state as the nmom momentum rows and backpropagates their recursion
+ * itself, so a direction made of them needs no new state and no change there. An
+ * Adam direction m / sqrt(v) is left out: it needs a second-moment state v that
+ * neither the unroll nor the .lopt state carries. Also left out: a schedule per
+ * tensor ("per layer"), whose theta size would depend on the task's tensor count,
+ * so one .lopt would no longer fit every task.
+ * With the MLP's output layer zero (lopt_theta_init does that for this form) d = s = 0
+ * and the residual is exactly zero; with a, b zero exp(sched) = 1: an untrained
+ * nominal optimizer is exactly normalised momentum (or SGD) at nominal_step.
  */
 #ifndef LOPT_MLP_LOPT_H
 #define LOPT_MLP_LOPT_H
@@ -28,6 +47,18 @@
 #define LOPT_MAX_TIME 16
 #define LOPT_MAX_LAYERS 4
 
+/* What the update is made of (see the top of this file). */
+typedef enum {
+    LOPT_FORM_MLP = 0,       /* the MLP's output is the step (paper, lo) */
+    LOPT_FORM_NOMINAL = 1,   /* a scheduled hand-designed step + the MLP's residual */
+} lopt_form;
+
+/* The hand-designed direction u_nom of the nominal form. */
+typedef enum {
+    LOPT_NOMINAL_GRAD = 0,   /* the per-tensor normalised gradient (normalised SGD) */
+    LOPT_NOMINAL_MOM = 1,    /* the per-tensor normalised momentum m_{nominal_mom} */
+} lopt_nominal_dir;
+
 typedef struct {
     int nmom;                      /* momentum decays */
     float beta[LOPT_MAX_MOM];
@@ -36,9 +67,18 @@ typedef struct {
     int nhidden;                   /* hidden layers (1 paper, 2 lo) */
     int hidden;                    /* width of each hidden layer */
     float step_mult, exp_mult;     /* 0.001, 0.001 */
+    lopt_form form;                /* LOPT_FORM_MLP for paper and lo */
+    /* the nominal form only (all zero for the mlp form, so equal optimizers compare
+     * equal field by field): */
+    lopt_nominal_dir nominal_dir;  /* u_nom: normalised gradient or momentum */
+    int nominal_mom;               /* LOPT_NOMINAL_MOM: index of the momentum (into beta);
+                                    * 0 for LOPT_NOMINAL_GRAD */
+    float nominal_step;            /* RMS step per tensor of the hand-designed rule */
 } lopt_arch;
 
-/* Fills a preset ("paper" or "lo"); LOPT_EUSAGE for another name. */
+/* Fills a preset ("paper", "lo" or "nominal": paper's features and MLP in the
+ * nominal form, normalised momentum beta = 0.9 at nominal_step 3e-3); LOPT_EUSAGE
+ * for another name. The presets' numbers live here and nowhere else. */
 lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err);
 /* Checks ranges (for architectures read from files). */
 lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err);
@@ -46,19 +86,45 @@ lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err);
 int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b);
 int lopt_arch_features(const lopt_arch *a);   /* normalised: 2 + nmom */
 int lopt_arch_inputs(const lopt_arch *a);     /* 2 + nmom + ntime */
-size_t lopt_arch_nparams(const lopt_arch *a); /* |theta|: 610 paper, 1762 lo */
+size_t lopt_arch_nparams(const lopt_arch *a); /* |theta|: 610 paper, 1762 lo, 620 nominal */
+/* Offset in theta of the nominal form's schedule (a_1..a_ntime, b); for the mlp form
+ * it is lopt_arch_nparams (no schedule). Equals the MLP's weight count. */
+size_t lopt_arch_schedule_offset(const lopt_arch *a);
+/* Offset in theta of the MLP's output layer (its W, then its b). */
+size_t lopt_arch_output_offset(const lopt_arch *a);
+/* The per-tensor normalised feature u_nom reads (0 = g, 2 + k = m_k); nominal only. */
+int lopt_arch_nominal_feature(const lopt_arch *a);
+/* The nominal form's log-scale sched(t) under theta (0 for the mlp form). */
+float lopt_arch_schedule(const lopt_arch *a, const float *theta, int64_t t);
 
 /* theta layout, layer by layer: W (out, in) row-major then b (out); layers
- * inputs -> hidden (-> hidden) -> 2. Initial theta: N(0, 1/fan_in) weights, zero
- * biases, from (seed, LOPT_STREAM_INIT). */
+ * inputs -> hidden (-> hidden) -> 2; then, for the nominal form only, the schedule:
+ * a_1..a_ntime (one per time feature), b. Initial theta: N(0, 1/fan_in) weights,
+ * zero biases, from (seed, LOPT_STREAM_INIT) - the hidden layers' draws are the
+ * same in both forms; the nominal form zeroes the output layer and the schedule,
+ * so it starts as exactly the hand-designed step. */
 void lopt_theta_init(const lopt_arch *a, uint64_t seed, float *theta);
+
+/* Which coordinates of theta meta-training moves (`meta-train --train`):
+ *   "all"       every coordinate (either form);
+ *   "schedule"  the nominal form's schedule a_1..a_ntime, b only (ntime + 1: 10 for
+ *               the nominal preset) - the hand-designed step's learned schedule;
+ *   "nominal"   the schedule and the MLP's output layer (the residual's last layer:
+ *               2 (hidden + 1) values, 76 in all for the nominal preset), so the
+ *               residual can grow from zero on features the random hidden layer
+ *               already computes, without moving the hidden layers.
+ * mask (lopt_arch_nparams) receives 1 for a trained coordinate, 0 otherwise;
+ * *ntrain (may be NULL) the number of ones. LOPT_EUSAGE for another name, or for
+ * "schedule"/"nominal" with the mlp form (it has no schedule); mask is then untouched. */
+lopt_status lopt_arch_train_mask(const lopt_arch *a, const char *which, unsigned char *mask,
+                                 size_t *ntrain, lopt_err *err);
 
 /* theta that makes the MLP a normalised gradient descent, d = g / rms_tensor(g)
  * (two hidden units: relu(x_g) - relu(-x_g)), plus N(0, noise^2) on every weight:
  * a known, well-behaved optimizer for pathology studies and tests. */
 void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, float *theta);
 
-/* The general form: d = gain * x_feature, the per-tensor normalised feature
+/* For the mlp form. The general form: d = gain * x_feature, the per-tensor normalised feature
  * `feature` (0 = g, 2 + k = momentum m_k), so each step moves every tensor by
  * step_mult * gain in RMS. Starting meta-training from a sensible hand-designed
  * optimizer (normalised momentum at a tuned step) instead of random weights. */
@@ -85,7 +151,8 @@ void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int nte
 void lopt_mlp_work_free(lopt_mlp_work *wk);
 
 /* One update of all n parameters. m (nmom, n) is updated in place with g; then
- * delta (n) = -step_mult * d * exp(exp_mult * s) is written (w is not changed:
+ * delta (n) = -step_mult * d * exp(exp_mult * s) is written (the nominal form adds
+ * -nominal_step * exp(sched(t)) * u_nom; w is not changed:
  * the caller adds delta, so the unroll can keep w_t). The work buffers keep the
  * activations needed by lopt_mlp_vjp for the same inputs. */
 void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,

@@ -194,14 +194,6 @@ static lopt_status check_cfg(const lopt_meta_cfg *c, lopt_err *err)
     return LOPT_OK;
 }
 
-/* TEMPORARY until the nominal form lands */
-static lopt_status lopt_arch_train_mask(const lopt_arch *a, const char *which, unsigned char *mask,
-                                        lopt_err *err)
-{
-    (void)a; (void)mask;
-    return lopt_fail(err, LOPT_EUSAGE, "--train %s: not available yet", which);
-}
-
 static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_err *err)
 {
     *out = NULL;
@@ -218,7 +210,7 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
     size_t S = (size_t)cfg->samples, np = m->np;
     if (strcmp(cfg->train, "all") != 0) {
         m->mask = lopt_xcalloc(np, 1);
-        if ((st = lopt_arch_train_mask(&m->arch, cfg->train, m->mask, err)) != LOPT_OK) {
+        if ((st = lopt_arch_train_mask(&m->arch, cfg->train, m->mask, NULL, err)) != LOPT_OK) {
             free(m->mask);
             free(m);
             return st;
@@ -322,12 +314,24 @@ const lopt_arch *lopt_meta_arch(const lopt_meta *m) { return &m->arch; }
 const float *lopt_meta_theta(const lopt_meta *m) { return m->theta; }
 const float *lopt_meta_gradient(const lopt_meta *m) { return m->g; }
 int64_t lopt_meta_steps_done(const lopt_meta *m) { return m->step; }
+/* a has the shape of the run's architecture (its buffers fit): the same form,
+ * feature and layer counts; its constants (decays, time scales, step sizes) may
+ * differ */
+static int same_shape(const lopt_arch *a, const lopt_arch *b)
+{
+    return a->form == b->form && a->nmom == b->nmom && a->ntime == b->ntime &&
+           a->nhidden == b->nhidden && a->hidden == b->hidden &&
+           lopt_arch_nparams(a) == lopt_arch_nparams(b);
+}
+
 lopt_status lopt_meta_set_theta(lopt_meta *m, const lopt_arch *a, const float *theta,
                                 lopt_err *err)
 {
-    if (!lopt_arch_equal(a, &m->arch))
+    if (!same_shape(a, &m->arch))
         return lopt_fail(err, LOPT_EUSAGE, "the initial optimizer's architecture is not "
-                         "the '%s' preset", m->cfg.arch);
+                         "shaped like the '%s' preset (form, momenta, time features, layers)",
+                         m->cfg.arch);
+    m->arch = *a;   /* the workers' buffers point at m->arch */
     memcpy(m->theta, theta, m->np * sizeof(float));
     return LOPT_OK;
 }
@@ -736,6 +740,16 @@ static void get_sums(ser_in *in, lopt_est_sums *s)
 static void put_state_v2(ser_out *o, const lopt_meta *m)
 {
     const lopt_meta_cfg *c = &m->cfg;
+    /* the architecture itself (a warm start may change the preset's constants), as a
+     * .lopt image: its reader validates it */
+    unsigned char *img = NULL;
+    size_t len = 0;
+    float *zeros = lopt_floats(m->np);   /* theta itself is stored below as it is */
+    lopt_status st = lopt_file_encode(&m->arch, zeros, NULL, &img, &len, NULL);
+    LOPT_ASSERT(st == LOPT_OK);
+    ser_blob(o, img, len);
+    free(img);
+    lopt_free(zeros);
     if (c->estimator == LOPT_EST_NRES) ser_f32s(o, m->eps, (size_t)c->samples * m->np);
     ser_u64(o, (uint64_t)m->ring_pos);
     ser_u64(o, (uint64_t)m->ring_fill);
@@ -749,6 +763,18 @@ static void put_state_v2(ser_out *o, const lopt_meta *m)
 static void get_state_v2(ser_in *in, lopt_meta *m)
 {
     const lopt_meta_cfg *c = &m->cfg;
+    size_t len;
+    const unsigned char *img = ser_get_blob(in, &len);
+    lopt_arch a;
+    float *th = NULL;
+    if (!img || lopt_file_decode(img, len, &a, &th, NULL, NULL) != LOPT_OK ||
+        !same_shape(&a, &m->arch)) {
+        lopt_free(th);
+        in->bad = 1;
+        return;
+    }
+    m->arch = a;
+    lopt_free(th);
     if (c->estimator == LOPT_EST_NRES) ser_get_f32s(in, m->eps, (size_t)c->samples * m->np);
     m->ring_pos = (int)ser_get_u64(in);
     m->ring_fill = (int)ser_get_u64(in);
