@@ -75,6 +75,14 @@ static void parse_value(const cli_spec *s, cli_opt *o, const char *v)
     }
 }
 
+const cli_opt *cli_find(const cli_spec *s, const char *name)
+{
+    for (int k = 0; k < s->nopts; k++)
+        if (strcmp(s->opts[k].name, name) == 0) return &s->opts[k];
+    LOPT_ASSERT(!"cli_find: no such option");
+    return NULL;
+}
+
 int cli_parse_range(const char *s, double *lo, double *hi)
 {
     char *end;
