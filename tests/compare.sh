@@ -56,7 +56,7 @@ for f in curves.csv tuning.csv summary.json summary.md valid_loss_vs_step.svg va
   [ -s "$out/$f" ] || { echo "FAIL: $f missing or empty"; fail=1; }
 done
 ls "$out" | grep -q "\.tmp\." && { echo "FAIL: temp file left behind"; fail=1; }
-grep -q "tuning adam lr 0.0001 seed 10000 (run 1 of 12)" "$tmp/progress" \
+grep -qE "tuning adam lr 0.0001 seed 10000 \(run [0-9]+ of 12\)" "$tmp/progress" \
   || { echo "FAIL: progress does not say what runs"; head -3 "$tmp/progress"; fail=1; }
 
 # tuning on parallel workers (the run above: --jobs defaults to every core) picks
