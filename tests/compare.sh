@@ -52,8 +52,17 @@ expect 2 "baseline adam:cosine: warm-up \(10 steps\) must be shorter than the ru
   compare "${q[@]}" --baselines adam,adam:cosine --warmup 10
 expect 2 "at most 11 baselines" -- compare "${q[@]}" --lopt "$tmp/u.lopt" \
   --baselines adam,adam:cosine,adam:linear,rmsprop,rmsprop:cosine,momentum,momentum:cosine,sgd,sgd:cosine,nesterov,nesterov:cosine,adam:const
+# further learned rows: --lopt-extra NAME:FILE
+expect 2 "malformed --lopt-extra 'warm' \(want NAME:FILE" -- compare "${q[@]}" --lopt-extra warm
+expect 2 "malformed --lopt-extra ':x.lopt'" -- compare "${q[@]}" --lopt-extra :x.lopt
+expect 2 "row name 'adam' is taken" -- compare "${q[@]}" --baselines adam --lopt-extra "adam:$tmp/u.lopt"
+expect 2 "row name 'learned' is taken" -- compare "${q[@]}" --lopt-extra "learned:$tmp/u.lopt"
+expect 2 "row name 'w' is taken" -- compare "${q[@]}" --lopt-extra "w:$tmp/u.lopt,w:$tmp/u.lopt"
+expect 2 "learned optimizer name 'a b'" -- compare "${q[@]}" --lopt-extra "a b:$tmp/u.lopt"
+expect 2 "at most 3 further learned optimizers" -- compare "${q[@]}" --lopt-extra a:f,b:f,c:f,d:f
 # runtime failures: exit 1 with a reason
 expect 1 "cannot open .*missing.lopt" -- compare "${q[@]}" --lopt "$tmp/missing.lopt"
+expect 1 "cannot open .*missing.lopt" -- compare "${q[@]}" --lopt-extra "w:$tmp/missing.lopt"
 expect 1 "sgd diverged at every learning rate of its grid" -- compare --task quadratic --steps 20 \
   --baselines sgd --seeds 1 --grid-points 2 --lr-range 1e3:1e4 --out "$tmp/div"
 touch "$tmp/afile"
@@ -154,9 +163,12 @@ EOF
 
 # scheduled baselines: each NAME:SCHEDULE is its own tuned row; here (fmnist8-mlp, 100
 # steps) cosine-decayed Adam beats constant-lr Adam, so it is the target, and the
-# learned optimizer is also measured against tuned constant-lr adam
+# learned optimizers are also measured against tuned constant-lr adam; a second
+# learned optimizer (a hand-designed warm start) is a row of its own
 sc="$tmp/sched"
-"$lopt" compare --task fmnist8-mlp --lopt "$tmp/u.lopt" --steps 100 --grid-points 3 \
+"$lopt" init-lopt --like momentum --lr 0.003 --out "$tmp/m.lopt" >/dev/null || fail=1
+"$lopt" compare --task fmnist8-mlp --lopt "$tmp/u.lopt" --lopt-extra "warm:$tmp/m.lopt" \
+  --steps 100 --grid-points 3 \
   --lr-range 3e-3:3e-2 --seeds 1000,1001 --baselines adam:cosine,adam,momentum:linear \
   --warmup 10 --out "$sc" >"$tmp/stable" 2>/dev/null || { echo "FAIL: scheduled compare"; fail=1; }
 "$py" - "$sc" "$tmp/stable" <<'EOF' || fail=1
@@ -170,7 +182,15 @@ def check(cond, what):
 md = open(out + "/summary.md").read()
 s = json.load(open(out + "/summary.json"))
 names = [o["name"] for o in s["optimizers"]]
-check(names == ["learned", "adam:cosine", "adam", "momentum:linear"], "rows %s" % names)
+check(names == ["learned", "warm", "adam:cosine", "adam", "momentum:linear"], "rows %s" % names)
+check(s["optimizers"][1]["learned"] and s["optimizers"][1]["lopt_file"].endswith("/m.lopt")
+      and s["optimizers"][0]["lopt_file"].endswith("/u.lopt"), "summary.json: each learned row's file")
+check(s["optimizers"][0]["final"]["valid_loss"] != s["optimizers"][1]["final"]["valid_loss"],
+      "the warm row runs its own optimizer")
+check("; row warm: " in md and "| warm | (learned) |" in md, "summary.md: the warm row")
+curves = list(csv.reader(open(out + "/curves.csv")))[1:]
+check(sum(r[0] == "warm" for r in curves) == 2 * 21, "curves.csv: the warm row, 2 seeds x 21 rows")
+check(open(out + "/valid_loss_vs_step.svg").read().count('class="line"') == 5, "plot: 5 lines")
 check("| adam:cosine" in md and "| momentum:linear" in md, "scheduled rows in summary.md")
 check("adam:cosine (warm-up 10), momentum:linear (warm-up 10)" in md, "summary.md names the schedules and warm-ups")
 tun = list(csv.reader(open(out + "/tuning.csv")))[1:]

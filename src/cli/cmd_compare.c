@@ -77,22 +77,31 @@ static void on_tuned(void *user, const char *name, double lr, double valid_loss,
              "too narrow (--lr-range)", name, lr, edge < 0 ? "low" : "high");
 }
 
-/* "a,b,c" -> names (pointers into buf, a copy of s); returns the count */
-static int split_names(const cli_spec *spec, const char *s, char *buf, size_t cap,
-                       const char **names, int max)
+/* "a,b,c" -> names (pointers into buf, a copy of s) of option flag; returns the count */
+static int split_list(const cli_spec *spec, const char *flag, const char *s, char *buf,
+                      size_t cap, const char **names, int max)
 {
-    if (snprintf(buf, cap, "%s", s) >= (int)cap) cli_usage_error(spec, "--baselines too long");
+    if (snprintf(buf, cap, "%s", s) >= (int)cap) cli_usage_error(spec, "%s too long", flag);
     int n = 0;
     for (char *tok = buf;;) {
         char *comma = strchr(tok, ',');
         if (comma) *comma = 0;
-        if (!*tok) cli_usage_error(spec, "empty name in --baselines '%s'", s);
-        if (n == max) cli_usage_error(spec, "at most %d baselines", max);
+        if (!*tok) cli_usage_error(spec, "empty name in %s '%s'", flag, s);
+        if (n == max)
+            cli_usage_error(spec, "at most %d %s", max,
+                            strcmp(flag, "--baselines") == 0 ? "baselines"
+                                                             : "further learned optimizers");
         names[n++] = tok;
         if (!comma) break;
         tok = comma + 1;
     }
     return n;
+}
+
+static void free_thetas(float *theta, float **extra, int n)
+{
+    lopt_free(theta);
+    for (int k = 0; k < n; k++) lopt_free(extra[k]);
 }
 
 static int parse_seeds(const cli_spec *spec, const char *s, uint64_t *seeds, int max)
@@ -120,6 +129,7 @@ static int parse_seeds(const cli_spec *spec, const char *s, uint64_t *seeds, int
 int cmd_compare(int argc, char **argv)
 {
     const char *task_name = NULL, *lopt_path = NULL, *baselines = "adam,rmsprop,momentum";
+    const char *extra_s = NULL;
     const char *seeds_s = "1000,1001,1002", *out = NULL, *lr_range = NULL;
     int64_t steps = 1000, grid_points = 7, tune_seeds = 1, eval_every = 0, jobs = 0;
     int64_t warmup = 0;
@@ -127,6 +137,9 @@ int cmd_compare(int argc, char **argv)
         {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
         {"lopt", OPT_STR, &lopt_path,
          "the learned optimizer (.lopt); without it, baselines only", 0, 0},
+        {"lopt-extra", OPT_STR, &extra_s,
+         "NAME:FILE[,NAME:FILE...]: further learned optimizers, each a row called NAME (e.g. "
+         "warm:start.lopt, the untrained warm start); at most 3", 0, 0},
         {"baselines", OPT_STR, &baselines,
          "comma-separated NAME or NAME:SCHEDULE, NAME one of sgd, momentum, nesterov, rmsprop, "
          "adam and SCHEDULE one of const, cosine (to 0), linear (to 0), e.g. "
@@ -152,9 +165,10 @@ int cmd_compare(int argc, char **argv)
                                  "cores); test runs always run one at a time", 0, 0},
     };
     cli_spec spec = {"compare",
-                     "lopt compare --task T [--lopt FILE] [--baselines adam,rmsprop,momentum] "
-                     "[--warmup W] [--steps N] [--seeds 1000,1001,1002] [--out DIR] [--grid-points N] "
-                     "[--tune-seeds N] [--eval-every E] [--lr-range LO:HI] [--jobs N]",
+                     "lopt compare --task T [--lopt FILE] [--lopt-extra NAME:FILE] "
+                     "[--baselines adam,adam:cosine,...] [--warmup W] [--steps N] "
+                     "[--seeds 1000,1001,1002] [--out DIR] [--grid-points N] [--tune-seeds N] "
+                     "[--eval-every E] [--lr-range LO:HI] [--jobs N]",
                      "Compares a learned optimizer with hand-designed baselines on held-out "
                      "seeds. Each baseline's learning rate is tuned on a log grid by the mean "
                      "final validation loss over tuning seeds 10000.. (disjoint from the test "
@@ -176,10 +190,25 @@ int cmd_compare(int argc, char **argv)
     if (out && !*out) cli_usage_error(&spec, "--out needs a directory name");
     if (jobs < 0 || jobs > 256) cli_usage_error(&spec, "--jobs must be in 1..256");
 
+    char extrabuf[2048];
+    const char *extra_spec[LOPT_COMPARE_MAX_EXTRA];
+    lopt_compare_learned extra[LOPT_COMPARE_MAX_EXTRA];
+    int nx = extra_s ? split_list(&spec, "--lopt-extra", extra_s, extrabuf, sizeof extrabuf,
+                                  extra_spec, LOPT_COMPARE_MAX_EXTRA)
+                     : 0;
+    for (int k = 0; k < nx; k++) {
+        char *tok = extrabuf + (extra_spec[k] - extrabuf);   /* extra_spec[k] points into it */
+        char *colon = strchr(tok, ':');
+        if (!colon || colon == extra_spec[k] || !colon[1])
+            cli_usage_error(&spec, "malformed --lopt-extra '%s' (want NAME:FILE, e.g. "
+                            "warm:start.lopt)", extra_spec[k]);
+        *colon = 0;
+        extra[k] = (lopt_compare_learned){extra_spec[k], NULL, NULL, colon + 1};
+    }
     char namebuf[512];
     const char *names[LOPT_COMPARE_MAX_OPT];
-    int nb = split_names(&spec, baselines, namebuf, sizeof namebuf, names,
-                         LOPT_COMPARE_MAX_OPT - (lopt_path ? 1 : 0));
+    int nb = split_list(&spec, "--baselines", baselines, namebuf, sizeof namebuf, names,
+                        LOPT_COMPARE_MAX_OPT - (lopt_path ? 1 : 0) - nx);
     int warmup_given = cli_find(&spec, "warmup")->seen, nsched = 0;
     for (int i = 0; i < nb; i++) nsched += strchr(names[i], ':') != NULL;
     if (warmup_given && warmup < 0) cli_usage_error(&spec, "--warmup must be non-negative");
@@ -210,6 +239,8 @@ int cmd_compare(int argc, char **argv)
                             .nseeds = ns,
                             .tune_seeds = (int)tune_seeds,
                             .learned_source = lopt_path,
+                            .extra = extra,
+                            .nextra = nx,
                             .jobs = (int)jobs,
                             .make_task = make_task,
                             .on_run = on_run,
@@ -220,20 +251,29 @@ int cmd_compare(int argc, char **argv)
     /* usage first (split_names kept a slot for the learned optimizer), then the
      * .lopt file, then the data: bad input fails before anything slow */
     if (lopt_compare_check(&co, &err) != LOPT_OK) cli_usage_error(&spec, "%s", err.msg);
-    lopt_arch arch;
-    float *theta = NULL;
+    lopt_arch arch, extra_arch[LOPT_COMPARE_MAX_EXTRA];
+    float *theta = NULL, *extra_theta[LOPT_COMPARE_MAX_EXTRA] = {NULL};
     if (lopt_path) {
         if (lopt_file_read(lopt_path, &arch, &theta, NULL, &err) != LOPT_OK)
             cli_fail("compare", "%s", err.msg);
         co.arch = &arch;
         co.theta = theta;
     }
+    for (int k = 0; k < nx; k++) {
+        if (lopt_file_read(extra[k].source, &extra_arch[k], &extra_theta[k], NULL, &err) !=
+            LOPT_OK) {
+            free_thetas(theta, extra_theta, k);
+            cli_fail("compare", "%s", err.msg);
+        }
+        extra[k].arch = &extra_arch[k];
+        extra[k].theta = extra_theta[k];
+    }
 
     lopt_task task;
     lopt_task_opts topts = {0};
     lopt_status st = lopt_task_create(&task, task_name, &topts, &err);
     if (st != LOPT_OK) {
-        lopt_free(theta);
+        free_thetas(theta, extra_theta, nx);
         if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
         cli_fail("compare", "%s", err.msg);
     }
@@ -241,7 +281,7 @@ int cmd_compare(int argc, char **argv)
     snprintf(defdir, sizeof defdir, "compare-%s", task.name);
     const char *outdir = out ? out : defdir;
     if (lopt_compare_outdir(outdir, &err) != LOPT_OK) {
-        lopt_free(theta);
+        free_thetas(theta, extra_theta, nx);
         task.free(&task);
         cli_fail("compare", "%s", err.msg);
     }
@@ -250,7 +290,7 @@ int cmd_compare(int argc, char **argv)
     lopt_compare_result res;
     st = lopt_compare_run(&task, &co, &res, &err);
     cli_progress_end(&ui.bar);
-    lopt_free(theta);
+    free_thetas(theta, extra_theta, nx);
     task.free(&task);
     if (st != LOPT_OK) {
         lopt_compare_free(&res);

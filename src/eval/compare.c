@@ -112,9 +112,31 @@ lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
     if (o->eval_every < 0) return lopt_fail(err, LOPT_EUSAGE, "eval-every must be positive");
     if (o->nbaselines < 1)
         return lopt_fail(err, LOPT_EUSAGE, "at least one baseline is needed");
-    if (o->nbaselines + (o->arch ? 1 : 0) > LOPT_COMPARE_MAX_OPT)
+    if (o->nextra < 0 || o->nextra > LOPT_COMPARE_MAX_EXTRA)
+        return lopt_fail(err, LOPT_EUSAGE, "at most %d further learned optimizers",
+                         LOPT_COMPARE_MAX_EXTRA);
+    if (o->nbaselines + (o->arch ? 1 : 0) + o->nextra > LOPT_COMPARE_MAX_OPT)
         return lopt_fail(err, LOPT_EUSAGE, "at most %d optimizers in one comparison",
                          LOPT_COMPARE_MAX_OPT);
+    for (int k = 0; k < o->nextra; k++) {
+        const char *nm = o->extra[k].name;
+        size_t len = nm ? strlen(nm) : 0;
+        int ok = len > 0 && len < sizeof ((lopt_compare_entry *)0)->name;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = (nm[i] >= 'a' && nm[i] <= 'z') || (nm[i] >= 'A' && nm[i] <= 'Z') ||
+                 (nm[i] >= '0' && nm[i] <= '9') || nm[i] == '_' || nm[i] == '-' || nm[i] == '.';
+        if (!ok)
+            return lopt_fail(err, LOPT_EUSAGE, "learned optimizer name '%s': want 1-31 letters, "
+                             "digits, '_', '-' or '.'", nm ? nm : "");
+        if (o->extra[k].arch && !o->extra[k].theta)
+            return lopt_fail(err, LOPT_EUSAGE, "learned optimizer %s without theta", nm);
+        int clash = strcmp(nm, "learned") == 0;
+        for (int j = 0; j < k; j++) clash |= strcmp(o->extra[j].name, nm) == 0;
+        for (int b = 0; b < o->nbaselines; b++) clash |= strcmp(o->baselines[b], nm) == 0;
+        if (clash)
+            return lopt_fail(err, LOPT_EUSAGE, "row name '%s' is taken (by the learned "
+                             "optimizer, a baseline or another row)", nm);
+    }
     if (o->warmup < 0 && o->warmup != LOPT_COMPARE_WARMUP_DEFAULT)
         return lopt_fail(err, LOPT_EUSAGE, "warm-up must be non-negative");
     char optim[LOPT_COMPARE_MAX_OPT][16];
@@ -367,7 +389,9 @@ static lopt_status test_runs(lopt_task *t, const lopt_compare_opts *o, lopt_comp
     lopt_optimizer opt;
     lopt_status st;
     if (e->learned) {
-        st = lopt_learned_create(&opt, o->arch, o->theta, t->tensors, t->ntensors, t->n, err);
+        const lopt_arch *arch = e->learned == 1 ? o->arch : o->extra[e->learned - 2].arch;
+        const float *theta = e->learned == 1 ? o->theta : o->extra[e->learned - 2].theta;
+        st = lopt_learned_create(&opt, arch, theta, t->tensors, t->ntensors, t->n, err);
     } else {
         st = baseline_create(&opt, e, e->lr, t->n, err);
     }
@@ -550,7 +574,17 @@ lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
     if (o->arch) {
         lopt_compare_entry *e = &res->opt[res->nopt++];
         snprintf(e->name, sizeof e->name, "learned");
+        snprintf(e->source, sizeof e->source, "%s", res->learned_source);
         e->learned = 1;
+        e->lr = e->lr_lo = e->lr_hi = NAN;
+    }
+    for (int k = 0; k < o->nextra; k++) {
+        LOPT_ASSERT(o->extra[k].arch && o->extra[k].theta);   /* check only needs the names */
+        lopt_compare_entry *e = &res->opt[res->nopt++];
+        snprintf(e->name, sizeof e->name, "%s", o->extra[k].name);
+        snprintf(e->source, sizeof e->source, "%s",
+                 o->extra[k].source ? o->extra[k].source : "(in memory)");
+        e->learned = 2 + k;
         e->lr = e->lr_lo = e->lr_hi = NAN;
     }
     for (int b = 0; b < o->nbaselines; b++) {
@@ -668,6 +702,10 @@ static char *summary_json(const lopt_compare_result *r)
         sb_jstr(&b, e->name);
         lopt_sb_printf(&b, ",\n      \"learned\": %s,\n      \"lr\": ", e->learned ? "true" : "false");
         sb_jnum(&b, e->lr);
+        if (e->learned) {
+            lopt_sb_printf(&b, ",\n      \"lopt_file\": ");
+            sb_jstr(&b, e->source);
+        }
         if (!e->learned) {
             lopt_sb_printf(&b, ",\n      \"optimizer\": ");
             sb_jstr(&b, e->optim);
@@ -772,8 +810,15 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
                        "const = constant, each after a linear warm-up from lr/(W+1); a bare "
                        "name is a constant lr without warm-up\n");
     }
-    lopt_sb_printf(&b, "- learned optimizer: %s\n",
-              r->learned_source[0] ? r->learned_source : "none (baselines only)");
+    int nextra = 0;
+    for (int i = 0; i < r->nopt; i++) nextra += r->opt[i].learned > 1;
+    lopt_sb_printf(&b, "- learned optimizer: %s",
+              r->learned_source[0] ? r->learned_source
+              : nextra ? "none" : "none (baselines only)");
+    for (int i = 0; i < r->nopt; i++)
+        if (r->opt[i].learned > 1)
+            lopt_sb_printf(&b, "; row %s: %s", r->opt[i].name, r->opt[i].source);
+    lopt_sb_printf(&b, "\n");
     if (r->best >= 0)
         lopt_sb_printf(&b, "- target: the strongest tuned baseline's final mean validation "
                       "loss, %s at lr %.3g: %.4g (speedups are against it)\n",
@@ -921,7 +966,7 @@ static lopt_status write_plot(const lopt_compare_result *r, const char *dir, con
     char labels[LOPT_COMPARE_MAX_OPT][64];
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
-        if (e->learned) snprintf(labels[i], sizeof labels[i], "learned");
+        if (e->learned) snprintf(labels[i], sizeof labels[i], "%s", e->name);
         else snprintf(labels[i], sizeof labels[i], "%s lr %.3g", e->name, e->lr);
         s[i] = (lopt_plot_series){labels[i], vs_time ? e->time_mean : e->step,
                                   train ? e->train_mean : e->valid_mean,

@@ -66,6 +66,17 @@ typedef struct {
     int run, nruns;          /* 1-based index of this run over the whole comparison */
 } lopt_compare_run_info;
 
+/* A further learned optimizer, a row of its own (e.g. the untrained warm start of the
+ * meta-trained one). */
+typedef struct {
+    const char *name;              /* the row's name: letters, digits, '_', '-', '.' */
+    const lopt_arch *arch;
+    const float *theta;
+    const char *source;            /* shown in reports (the .lopt path); may be NULL */
+} lopt_compare_learned;
+
+#define LOPT_COMPARE_MAX_EXTRA 3
+
 typedef struct {
     int64_t steps;                 /* > 0 */
     int64_t eval_every;            /* 0: steps/20 (at least 1) */
@@ -84,6 +95,10 @@ typedef struct {
     const lopt_arch *arch;
     const float *theta;
     const char *learned_source;    /* shown in reports (the .lopt path); may be NULL */
+    /* (nextra) further learned optimizers, rows after "learned"; lopt_compare_check
+     * looks at their names only, so arch and theta may be filled in after it */
+    const lopt_compare_learned *extra;
+    int nextra;
     /* tuning runs in parallel on `jobs` workers (0: as many as OpenMP threads,
      * 1: one at a time); each worker but the first gets its own task from
      * make_task (the same task, a fresh object); NULL: one at a time */
@@ -109,8 +124,9 @@ typedef struct {
 } lopt_tuning_row;
 
 typedef struct {
-    char name[32];                 /* "adam", "adam:cosine", ..., "learned" */
-    int learned;
+    char name[32];                 /* "adam", "adam:cosine", ..., "learned", an extra's */
+    int learned;                   /* 1 "learned" (opts.arch), 2 + k opts.extra[k] */
+    char source[512];              /* learned rows: the .lopt path */
     /* baselines: the optimizer, and its schedule (.steps = the run's steps) */
     char optim[16];                /* "adam" */
     int scheduled;                 /* named with a :SCHEDULE suffix */
@@ -146,7 +162,7 @@ typedef struct {
     char task[64];
     char learned_source[512];      /* "" without a learned optimizer */
     int nopt;
-    lopt_compare_entry opt[LOPT_COMPARE_MAX_OPT];   /* the learned optimizer first */
+    lopt_compare_entry opt[LOPT_COMPARE_MAX_OPT];   /* the learned optimizers first */
     int best;                      /* index of the best tuned baseline, -1: none */
     double target;                 /* its final mean valid loss */
     int adam;                      /* index of the plain `adam` row, -1: none */
