@@ -25,11 +25,12 @@
  *     A test run that diverges has final losses +inf and accuracies NaN, and its
  *     missing curve rows count as +inf.
  *  4. Speedup. Target = the final mean validation loss of the best tuned baseline
- *     (lowest final mean validation loss, scheduled ones included: the strongest). For every optimizer: the first point,
- *     linearly interpolated between evaluation rows of its seed-mean validation
- *     curve, where the curve reaches the target; the step and mean wall-clock
- *     there; speedup = best baseline's steps / that step, and its mean total
- *     wall-clock / that time. NaN ("not reached") when the curve never gets there.
+ *     (lowest final mean validation loss, scheduled ones included: the strongest).
+ *     For every optimizer: the first point, linearly interpolated between
+ *     evaluation rows of its seed-mean validation curve, where the curve reaches
+ *     the target; the step and mean wall-clock there; speedup = best baseline's
+ *     steps / that step, and its mean total wall-clock / that time. NaN ("not
+ *     reached") when the curve never gets there.
  *     When a plain `adam` row is in the comparison (tuned constant-lr Adam, the
  *     paper's reference), the same is reported against its final mean validation
  *     loss and wall-clock too (adam_* fields).
