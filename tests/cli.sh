@@ -41,6 +41,34 @@ else echo "FAIL: quadratic loss did not fall: $first -> $last"; fail=1; fi
 # an unwritable log path is a runtime failure with a reason
 expect 1 "cannot write" -- train --task quadratic --opt sgd --steps 5 --log "$tmp/no/such/dir/x.csv"
 
+# learning-rate schedules (the factors themselves are checked against torch in test_optim)
+expect 0 "opt adam lr 0.01 schedule cosine warmup 100 steps 2000 seed 0" -- train --task quadratic \
+  --opt adam --lr 1e-2 --schedule cosine --warmup 100 --steps 2000
+expect 0 "opt sgd lr 0.01 schedule linear warmup 10 steps 200" -- train --task quadratic --opt sgd \
+  --schedule linear --steps 200
+expect 0 "opt momentum lr 0.01 schedule const warmup 0 steps 50" -- train --task quadratic \
+  --opt momentum --schedule const --steps 50
+expect 0 "opt momentum lr 0.01 steps 50 seed 0" -- train --task quadratic --opt momentum --steps 50
+expect 2 "unknown schedule 'step' \(const, cosine, linear\)" -- train --task quadratic --opt adam \
+  --steps 10 --schedule step
+grep -q "^usage: lopt train" "$tmp/err" || { echo "FAIL: no usage line for a bad --schedule"; fail=1; }
+expect 2 "--warmup must be non-negative" -- train --task quadratic --opt adam --steps 10 --warmup -1
+expect 2 "--warmup 10 must be less than --steps 10" -- train --task quadratic --opt adam --steps 10 \
+  --schedule cosine --warmup 10
+expect 2 "bad value for --warmup" -- train --task quadratic --opt adam --steps 10 --warmup 1.5
+# the schedule reaches the optimizer: const is the unscheduled run, cosine and a
+# warm-up change it (step, train and valid loss columns; time differs)
+for s in none const cosine warm; do
+  case $s in none) a=() ;; const) a=(--schedule const) ;; cosine) a=(--schedule cosine) ;;
+             warm) a=(--warmup 20) ;; esac
+  "$lopt" train --task quadratic --opt sgd --steps 100 "${a[@]}" --log "$tmp/s_$s.csv" >/dev/null 2>&1
+  cut -d, -f1-3 "$tmp/s_$s.csv" >"$tmp/s_$s.cut"
+done
+if cmp -s "$tmp/s_none.cut" "$tmp/s_const.cut" && ! cmp -s "$tmp/s_none.cut" "$tmp/s_cosine.cut" &&
+   ! cmp -s "$tmp/s_none.cut" "$tmp/s_warm.cut"; then
+  echo "ok   --schedule const = no schedule; cosine and --warmup change the run"
+else echo "FAIL: the schedule does not reach the optimizer as it should"; fail=1; fi
+
 # learned optimizers: lopt init-lopt writes an untrained .lopt that train accepts
 expect 0 "wrote .*untrained paper" -- init-lopt --out "$tmp/u.lopt" --seed 3
 expect 0 "untrained lo" -- init-lopt --arch lo --out "$tmp/lo.lopt"
@@ -65,6 +93,10 @@ expect 1 "short.lopt: truncated" -- train --task quadratic --opt "learned:$tmp/s
 expect 1 "not a .lopt file" -- train --task quadratic --opt "learned:$tmp/q.csv" --steps 5
 expect 2 "--lr does not apply" -- train --task quadratic --opt "learned:$tmp/u.lopt" --steps 5 --lr 0.1
 expect 2 "needs a file name" -- train --task quadratic --opt learned: --steps 5
+expect 2 "--schedule does not apply to a learned optimizer \(it has its own schedule\)" -- train \
+  --task quadratic --opt "learned:$tmp/u.lopt" --steps 5 --schedule cosine
+expect 2 "--warmup does not apply to a learned optimizer" -- train --task quadratic \
+  --opt "learned:$tmp/u.lopt" --steps 5 --warmup 2
 
 # the nominal form: untrained it is exactly normalised momentum (beta 0.9) at its step,
 # so it trains like the paper-form MLP set up as that optimizer with no noise

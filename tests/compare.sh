@@ -37,8 +37,32 @@ expect 2 "--grid-points must be in" -- compare "${q[@]}" --grid-points 1
 expect 2 "--tune-seeds must be in" -- compare "${q[@]}" --tune-seeds 0
 expect 2 "malformed --lr-range" -- compare "${q[@]}" --lr-range 1e-1:1e-3
 expect 2 "unknown task 'nope'" -- compare --task nope --steps 10
+# scheduled baselines NAME:SCHEDULE and --warmup
+expect 0 "--baselines S +comma-separated NAME or NAME:SCHEDULE" -- compare --help
+expect 0 "--warmup N +linear warm-up steps of the NAME:SCHEDULE baselines" -- compare --help
+expect 2 "unknown schedule 'step' in baseline 'adam:step'" -- compare "${q[@]}" --baselines adam:step
+grep -q "^usage: lopt compare" "$tmp/err" || { echo "FAIL: no usage line for a bad schedule"; fail=1; }
+expect 2 "unknown baseline 'lion:cosine'" -- compare "${q[@]}" --baselines adam,lion:cosine
+expect 2 "baseline 'adam:cosine' given twice" -- compare "${q[@]}" --baselines adam:cosine,adam:cosine
+expect 2 "baselines 'adam' and 'adam:const' are the same runs" -- compare "${q[@]}" \
+  --baselines adam,adam:const
+expect 2 "--warmup applies to NAME:SCHEDULE baselines" -- compare "${q[@]}" --baselines adam --warmup 5
+expect 2 "--warmup must be non-negative" -- compare "${q[@]}" --baselines adam:cosine --warmup -2
+expect 2 "baseline adam:cosine: warm-up \(10 steps\) must be shorter than the run \(10 steps\)" -- \
+  compare "${q[@]}" --baselines adam,adam:cosine --warmup 10
+expect 2 "at most 11 baselines" -- compare "${q[@]}" --lopt "$tmp/u.lopt" \
+  --baselines adam,adam:cosine,adam:linear,rmsprop,rmsprop:cosine,momentum,momentum:cosine,sgd,sgd:cosine,nesterov,nesterov:cosine,adam:const
+# further learned rows: --lopt-extra NAME:FILE
+expect 2 "malformed --lopt-extra 'warm' \(want NAME:FILE" -- compare "${q[@]}" --lopt-extra warm
+expect 2 "malformed --lopt-extra ':x.lopt'" -- compare "${q[@]}" --lopt-extra :x.lopt
+expect 2 "row name 'adam' is taken" -- compare "${q[@]}" --baselines adam --lopt-extra "adam:$tmp/u.lopt"
+expect 2 "row name 'learned' is taken" -- compare "${q[@]}" --lopt-extra "learned:$tmp/u.lopt"
+expect 2 "row name 'w' is taken" -- compare "${q[@]}" --lopt-extra "w:$tmp/u.lopt,w:$tmp/u.lopt"
+expect 2 "learned optimizer name 'a b'" -- compare "${q[@]}" --lopt-extra "a b:$tmp/u.lopt"
+expect 2 "at most 3 further learned optimizers" -- compare "${q[@]}" --lopt-extra a:f,b:f,c:f,d:f
 # runtime failures: exit 1 with a reason
 expect 1 "cannot open .*missing.lopt" -- compare "${q[@]}" --lopt "$tmp/missing.lopt"
+expect 1 "cannot open .*missing.lopt" -- compare "${q[@]}" --lopt-extra "w:$tmp/missing.lopt"
 expect 1 "sgd diverged at every learning rate of its grid" -- compare --task quadratic --steps 20 \
   --baselines sgd --seeds 1 --grid-points 2 --lr-range 1e3:1e4 --out "$tmp/div"
 touch "$tmp/afile"
@@ -56,7 +80,7 @@ for f in curves.csv tuning.csv summary.json summary.md valid_loss_vs_step.svg va
   [ -s "$out/$f" ] || { echo "FAIL: $f missing or empty"; fail=1; }
 done
 ls "$out" | grep -q "\.tmp\." && { echo "FAIL: temp file left behind"; fail=1; }
-grep -q "tuning adam lr 0.0001 seed 10000 (run 1 of 12)" "$tmp/progress" \
+grep -qE "tuning adam lr 0.0001 seed 10000 \(run [0-9]+ of 12\)" "$tmp/progress" \
   || { echo "FAIL: progress does not say what runs"; head -3 "$tmp/progress"; fail=1; }
 
 # tuning on parallel workers (the run above: --jobs defaults to every core) picks
@@ -134,6 +158,65 @@ for p in ("valid_loss_vs_step", "valid_loss_vs_time", "train_loss_vs_step"):
     svg = open("%s/%s.svg" % (out, p)).read()
     check("<svg" in svg and svg.count('class="line"') == 3 and svg.rstrip().endswith("</svg>"),
           p + ".svg: one line per optimizer")
+sys.exit(1 if bad else 0)
+EOF
+
+# scheduled baselines: each NAME:SCHEDULE is its own tuned row; here (fmnist8-mlp, 100
+# steps) cosine-decayed Adam beats constant-lr Adam, so it is the target, and the
+# learned optimizers are also measured against tuned constant-lr adam; a second
+# learned optimizer (a hand-designed warm start) is a row of its own
+sc="$tmp/sched"
+"$lopt" init-lopt --like momentum --lr 0.003 --out "$tmp/m.lopt" >/dev/null || fail=1
+"$lopt" compare --task fmnist8-mlp --lopt "$tmp/u.lopt" --lopt-extra "warm:$tmp/m.lopt" \
+  --steps 100 --grid-points 3 \
+  --lr-range 3e-3:3e-2 --seeds 1000,1001 --baselines adam:cosine,adam,momentum:linear \
+  --warmup 10 --out "$sc" >"$tmp/stable" 2>/dev/null || { echo "FAIL: scheduled compare"; fail=1; }
+"$py" - "$sc" "$tmp/stable" <<'EOF' || fail=1
+import csv, json, sys
+out, table = sys.argv[1], open(sys.argv[2]).read()
+bad = 0
+def check(cond, what):
+    global bad
+    print(("ok   " if cond else "FAIL: ") + what)
+    bad += not cond
+md = open(out + "/summary.md").read()
+s = json.load(open(out + "/summary.json"))
+names = [o["name"] for o in s["optimizers"]]
+check(names == ["learned", "warm", "adam:cosine", "adam", "momentum:linear"], "rows %s" % names)
+check(s["optimizers"][1]["learned"] and s["optimizers"][1]["lopt_file"].endswith("/m.lopt")
+      and s["optimizers"][0]["lopt_file"].endswith("/u.lopt"), "summary.json: each learned row's file")
+check(s["optimizers"][0]["final"]["valid_loss"] != s["optimizers"][1]["final"]["valid_loss"],
+      "the warm row runs its own optimizer")
+check("; row warm: " in md and "| warm | (learned) |" in md, "summary.md: the warm row")
+curves = list(csv.reader(open(out + "/curves.csv")))[1:]
+check(sum(r[0] == "warm" for r in curves) == 2 * 21, "curves.csv: the warm row, 2 seeds x 21 rows")
+check(open(out + "/valid_loss_vs_step.svg").read().count('class="line"') == 5, "plot: 5 lines")
+check("| adam:cosine" in md and "| momentum:linear" in md, "scheduled rows in summary.md")
+check("adam:cosine (warm-up 10), momentum:linear (warm-up 10)" in md, "summary.md names the schedules and warm-ups")
+tun = list(csv.reader(open(out + "/tuning.csv")))[1:]
+check(sorted({r[0] for r in tun}) == ["adam", "adam:cosine", "momentum:linear"] and len(tun) == 9,
+      "tuning.csv: 3 rows each for adam:cosine, adam, momentum:linear")
+by = {(r[0], r[1]): float(r[3]) for r in tun}
+check(all(by[("adam:cosine", lr)] != by[("adam", lr)] for (n, lr) in by if n == "adam"),
+      "adam:cosine's tuning runs differ from adam's at every lr (the schedule is applied)")
+o = {x["name"]: x for x in s["optimizers"]}
+check(o["adam:cosine"]["optimizer"] == "adam" and o["adam:cosine"]["schedule"] == "cosine"
+      and o["adam:cosine"]["warmup"] == 10 and o["adam"]["schedule"] == "const"
+      and o["adam"]["warmup"] == 0 and o["momentum:linear"]["schedule"] == "linear",
+      "summary.json: optimizer, schedule, warmup per baseline")
+finals = {n: x["final"]["valid_loss"]["mean"] for n, x in o.items() if not x["learned"]}
+check(s["best_baseline"] == min(finals, key=finals.get), "best = lowest final valid loss among all baselines")
+check(s["best_baseline"] == "adam:cosine", "cosine Adam is the strongest here (%s)" % s["best_baseline"])
+check("strongest tuned baseline's final mean validation loss, adam:cosine" in md
+      and "| adam:cosine (best) |" in md, "summary.md names the strongest baseline")
+check(abs(s["adam_target_valid_loss"] - finals["adam"]) < 1e-9, "adam target = constant-lr adam's final loss")
+check(all("reach_adam" in x for x in s["optimizers"]), "reach_adam for every row")
+a = o["adam"]["reach_adam"]
+check(a["reached"] and a["speedup_steps"] >= 1.0, "adam reaches its own final loss")
+check(o["adam:cosine"]["reach_adam"]["reached"], "the strongest baseline reaches adam's loss")
+check("Against tuned constant-lr adam" in md and "| learned | " in md.split("Against")[1],
+      "summary.md: the steps to constant-lr adam's loss, the learned row included")
+check(table.startswith(md), "stdout = summary.md")
 sys.exit(1 if bad else 0)
 EOF
 

@@ -8,6 +8,13 @@
  * a small Adam step is not hidden by |w|). Also: reset replays the trajectory exactly,
  * lopt_hparams_default matches torch's constructor defaults, and bad names and
  * hyper-parameters are refused with LOPT_EUSAGE.
+ *
+ * Schedules: $LOPT_BUILD/fixtures/sched_ref.bin (tests/torch/sched_ref.py) holds the lr
+ * torch.optim.lr_scheduler gives every step of a few const/cosine/linear schedules with
+ * and without warm-up (compared with lr * lopt_schedule_factor to double rounding),
+ * and whole trajectories of Adam, momentum and RMSprop driven by a schedule (compared
+ * as above; and they must differ from the constant-lr run, so a schedule that is never
+ * applied cannot pass).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +155,181 @@ static void test_against_torch(const ref_file *rf)
     free(dwant);
 }
 
+static void expect_usage(const char *what, const char *name, const lopt_hparams *hp)
+{
+    lopt_optimizer o;
+    lopt_err err = {0};
+    lopt_status st = lopt_optim_create(&o, name, hp, 4, &err);
+    CHECK(st == LOPT_EUSAGE && err.status == LOPT_EUSAGE && err.msg[0],
+          "%s: status %d, message '%s'", what, st, err.msg);
+    if (st == LOPT_OK) o.free(&o);
+    else printf("ok   %s refused: %s\n", what, err.msg);
+}
+
+/* ---- learning-rate schedules against torch.optim.lr_scheduler ---------------------- */
+
+static const struct {
+    const char *cfg;
+    lopt_schedule_kind kind;
+} SCHEDULES[] = {
+    {"const_n30_w0", LOPT_SCHED_CONST},    {"const_n30_w5", LOPT_SCHED_CONST},
+    {"cosine_n50_w0", LOPT_SCHED_COSINE},  {"cosine_n50_w10", LOPT_SCHED_COSINE},
+    {"cosine_n7_w6", LOPT_SCHED_COSINE},   {"cosine_n1_w0", LOPT_SCHED_COSINE},
+    {"linear_n40_w0", LOPT_SCHED_LINEAR},  {"linear_n40_w7", LOPT_SCHED_LINEAR},
+    {"linear_n2_w1", LOPT_SCHED_LINEAR},
+};
+
+static const struct {
+    const char *cfg, *opt;
+    lopt_schedule_kind kind;
+} SCHED_TRAJ[] = {
+    {"adam_cosine_w4", "adam", LOPT_SCHED_COSINE},
+    {"adam_cosine_w0", "adam", LOPT_SCHED_COSINE},
+    {"momentum_linear_w3", "momentum", LOPT_SCHED_LINEAR},
+    {"rmsprop_const_w5", "rmsprop", LOPT_SCHED_CONST},
+};
+
+static void test_schedules(const ref_file *rf)
+{
+    char name[160];
+    for (size_t c = 0; c < sizeof SCHEDULES / sizeof SCHEDULES[0]; c++) {
+        snprintf(name, sizeof name, "sched/%s/cfg", SCHEDULES[c].cfg);
+        const ref_array *cfg = ref_get(rf, name, 3);
+        CHECK(cfg != NULL, "fixture %s", name);
+        if (!cfg) continue;
+        const int N = (int)cfg->v[0];
+        snprintf(name, sizeof name, "sched/%s/lr", SCHEDULES[c].cfg);
+        const ref_array *want = ref_get(rf, name, (size_t)N);
+        CHECK(want != NULL, "fixture %s", name);
+        if (!want) continue;
+        lopt_schedule s = {SCHEDULES[c].kind, (int64_t)cfg->v[1], N};
+        lopt_err err = {0};
+        CHECK(lopt_schedule_check(&s, &err) == LOPT_OK, "%s: %s", SCHEDULES[c].cfg, err.msg);
+        double *got = malloc((size_t)N * sizeof *got);
+        for (int t = 1; t <= N; t++) got[t - 1] = cfg->v[2] * lopt_schedule_factor(&s, t);
+        snprintf(name, sizeof name, "schedule %s: lr of all %d steps", SCHEDULES[c].cfg, N);
+        check_close(name, got, want->v, (size_t)N, 1e-12, 0.0);
+        free(got);
+    }
+
+    for (size_t c = 0; c < sizeof SCHED_TRAJ / sizeof SCHED_TRAJ[0]; c++) {
+        const char *cfgname = SCHED_TRAJ[c].cfg;
+        snprintf(name, sizeof name, "traj/%s/cfg", cfgname);
+        const ref_array *cfg = ref_get(rf, name, 3);
+        CHECK(cfg != NULL, "fixture %s", name);
+        if (!cfg) continue;
+        const int T = (int)cfg->v[0];
+        snprintf(name, sizeof name, "traj/%s/w0", cfgname);
+        const ref_array *w0 = ref_get(rf, name, 0);
+        const int N = w0 ? (int)w0->n : 0;
+        snprintf(name, sizeof name, "traj/%s/g", cfgname);
+        const ref_array *g = ref_get(rf, name, (size_t)T * N);
+        snprintf(name, sizeof name, "traj/%s/w", cfgname);
+        const ref_array *want = ref_get(rf, name, (size_t)T * N);
+        CHECK(w0 && g && want, "fixture arrays of %s", cfgname);
+        if (!(w0 && g && want)) continue;
+
+        lopt_hparams hp;
+        lopt_err err = {0};
+        lopt_hparams_default(&hp, SCHED_TRAJ[c].opt, NULL);
+        hp.lr = (float)cfg->v[2];
+        hp.sched = (lopt_schedule){SCHED_TRAJ[c].kind, (int64_t)cfg->v[1], T};
+        lopt_optimizer o;
+        lopt_status st = lopt_optim_create(&o, SCHED_TRAJ[c].opt, &hp, (size_t)N, &err);
+        CHECK(st == LOPT_OK, "create %s: %s", cfgname, err.msg);
+        if (st != LOPT_OK) continue;
+        double *traj = malloc((size_t)T * N * sizeof *traj);
+        double *again = malloc((size_t)T * N * sizeof *again);
+        double *dgot = malloc((size_t)T * N * sizeof *dgot);
+        double *dwant = malloc((size_t)T * N * sizeof *dwant);
+        run(&o, w0->v, g->v, T, N, traj);
+        snprintf(name, sizeof name, "%s params, %d steps", cfgname, T);
+        if (!check_close(name, traj, want->v, (size_t)T * N, 1e-5, 1e-6))
+            fprintf(stderr, "  %s: first mismatch at step %d (1-based)\n", cfgname,
+                    first_bad_step(traj, want->v, T, N, 1e-5, 1e-6) + 1);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < N; i++) {
+                size_t k = (size_t)t * N + i;
+                dgot[k] = traj[k] - (t ? traj[k - N] : w0->v[i]);
+                dwant[k] = want->v[k] - (t ? want->v[k - N] : w0->v[i]);
+            }
+        snprintf(name, sizeof name, "%s updates, %d steps", cfgname, T);
+        if (!check_close(name, dgot, dwant, (size_t)T * N, 1e-3, 1e-6))
+            fprintf(stderr, "  %s: first update mismatch at step %d (1-based)\n", cfgname,
+                    first_bad_step(dgot, dwant, T, N, 1e-3, 1e-6) + 1);
+        o.reset(&o);   /* the schedule restarts with the step count */
+        run(&o, w0->v, g->v, T, N, again);
+        CHECK(memcmp(again, traj, (size_t)T * N * sizeof *traj) == 0,
+              "%s: run after reset differs from the first run", cfgname);
+        o.free(&o);
+
+        /* the same optimizer at a constant lr must miss torch's scheduled run */
+        hp.sched = (lopt_schedule){0};
+        lopt_optim_create(&o, SCHED_TRAJ[c].opt, &hp, (size_t)N, NULL);
+        run(&o, w0->v, g->v, T, N, again);
+        o.free(&o);
+        CHECK(first_bad_step(again, want->v, T, N, 1e-5, 1e-6) >= 0,
+              "%s: the constant-lr run matches the scheduled one (schedule not applied?)",
+              cfgname);
+        free(traj);
+        free(again);
+        free(dgot);
+        free(dwant);
+    }
+}
+
+static void test_schedule_edges(void)
+{
+    lopt_err err = {0};
+    lopt_schedule_kind k = LOPT_SCHED_CONST;
+    CHECK(lopt_schedule_parse("cosine", &k, &err) == LOPT_OK && k == LOPT_SCHED_COSINE,
+          "parse cosine");
+    CHECK(lopt_schedule_parse("linear", &k, &err) == LOPT_OK && k == LOPT_SCHED_LINEAR,
+          "parse linear");
+    CHECK(lopt_schedule_parse("const", &k, &err) == LOPT_OK && k == LOPT_SCHED_CONST,
+          "parse const");
+    CHECK(strcmp(lopt_schedule_name(LOPT_SCHED_COSINE), "cosine") == 0, "name of cosine");
+    CHECK(lopt_schedule_parse("step", &k, &err) == LOPT_EUSAGE && strstr(err.msg, "'step'"),
+          "unknown schedule refused: '%s'", err.msg);
+    CHECK(lopt_schedule_default_warmup(LOPT_SCHED_COSINE, 2000) == 100 &&
+              lopt_schedule_default_warmup(LOPT_SCHED_LINEAR, 2000) == 100 &&
+              lopt_schedule_default_warmup(LOPT_SCHED_CONST, 2000) == 0,
+          "default warm-up: 5%% of the steps for cosine and linear, none for const");
+
+    lopt_schedule none = {0};
+    CHECK(lopt_schedule_check(&none, &err) == LOPT_OK && lopt_schedule_factor(&none, 1) == 1.0 &&
+              lopt_schedule_factor(&none, 1000000) == 1.0,
+          "a zeroed schedule is a constant lr of factor exactly 1");
+    lopt_schedule cos10 = {LOPT_SCHED_COSINE, 0, 10}, lin10 = {LOPT_SCHED_LINEAR, 2, 10};
+    CHECK(lopt_schedule_factor(&cos10, 11) == 0.0 && lopt_schedule_factor(&cos10, 50) == 0.0 &&
+              lopt_schedule_factor(&lin10, 11) == 0.0,
+          "cosine and linear hold 0 past the last step");
+    CHECK(lopt_schedule_factor(&lin10, 0) == lopt_schedule_factor(&lin10, 1) &&
+              fabs(lopt_schedule_factor(&lin10, 1) - 1.0 / 3.0) < 1e-15,
+          "step 0 is taken as step 1; warm-up starts at 1/(W+1)");
+
+    const struct {
+        const char *what;
+        lopt_schedule s;
+    } bad[] = {
+        {"negative warm-up", {LOPT_SCHED_CONST, -1, 10}},
+        {"warm-up = steps", {LOPT_SCHED_COSINE, 10, 10}},
+        {"warm-up > steps", {LOPT_SCHED_CONST, 11, 10}},
+        {"cosine without steps", {LOPT_SCHED_COSINE, 0, 0}},
+        {"linear without steps", {LOPT_SCHED_LINEAR, 0, 0}},
+        {"unknown kind", {(lopt_schedule_kind)7, 0, 10}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lopt_err e = {0};
+        CHECK(lopt_schedule_check(&bad[i].s, &e) == LOPT_EUSAGE && e.msg[0],
+              "%s refused", bad[i].what);
+        lopt_hparams hp;
+        lopt_hparams_default(&hp, "adam", NULL);
+        hp.sched = bad[i].s;
+        expect_usage(bad[i].what, "adam", &hp);
+    }
+}
+
 static void test_defaults(const ref_file *rf)
 {
     for (int i = 0; lopt_optim_names[i]; i++) {
@@ -174,17 +356,6 @@ static void test_defaults(const ref_file *rf)
               "create %s fills the interface", nm);
         o.free(&o);
     }
-}
-
-static void expect_usage(const char *what, const char *name, const lopt_hparams *hp)
-{
-    lopt_optimizer o;
-    lopt_err err = {0};
-    lopt_status st = lopt_optim_create(&o, name, hp, 4, &err);
-    CHECK(st == LOPT_EUSAGE && err.status == LOPT_EUSAGE && err.msg[0],
-          "%s: status %d, message '%s'", what, st, err.msg);
-    if (st == LOPT_OK) o.free(&o);
-    else printf("ok   %s refused: %s\n", what, err.msg);
 }
 
 static void test_errors(void)
@@ -238,6 +409,14 @@ int main(void)
     test_against_torch(&rf);
     test_defaults(&rf);
     test_errors();
+    ref_free(&rf);
+    snprintf(path, sizeof path, "%s/fixtures/sched_ref.bin", build);
+    if (ref_load(&rf, path) != 0) {
+        CHECK(0, "load fixture %s", path);
+        return check_done("test_optim");
+    }
+    test_schedules(&rf);
+    test_schedule_edges();
     ref_free(&rf);
     return check_done("test_optim");
 }

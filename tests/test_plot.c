@@ -210,6 +210,9 @@ static void test_helpers(void)
     CHECK(lopt_compare_lr_range("momentum", &lo, &hi, NULL) == LOPT_OK && lo == 1e-3 && hi == 1,
           "momentum grid");
     CHECK(lopt_compare_lr_range("adamw", &lo, &hi, NULL) == LOPT_EUSAGE, "unknown name");
+    CHECK(lopt_compare_lr_range("adam:cosine", &lo, &hi, NULL) == LOPT_OK && lo == 1e-4 &&
+              hi == 1e-1, "a scheduled baseline keeps its optimizer's grid");
+    CHECK(lopt_compare_lr_range("adam:step", &lo, &hi, NULL) == LOPT_EUSAGE, "unknown schedule");
 }
 
 static void test_engine(void)
@@ -247,6 +250,22 @@ static void test_engine(void)
     bad.baselines = unk;
     CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE && strstr(err.msg, "lion"),
           "unknown baseline refused: %s", err.msg);
+    const char *same[2] = {"adam", "adam:const"}, *sched[2] = {"adam:cosine", "sgd:linear"};
+    bad = o;
+    bad.baselines = same;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE && strstr(err.msg, "same runs"),
+          "adam and adam:const without warm-up refused: %s", err.msg);
+    bad.warmup = 3;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_OK, "adam and adam:const with warm-up: %s",
+          err.msg);
+    bad.baselines = sched;
+    bad.warmup = LOPT_COMPARE_WARMUP_DEFAULT;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_OK, "scheduled baselines: %s", err.msg);
+    bad.warmup = 40;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE && strstr(err.msg, "adam:cosine"),
+          "warm-up of the whole run refused: %s", err.msg);
+    bad.warmup = -2;
+    CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE, "negative warm-up refused");
     bad = o;
     bad.steps = 0;
     CHECK(lopt_compare_check(&bad, &err) == LOPT_EUSAGE, "steps 0 refused");

@@ -75,6 +75,14 @@ static void parse_value(const cli_spec *s, cli_opt *o, const char *v)
     }
 }
 
+const cli_opt *cli_find(const cli_spec *s, const char *name)
+{
+    for (int k = 0; k < s->nopts; k++)
+        if (strcmp(s->opts[k].name, name) == 0) return &s->opts[k];
+    LOPT_ASSERT(!"cli_find: no such option");
+    return NULL;
+}
+
 int cli_parse_range(const char *s, double *lo, double *hi)
 {
     char *end;
@@ -167,11 +175,11 @@ int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint6
         errno = 0;
         if (*p < '0' || *p > '9')
             cli_usage_error(spec, "malformed --%s '%s' (want comma-separated "
-                            "non-negative integers, e.g. 10000,10001,10002)", flag, s);
+                            "non-negative integers)", flag, s);
         unsigned long long v = strtoull(p, &end, 10);
         if (errno || end == p || (*end && *end != ','))
             cli_usage_error(spec, "malformed --%s '%s' (want comma-separated "
-                            "non-negative integers, e.g. 10000,10001,10002)", flag, s);
+                            "non-negative integers)", flag, s);
         if (n == max) cli_usage_error(spec, "--%s: at most %d seeds", flag, max);
         seeds[n++] = (uint64_t)v;
         if (!*end) break;

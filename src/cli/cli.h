@@ -33,6 +33,9 @@ typedef struct {
  * and exit 2. */
 void cli_parse(cli_spec *spec, int argc, char **argv);
 
+/* The option called name (without "--") in spec; a programmer error if absent. */
+const cli_opt *cli_find(const cli_spec *spec, const char *name);
+
 /* Parses "LO:HI" with 0 < LO < HI < inf; returns 1 and sets *lo, *hi, or 0. */
 int cli_parse_range(const char *s, double *lo, double *hi);
 

@@ -1,8 +1,9 @@
 /* cmd_compare.c - `lopt compare` (DESIGN.md sections 4 and 6): a learned optimizer
  * against hand-designed baselines whose learning rates are tuned on a log grid on
  * tuning seeds, all run on held-out test seeds; the table on stdout, curves,
- * tuning runs, summary and plots in --out. The engine is src/eval/compare.c. */
-#include <errno.h>
+ * tuning runs, summary and plots in --out. A baseline NAME:SCHEDULE (adam:cosine)
+ * trains under that learning-rate schedule after --warmup steps of warm-up. The
+ * engine is src/eval/compare.c. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,17 +76,20 @@ static void on_tuned(void *user, const char *name, double lr, double valid_loss,
              "too narrow (--lr-range)", name, lr, edge < 0 ? "low" : "high");
 }
 
-/* "a,b,c" -> names (pointers into buf, a copy of s); returns the count */
-static int split_names(const cli_spec *spec, const char *s, char *buf, size_t cap,
-                       const char **names, int max)
+/* "a,b,c" -> names (pointers into buf, a copy of s) of option flag; returns the count */
+static int split_list(const cli_spec *spec, const char *flag, const char *s, char *buf,
+                      size_t cap, const char **names, int max)
 {
-    if (snprintf(buf, cap, "%s", s) >= (int)cap) cli_usage_error(spec, "--baselines too long");
+    if (snprintf(buf, cap, "%s", s) >= (int)cap) cli_usage_error(spec, "%s too long", flag);
     int n = 0;
     for (char *tok = buf;;) {
         char *comma = strchr(tok, ',');
         if (comma) *comma = 0;
-        if (!*tok) cli_usage_error(spec, "empty name in --baselines '%s'", s);
-        if (n == max) cli_usage_error(spec, "at most %d baselines", max);
+        if (!*tok) cli_usage_error(spec, "empty name in %s '%s'", flag, s);
+        if (n == max)
+            cli_usage_error(spec, "at most %d %s", max,
+                            strcmp(flag, "--baselines") == 0 ? "baselines"
+                                                             : "further learned optimizers");
         names[n++] = tok;
         if (!comma) break;
         tok = comma + 1;
@@ -93,40 +97,34 @@ static int split_names(const cli_spec *spec, const char *s, char *buf, size_t ca
     return n;
 }
 
-static int parse_seeds(const cli_spec *spec, const char *s, uint64_t *seeds, int max)
+static void free_thetas(float *theta, float **extra, int n)
 {
-    int n = 0;
-    const char *p = s;
-    for (;;) {
-        char *end = NULL;
-        errno = 0;
-        if (*p < '0' || *p > '9')
-            cli_usage_error(spec, "malformed --seeds '%s' (want comma-separated "
-                            "non-negative integers, e.g. 1000,1001,1002)", s);
-        unsigned long long v = strtoull(p, &end, 10);
-        if (errno || end == p || (*end && *end != ','))
-            cli_usage_error(spec, "malformed --seeds '%s' (want comma-separated "
-                            "non-negative integers, e.g. 1000,1001,1002)", s);
-        if (n == max) cli_usage_error(spec, "at most %d test seeds", max);
-        seeds[n++] = (uint64_t)v;
-        if (!*end) break;
-        p = end + 1;
-    }
-    return n;
+    lopt_free(theta);
+    for (int k = 0; k < n; k++) lopt_free(extra[k]);
 }
 
 int cmd_compare(int argc, char **argv)
 {
     const char *task_name = NULL, *lopt_path = NULL, *baselines = "adam,rmsprop,momentum";
+    const char *extra_s = NULL;
     const char *seeds_s = "1000,1001,1002", *out = NULL, *lr_range = NULL;
     int64_t steps = 1000, grid_points = 7, tune_seeds = 1, eval_every = 0, jobs = 0;
+    int64_t warmup = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
         {"lopt", OPT_STR, &lopt_path,
          "the learned optimizer (.lopt); without it, baselines only", 0, 0},
+        {"lopt-extra", OPT_STR, &extra_s,
+         "NAME:FILE[,NAME:FILE...]: further learned optimizers, each a row called NAME (e.g. "
+         "warm:start.lopt, the untrained warm start); at most 3", 0, 0},
         {"baselines", OPT_STR, &baselines,
-         "comma-separated: sgd,momentum,nesterov,rmsprop,adam (default adam,rmsprop,momentum)",
-         0, 0},
+         "comma-separated NAME or NAME:SCHEDULE, NAME one of sgd, momentum, nesterov, rmsprop, "
+         "adam and SCHEDULE one of const, cosine (to 0), linear (to 0), e.g. "
+         "adam:cosine,momentum:cosine,adam; each its own tuned row (default "
+         "adam,rmsprop,momentum)", 0, 0},
+        {"warmup", OPT_INT, &warmup,
+         "linear warm-up steps of the NAME:SCHEDULE baselines (default: 5% of --steps for "
+         "cosine and linear, 0 for const); bare names never warm up", 0, 0},
         {"steps", OPT_INT, &steps, "training steps of every run (default 1000)", 0, 0},
         {"seeds", OPT_STR, &seeds_s, "test seeds (default 1000,1001,1002)", 0, 0},
         {"out", OPT_STR, &out, "output directory, created if missing (default compare-TASK)",
@@ -144,15 +142,17 @@ int cmd_compare(int argc, char **argv)
                                  "cores); test runs always run one at a time", 0, 0},
     };
     cli_spec spec = {"compare",
-                     "lopt compare --task T [--lopt FILE] [--baselines adam,rmsprop,momentum] "
-                     "[--steps N] [--seeds 1000,1001,1002] [--out DIR] [--grid-points N] "
-                     "[--tune-seeds N] [--eval-every E] [--lr-range LO:HI] [--jobs N]",
+                     "lopt compare --task T [--lopt FILE] [--lopt-extra NAME:FILE] "
+                     "[--baselines adam,adam:cosine,...] [--warmup W] [--steps N] "
+                     "[--seeds 1000,1001,1002] [--out DIR] [--grid-points N] [--tune-seeds N] "
+                     "[--eval-every E] [--lr-range LO:HI] [--jobs N]",
                      "Compares a learned optimizer with hand-designed baselines on held-out "
                      "seeds. Each baseline's learning rate is tuned on a log grid by the mean "
                      "final validation loss over tuning seeds 10000.. (disjoint from the test "
                      "seeds); then every optimizer trains on every test seed. Prints the table "
                      "(final losses and accuracies, mean ± std; steps and wall-clock to reach "
-                     "the best baseline's final validation loss; speedups) and writes "
+                     "the strongest baseline's final validation loss, and tuned constant-lr "
+                     "adam's when adam is a baseline; speedups) and writes "
                      "curves.csv, tuning.csv, summary.json, summary.md and loss plots "
                      "(.svg, .png) into --out.",
                      opts, (int)(sizeof opts / sizeof *opts)};
@@ -167,12 +167,33 @@ int cmd_compare(int argc, char **argv)
     if (out && !*out) cli_usage_error(&spec, "--out needs a directory name");
     if (jobs < 0 || jobs > 256) cli_usage_error(&spec, "--jobs must be in 1..256");
 
-    char namebuf[256];
+    char extrabuf[2048];
+    const char *extra_spec[LOPT_COMPARE_MAX_EXTRA];
+    lopt_compare_learned extra[LOPT_COMPARE_MAX_EXTRA];
+    int nx = extra_s ? split_list(&spec, "--lopt-extra", extra_s, extrabuf, sizeof extrabuf,
+                                  extra_spec, LOPT_COMPARE_MAX_EXTRA)
+                     : 0;
+    for (int k = 0; k < nx; k++) {
+        char *tok = extrabuf + (extra_spec[k] - extrabuf);   /* extra_spec[k] points into it */
+        char *colon = strchr(tok, ':');
+        if (!colon || colon == extra_spec[k] || !colon[1])
+            cli_usage_error(&spec, "malformed --lopt-extra '%s' (want NAME:FILE, e.g. "
+                            "warm:start.lopt)", extra_spec[k]);
+        *colon = 0;
+        extra[k] = (lopt_compare_learned){extra_spec[k], NULL, NULL, colon + 1};
+    }
+    char namebuf[512];
     const char *names[LOPT_COMPARE_MAX_OPT];
-    int nb = split_names(&spec, baselines, namebuf, sizeof namebuf, names,
-                         LOPT_COMPARE_MAX_OPT - (lopt_path ? 1 : 0));
+    int nb = split_list(&spec, "--baselines", baselines, namebuf, sizeof namebuf, names,
+                        LOPT_COMPARE_MAX_OPT - (lopt_path ? 1 : 0) - nx);
+    int warmup_given = cli_find(&spec, "warmup")->seen, nsched = 0;
+    for (int i = 0; i < nb; i++) nsched += strchr(names[i], ':') != NULL;
+    if (warmup_given && warmup < 0) cli_usage_error(&spec, "--warmup must be non-negative");
+    if (warmup_given && !nsched)
+        cli_usage_error(&spec, "--warmup applies to NAME:SCHEDULE baselines (e.g. adam:cosine) "
+                        "and --baselines has none");
     uint64_t seeds[LOPT_COMPARE_MAX_SEEDS];
-    int ns = parse_seeds(&spec, seeds_s, seeds, LOPT_COMPARE_MAX_SEEDS);
+    int ns = cli_parse_seeds(&spec, "seeds", seeds_s, seeds, LOPT_COMPARE_MAX_SEEDS);
     double lo[LOPT_COMPARE_MAX_OPT], hi[LOPT_COMPARE_MAX_OPT];
     if (lr_range) {
         double a, b;
@@ -187,6 +208,7 @@ int cmd_compare(int argc, char **argv)
                             .eval_every = eval_every,
                             .baselines = names,
                             .nbaselines = nb,
+                            .warmup = warmup_given ? warmup : LOPT_COMPARE_WARMUP_DEFAULT,
                             .lr_lo = lr_range ? lo : NULL,
                             .lr_hi = lr_range ? hi : NULL,
                             .grid_points = (int)grid_points,
@@ -194,6 +216,8 @@ int cmd_compare(int argc, char **argv)
                             .nseeds = ns,
                             .tune_seeds = (int)tune_seeds,
                             .learned_source = lopt_path,
+                            .extra = extra,
+                            .nextra = nx,
                             .jobs = (int)jobs,
                             .make_task = make_task,
                             .on_run = on_run,
@@ -204,20 +228,29 @@ int cmd_compare(int argc, char **argv)
     /* usage first (split_names kept a slot for the learned optimizer), then the
      * .lopt file, then the data: bad input fails before anything slow */
     if (lopt_compare_check(&co, &err) != LOPT_OK) cli_usage_error(&spec, "%s", err.msg);
-    lopt_arch arch;
-    float *theta = NULL;
+    lopt_arch arch, extra_arch[LOPT_COMPARE_MAX_EXTRA];
+    float *theta = NULL, *extra_theta[LOPT_COMPARE_MAX_EXTRA] = {NULL};
     if (lopt_path) {
         if (lopt_file_read(lopt_path, &arch, &theta, NULL, &err) != LOPT_OK)
             cli_fail("compare", "%s", err.msg);
         co.arch = &arch;
         co.theta = theta;
     }
+    for (int k = 0; k < nx; k++) {
+        if (lopt_file_read(extra[k].source, &extra_arch[k], &extra_theta[k], NULL, &err) !=
+            LOPT_OK) {
+            free_thetas(theta, extra_theta, k);
+            cli_fail("compare", "%s", err.msg);
+        }
+        extra[k].arch = &extra_arch[k];
+        extra[k].theta = extra_theta[k];
+    }
 
     lopt_task task;
     lopt_task_opts topts = {0};
     lopt_status st = lopt_task_create(&task, task_name, &topts, &err);
     if (st != LOPT_OK) {
-        lopt_free(theta);
+        free_thetas(theta, extra_theta, nx);
         if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
         cli_fail("compare", "%s", err.msg);
     }
@@ -225,7 +258,7 @@ int cmd_compare(int argc, char **argv)
     snprintf(defdir, sizeof defdir, "compare-%s", task.name);
     const char *outdir = out ? out : defdir;
     if (lopt_compare_outdir(outdir, &err) != LOPT_OK) {
-        lopt_free(theta);
+        free_thetas(theta, extra_theta, nx);
         task.free(&task);
         cli_fail("compare", "%s", err.msg);
     }
@@ -234,7 +267,7 @@ int cmd_compare(int argc, char **argv)
     lopt_compare_result res;
     st = lopt_compare_run(&task, &co, &res, &err);
     cli_progress_end(&ui.bar);
-    lopt_free(theta);
+    free_thetas(theta, extra_theta, nx);
     task.free(&task);
     if (st != LOPT_OK) {
         lopt_compare_free(&res);

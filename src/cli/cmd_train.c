@@ -1,6 +1,9 @@
 /* cmd_train.c - `lopt tasks` and `lopt train` (DESIGN.md section 4). `--opt` names
  * a hand-designed optimizer or `learned:FILE`, a learned optimizer read from a
- * .lopt file (which carries its own step size, so --lr is refused with it). */
+ * .lopt file (which carries its own step size and its own schedule, so --lr,
+ * --schedule and --warmup are refused with it). `--schedule const|cosine|linear
+ * [--warmup W]` spans the run's --steps (src/optim/optim.h for the mapping to
+ * torch.optim.lr_scheduler). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,15 +43,21 @@ static void on_eval(void *user, const lopt_curve_row *r)
 
 int cmd_train(int argc, char **argv)
 {
-    const char *task_name = NULL, *opt_name = NULL, *log = NULL;
+    const char *task_name = NULL, *opt_name = NULL, *log = NULL, *sched_name = NULL;
     double lr = NAN;
-    int64_t steps = 0, batch = 0, seed = 0, eval_every = 0;
+    int64_t steps = 0, batch = 0, seed = 0, eval_every = 0, warmup = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
         {"opt", OPT_STR, &opt_name,
          "sgd|momentum|nesterov|rmsprop|adam, or learned:FILE.lopt", 1, 0},
         {"lr", OPT_FLOAT, &lr,
          "learning rate (default: torch.optim's; not with learned:)", 0, 0},
+        {"schedule", OPT_STR, &sched_name,
+         "learning-rate schedule over --steps: const (default), cosine (to 0), linear "
+         "(to 0); torch.optim.lr_scheduler's semantics; not with learned:", 0, 0},
+        {"warmup", OPT_INT, &warmup,
+         "linear warm-up steps before the schedule (default: 5% of --steps with cosine "
+         "and linear, 0 with const)", 0, 0},
         {"steps", OPT_INT, &steps, "training steps", 1, 0},
         {"batch", OPT_INT, &batch, "batch size (default: the task's)", 0, 0},
         {"seed", OPT_INT, &seed, "initialisation and data-order seed (default 0)", 0, 0},
@@ -58,7 +67,8 @@ int cmd_train(int argc, char **argv)
     };
     cli_spec spec = {"train",
                      "lopt train --task T --opt sgd|momentum|nesterov|rmsprop|adam|learned:FILE "
-                     "[--lr X] --steps N [--batch B] [--seed S] [--eval-every E] [--log FILE.csv]",
+                     "[--lr X] [--schedule const|cosine|linear] [--warmup W] --steps N "
+                     "[--batch B] [--seed S] [--eval-every E] [--log FILE.csv]",
                      "Trains a task from a fresh initialisation with the given optimizer, "
                      "hand-designed or learned (a .lopt file: lopt meta-train, lopt init-lopt); "
                      "prints the final train/valid/test loss and accuracy.",
@@ -75,6 +85,10 @@ int cmd_train(int argc, char **argv)
     if (lopt_path && !isnan(lr))
         cli_usage_error(&spec, "--lr does not apply to a learned optimizer (its step size "
                         "is learned)");
+    const cli_opt *warmup_opt = cli_find(&spec, "warmup");
+    if (lopt_path && (sched_name || warmup_opt->seen))
+        cli_usage_error(&spec, "--%s does not apply to a learned optimizer (it has its own "
+                        "schedule)", sched_name ? "schedule" : "warmup");
 
     lopt_err err = {0};
     lopt_hparams hp;
@@ -82,6 +96,15 @@ int cmd_train(int argc, char **argv)
         if (lopt_hparams_default(&hp, opt_name, &err) != LOPT_OK)
             cli_usage_error(&spec, "%s", err.msg);
         if (!isnan(lr)) hp.lr = (float)lr;
+        if (sched_name && lopt_schedule_parse(sched_name, &hp.sched.kind, &err) != LOPT_OK)
+            cli_usage_error(&spec, "%s", err.msg);
+        if (!warmup_opt->seen) warmup = lopt_schedule_default_warmup(hp.sched.kind, steps);
+        if (warmup < 0) cli_usage_error(&spec, "--warmup must be non-negative");
+        if (warmup >= steps)
+            cli_usage_error(&spec, "--warmup %lld must be less than --steps %lld",
+                            (long long)warmup, (long long)steps);
+        hp.sched.warmup = warmup;
+        hp.sched.steps = steps;
     }
 
     lopt_task task;
@@ -124,6 +147,10 @@ int cmd_train(int argc, char **argv)
         if (lopt_path)
             printf("task %s opt learned:%s steps %lld seed %lld\n", task.name, lopt_path,
                    (long long)steps, (long long)seed);
+        else if (sched_name || hp.sched.warmup)
+            printf("task %s opt %s lr %g schedule %s warmup %lld steps %lld seed %lld\n",
+                   task.name, opt.name, hp.lr, lopt_schedule_name(hp.sched.kind),
+                   (long long)hp.sched.warmup, (long long)steps, (long long)seed);
         else
             printf("task %s opt %s lr %g steps %lld seed %lld\n", task.name, opt.name, hp.lr,
                    (long long)steps, (long long)seed);

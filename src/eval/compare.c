@@ -56,14 +56,51 @@ int lopt_compare_pick(const double *loss, int n, int *edge)
 
 /* ---- options ----------------------------------------------------------------------- */
 
+/* "NAME[:SCHEDULE]" -> the optimizer name (optim, cap bytes), and the schedule over
+ * `steps` with its warm-up (warmup as in lopt_compare_opts) when there is a suffix.
+ * LOPT_EUSAGE with a one-line reason; nothing range-checked but the names. */
+static lopt_status parse_baseline(const char *spec, int64_t steps, int64_t warmup,
+                                  char *optim, size_t cap, int *scheduled,
+                                  lopt_schedule *sched, lopt_err *err)
+{
+    const char *colon = strchr(spec, ':');
+    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    memset(sched, 0, sizeof *sched);
+    *scheduled = colon != NULL;
+    lopt_hparams hp;
+    if (len >= cap) len = cap - 1;   /* too long for any known name: refused below */
+    memcpy(optim, spec, len);
+    optim[len] = 0;
+    if (lopt_hparams_default(&hp, optim, NULL) != LOPT_OK) {
+        char known[128] = "";
+        for (int k = 0; lopt_optim_names[k]; k++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                     k ? ", " : "", lopt_optim_names[k]);
+        return lopt_fail(err, LOPT_EUSAGE, "unknown baseline '%s' (want one of %s, "
+                         "optionally with :const, :cosine or :linear)", spec, known);
+    }
+    if (!colon) return LOPT_OK;
+    lopt_err serr = {0};
+    if (lopt_schedule_parse(colon + 1, &sched->kind, &serr) != LOPT_OK)
+        return lopt_fail(err, LOPT_EUSAGE, "unknown schedule '%s' in baseline '%s' (const, "
+                         "cosine, linear)", colon + 1, spec);
+    sched->steps = steps;
+    sched->warmup = warmup == LOPT_COMPARE_WARMUP_DEFAULT
+                        ? lopt_schedule_default_warmup(sched->kind, steps)
+                        : warmup;
+    return LOPT_OK;
+}
+
 lopt_status lopt_compare_lr_range(const char *name, double *lo, double *hi, lopt_err *err)
 {
-    lopt_hparams hp;
-    lopt_status st = lopt_hparams_default(&hp, name, err);
+    char optim[16];
+    int scheduled;
+    lopt_schedule sched;
+    lopt_status st = parse_baseline(name, 1, 0, optim, sizeof optim, &scheduled, &sched, err);
     if (st != LOPT_OK) return st;
     /* adaptive methods (torch default 1e-3 / 1e-2) vs plain and heavy-ball SGD (ours
      * 1e-2): three decades each, the default well inside */
-    int adaptive = strcmp(name, "adam") == 0 || strcmp(name, "rmsprop") == 0;
+    int adaptive = strcmp(optim, "adam") == 0 || strcmp(optim, "rmsprop") == 0;
     *lo = adaptive ? 1e-4 : 1e-3;
     *hi = adaptive ? 1e-1 : 1.0;
     return LOPT_OK;
@@ -75,24 +112,52 @@ lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
     if (o->eval_every < 0) return lopt_fail(err, LOPT_EUSAGE, "eval-every must be positive");
     if (o->nbaselines < 1)
         return lopt_fail(err, LOPT_EUSAGE, "at least one baseline is needed");
-    if (o->nbaselines + (o->arch ? 1 : 0) > LOPT_COMPARE_MAX_OPT)
+    if (o->nextra < 0 || o->nextra > LOPT_COMPARE_MAX_EXTRA)
+        return lopt_fail(err, LOPT_EUSAGE, "at most %d further learned optimizers",
+                         LOPT_COMPARE_MAX_EXTRA);
+    if (o->nbaselines + (o->arch ? 1 : 0) + o->nextra > LOPT_COMPARE_MAX_OPT)
         return lopt_fail(err, LOPT_EUSAGE, "at most %d optimizers in one comparison",
                          LOPT_COMPARE_MAX_OPT);
+    for (int k = 0; k < o->nextra; k++) {
+        const char *nm = o->extra[k].name;
+        size_t len = nm ? strlen(nm) : 0;
+        int ok = len > 0 && len < sizeof ((lopt_compare_entry *)0)->name;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = (nm[i] >= 'a' && nm[i] <= 'z') || (nm[i] >= 'A' && nm[i] <= 'Z') ||
+                 (nm[i] >= '0' && nm[i] <= '9') || nm[i] == '_' || nm[i] == '-' || nm[i] == '.';
+        if (!ok)
+            return lopt_fail(err, LOPT_EUSAGE, "learned optimizer name '%s': want 1-31 letters, "
+                             "digits, '_', '-' or '.'", nm ? nm : "");
+        if (o->extra[k].arch && !o->extra[k].theta)
+            return lopt_fail(err, LOPT_EUSAGE, "learned optimizer %s without theta", nm);
+        int clash = strcmp(nm, "learned") == 0;
+        for (int j = 0; j < k; j++) clash |= strcmp(o->extra[j].name, nm) == 0;
+        for (int b = 0; b < o->nbaselines; b++) clash |= strcmp(o->baselines[b], nm) == 0;
+        if (clash)
+            return lopt_fail(err, LOPT_EUSAGE, "row name '%s' is taken (by the learned "
+                             "optimizer, a baseline or another row)", nm);
+    }
+    if (o->warmup < 0 && o->warmup != LOPT_COMPARE_WARMUP_DEFAULT)
+        return lopt_fail(err, LOPT_EUSAGE, "warm-up must be non-negative");
+    char optim[LOPT_COMPARE_MAX_OPT][16];
+    lopt_schedule sched[LOPT_COMPARE_MAX_OPT];
     for (int b = 0; b < o->nbaselines; b++) {
-        double lo, hi;
-        lopt_status st = lopt_compare_lr_range(o->baselines[b], &lo, &hi, err);
-        if (st != LOPT_OK) {
-            char known[128] = "";
-            for (int k = 0; lopt_optim_names[k]; k++)
-                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
-                         k ? ", " : "", lopt_optim_names[k]);
-            return lopt_fail(err, LOPT_EUSAGE, "unknown baseline '%s' (want one of %s)",
-                             o->baselines[b], known);
-        }
+        int scheduled;
+        lopt_status st = parse_baseline(o->baselines[b], o->steps, o->warmup, optim[b],
+                                        sizeof optim[b], &scheduled, &sched[b], err);
+        if (st != LOPT_OK) return st;
+        lopt_err serr = {0};
+        if (lopt_schedule_check(&sched[b], &serr) != LOPT_OK)
+            return lopt_fail(err, LOPT_EUSAGE, "baseline %s: %s", o->baselines[b], serr.msg);
+        /* the same run under two names (adam and adam:const without warm-up) too */
         for (int k = 0; k < b; k++)
-            if (strcmp(o->baselines[k], o->baselines[b]) == 0)
-                return lopt_fail(err, LOPT_EUSAGE, "baseline '%s' given twice",
-                                 o->baselines[b]);
+            if (strcmp(optim[k], optim[b]) == 0 && sched[k].kind == sched[b].kind &&
+                sched[k].warmup == sched[b].warmup)
+                return strcmp(o->baselines[k], o->baselines[b]) == 0
+                           ? lopt_fail(err, LOPT_EUSAGE, "baseline '%s' given twice",
+                                       o->baselines[b])
+                           : lopt_fail(err, LOPT_EUSAGE, "baselines '%s' and '%s' are the "
+                                       "same runs", o->baselines[k], o->baselines[b]);
         if (o->lr_lo && o->lr_hi &&
             !(o->lr_lo[b] > 0 && o->lr_hi[b] > o->lr_lo[b] && isfinite(o->lr_hi[b])))
             return lopt_fail(err, LOPT_EUSAGE, "learning-rate range for %s must satisfy "
@@ -150,6 +215,18 @@ static lopt_train_opts train_opts(const lopt_compare_opts *o, int64_t eval_every
     return to;
 }
 
+/* A baseline's optimizer at learning rate lr (the peak lr under a schedule). */
+static lopt_status baseline_create(lopt_optimizer *opt, const lopt_compare_entry *e, double lr,
+                                   size_t n, lopt_err *err)
+{
+    lopt_hparams hp;
+    lopt_status st = lopt_hparams_default(&hp, e->optim, err);
+    if (st != LOPT_OK) return st;
+    hp.lr = (float)lr;
+    hp.sched = e->sched;
+    return lopt_optim_create(opt, e->optim, &hp, n, err);
+}
+
 /* the final validation loss of one tuning run; +inf when it diverged */
 static lopt_status tune_run(lopt_task *t, lopt_optimizer *opt, const lopt_compare_opts *o,
                             uint64_t seed, double *loss, lopt_err *err)
@@ -187,12 +264,9 @@ static lopt_status tune_row(lopt_task *t, const lopt_compare_opts *o, lopt_compa
                             lopt_tuning_row *row, run_ctx *rc, int worker, lopt_err *err)
 {
     const char *name = res->opt[row->opt].name;
-    lopt_hparams hp;
-    lopt_status st = lopt_hparams_default(&hp, name, err);
-    if (st != LOPT_OK) return st;
-    hp.lr = (float)row->lr;
     lopt_optimizer opt;
-    if ((st = lopt_optim_create(&opt, name, &hp, t->n, err)) != LOPT_OK) return st;
+    lopt_status st = baseline_create(&opt, &res->opt[row->opt], row->lr, t->n, err);
+    if (st != LOPT_OK) return st;
 #ifdef _OPENMP
 #pragma omp critical(lopt_compare_progress)
 #endif
@@ -315,12 +389,11 @@ static lopt_status test_runs(lopt_task *t, const lopt_compare_opts *o, lopt_comp
     lopt_optimizer opt;
     lopt_status st;
     if (e->learned) {
-        st = lopt_learned_create(&opt, o->arch, o->theta, t->tensors, t->ntensors, t->n, err);
+        const lopt_arch *arch = e->learned == 1 ? o->arch : o->extra[e->learned - 2].arch;
+        const float *theta = e->learned == 1 ? o->theta : o->extra[e->learned - 2].theta;
+        st = lopt_learned_create(&opt, arch, theta, t->tensors, t->ntensors, t->n, err);
     } else {
-        lopt_hparams hp;
-        st = lopt_hparams_default(&hp, e->name, err);
-        hp.lr = (float)e->lr;
-        if (st == LOPT_OK) st = lopt_optim_create(&opt, e->name, &hp, t->n, err);
+        st = baseline_create(&opt, e, e->lr, t->n, err);
     }
     if (st != LOPT_OK) return st;
     e->nseeds = o->nseeds;
@@ -423,12 +496,29 @@ static void aggregate(lopt_compare_entry *e)
     }
 }
 
+/* Where e's seed-mean validation curve first gets to target (steps, mean wall-clock)
+ * and the speedups over a reference that took ref_steps and ref_time; NaN when it
+ * never does. */
+static void reach_of(const lopt_compare_entry *e, double target, double ref_steps,
+                     double ref_time, double *step, double *time, double *sp_steps,
+                     double *sp_time)
+{
+    double pos;
+    *step = *time = *sp_steps = *sp_time = NAN;
+    if (!lopt_compare_reach(e->valid_mean, e->nrows, target, &pos)) return;
+    *step = lopt_compare_at(e->step, e->nrows, pos);
+    *time = lopt_compare_at(e->time_mean, e->nrows, pos);
+    *sp_steps = *step > 0 ? ref_steps / *step : INFINITY;
+    *sp_time = *time > 0 ? ref_time / *time : INFINITY;
+}
+
 static void speedups(lopt_compare_result *res)
 {
-    res->best = -1;
-    res->target = NAN;
+    res->best = res->adam = -1;
+    res->target = res->adam_target = NAN;
     for (int i = 0; i < res->nopt; i++) {
         const lopt_compare_entry *e = &res->opt[i];
+        if (!e->learned && strcmp(e->name, "adam") == 0) res->adam = i;
         if (e->learned || !isfinite(e->valid_loss.mean)) continue;
         if (res->best < 0 || e->valid_loss.mean < res->opt[res->best].valid_loss.mean)
             res->best = i;
@@ -436,19 +526,27 @@ static void speedups(lopt_compare_result *res)
     for (int i = 0; i < res->nopt; i++) {
         lopt_compare_entry *e = &res->opt[i];
         e->reach_step = e->reach_time = e->speedup_steps = e->speedup_time = NAN;
+        e->adam_reach_step = e->adam_reach_time = e->adam_speedup_steps =
+            e->adam_speedup_time = NAN;
     }
-    if (res->best < 0) return;
-    const lopt_compare_entry *b = &res->opt[res->best];
-    res->target = b->valid_loss.mean;
-    double base_steps = (double)res->steps, base_time = b->time_mean[b->nrows - 1];
-    for (int i = 0; i < res->nopt; i++) {
-        lopt_compare_entry *e = &res->opt[i];
-        double pos;
-        if (!lopt_compare_reach(e->valid_mean, e->nrows, res->target, &pos)) continue;
-        e->reach_step = lopt_compare_at(e->step, e->nrows, pos);
-        e->reach_time = lopt_compare_at(e->time_mean, e->nrows, pos);
-        e->speedup_steps = e->reach_step > 0 ? base_steps / e->reach_step : INFINITY;
-        e->speedup_time = e->reach_time > 0 ? base_time / e->reach_time : INFINITY;
+    if (res->best >= 0) {
+        const lopt_compare_entry *b = &res->opt[res->best];
+        res->target = b->valid_loss.mean;
+        for (int i = 0; i < res->nopt; i++) {
+            lopt_compare_entry *e = &res->opt[i];
+            reach_of(e, res->target, (double)res->steps, b->time_mean[b->nrows - 1],
+                     &e->reach_step, &e->reach_time, &e->speedup_steps, &e->speedup_time);
+        }
+    }
+    const lopt_compare_entry *a = res->adam >= 0 ? &res->opt[res->adam] : NULL;
+    if (a && isfinite(a->valid_loss.mean)) {
+        res->adam_target = a->valid_loss.mean;
+        for (int i = 0; i < res->nopt; i++) {
+            lopt_compare_entry *e = &res->opt[i];
+            reach_of(e, res->adam_target, (double)res->steps, a->time_mean[a->nrows - 1],
+                     &e->adam_reach_step, &e->adam_reach_time, &e->adam_speedup_steps,
+                     &e->adam_speedup_time);
+        }
     }
 }
 
@@ -456,8 +554,8 @@ lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
                              lopt_compare_result *res, lopt_err *err)
 {
     memset(res, 0, sizeof *res);
-    res->best = -1;
-    res->target = NAN;
+    res->best = res->adam = -1;
+    res->target = res->adam_target = NAN;
     lopt_status st = lopt_compare_check(o, err);
     if (st != LOPT_OK) return st;
     double t0 = lopt_now();
@@ -476,12 +574,24 @@ lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
     if (o->arch) {
         lopt_compare_entry *e = &res->opt[res->nopt++];
         snprintf(e->name, sizeof e->name, "learned");
+        snprintf(e->source, sizeof e->source, "%s", res->learned_source);
         e->learned = 1;
+        e->lr = e->lr_lo = e->lr_hi = NAN;
+    }
+    for (int k = 0; k < o->nextra; k++) {
+        LOPT_ASSERT(o->extra[k].arch && o->extra[k].theta);   /* check only needs the names */
+        lopt_compare_entry *e = &res->opt[res->nopt++];
+        snprintf(e->name, sizeof e->name, "%s", o->extra[k].name);
+        snprintf(e->source, sizeof e->source, "%s",
+                 o->extra[k].source ? o->extra[k].source : "(in memory)");
+        e->learned = 2 + k;
         e->lr = e->lr_lo = e->lr_hi = NAN;
     }
     for (int b = 0; b < o->nbaselines; b++) {
         lopt_compare_entry *e = &res->opt[res->nopt++];
         snprintf(e->name, sizeof e->name, "%s", o->baselines[b]);
+        parse_baseline(e->name, o->steps, o->warmup, e->optim, sizeof e->optim,
+                       &e->scheduled, &e->sched, NULL);
         lopt_compare_lr_range(e->name, &e->lr_lo, &e->lr_hi, NULL);
         if (o->lr_lo && o->lr_hi) e->lr_lo = o->lr_lo[b], e->lr_hi = o->lr_hi[b];
     }
@@ -514,7 +624,7 @@ void lopt_compare_free(lopt_compare_result *res)
     }
     free(res->tuning);
     memset(res, 0, sizeof *res);
-    res->best = -1;
+    res->best = res->adam = -1;
 }
 
 /* ---- text output -------------------------------------------------------------- */
@@ -583,6 +693,8 @@ static char *summary_json(const lopt_compare_result *r)
     else lopt_sb_printf(&b, "null");
     lopt_sb_printf(&b, ",\n  \"target_valid_loss\": ");
     sb_jnum(&b, r->target);
+    lopt_sb_printf(&b, ",\n  \"adam_target_valid_loss\": ");
+    sb_jnum(&b, r->adam_target);
     lopt_sb_printf(&b, ",\n  \"elapsed_s\": %.3f,\n  \"optimizers\": [\n", r->elapsed_s);
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
@@ -590,7 +702,15 @@ static char *summary_json(const lopt_compare_result *r)
         sb_jstr(&b, e->name);
         lopt_sb_printf(&b, ",\n      \"learned\": %s,\n      \"lr\": ", e->learned ? "true" : "false");
         sb_jnum(&b, e->lr);
+        if (e->learned) {
+            lopt_sb_printf(&b, ",\n      \"lopt_file\": ");
+            sb_jstr(&b, e->source);
+        }
         if (!e->learned) {
+            lopt_sb_printf(&b, ",\n      \"optimizer\": ");
+            sb_jstr(&b, e->optim);
+            lopt_sb_printf(&b, ",\n      \"schedule\": \"%s\",\n      \"warmup\": %lld",
+                           lopt_schedule_name(e->sched.kind), (long long)e->sched.warmup);
             lopt_sb_printf(&b, ",\n      \"lr_grid\": ");
             sb_jarray(&b, e->grid_lr, e->grid_points);
             lopt_sb_printf(&b, ",\n      \"lr_grid_mean_final_valid_loss\": ");
@@ -613,8 +733,20 @@ static char *summary_json(const lopt_compare_result *r)
         sb_jnum(&b, e->speedup_steps);
         lopt_sb_printf(&b, ", \"speedup_time\": ");
         sb_jnum(&b, e->speedup_time);
-        lopt_sb_printf(&b, ", \"reached\": %s},\n      \"mean_curve\": {\n        \"step\": ",
-                  isfinite(e->reach_step) ? "true" : "false");
+        lopt_sb_printf(&b, ", \"reached\": %s},\n", isfinite(e->reach_step) ? "true" : "false");
+        if (r->adam >= 0) {
+            lopt_sb_printf(&b, "      \"reach_adam\": {\"step\": ");
+            sb_jnum(&b, e->adam_reach_step);
+            lopt_sb_printf(&b, ", \"time_s\": ");
+            sb_jnum(&b, e->adam_reach_time);
+            lopt_sb_printf(&b, ", \"speedup_steps\": ");
+            sb_jnum(&b, e->adam_speedup_steps);
+            lopt_sb_printf(&b, ", \"speedup_time\": ");
+            sb_jnum(&b, e->adam_speedup_time);
+            lopt_sb_printf(&b, ", \"reached\": %s},\n",
+                           isfinite(e->adam_reach_step) ? "true" : "false");
+        }
+        lopt_sb_printf(&b, "      \"mean_curve\": {\n        \"step\": ");
         sb_jarray(&b, e->step, e->nrows);
         lopt_sb_printf(&b, ",\n        \"time_s\": ");
         sb_jarray(&b, e->time_mean, e->nrows);
@@ -663,11 +795,33 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
     lopt_sb_printf(&b, "- baselines: learning rate tuned on a %d-point log grid by the mean final "
                   "validation loss over the tuning seeds (a diverged run counts as +inf)\n",
               r->grid_points);
-    lopt_sb_printf(&b, "- learned optimizer: %s\n",
-              r->learned_source[0] ? r->learned_source : "none (baselines only)");
+    int nsched = 0;
+    for (int i = 0; i < r->nopt; i++) nsched += !r->opt[i].learned && r->opt[i].scheduled;
+    if (nsched) {
+        lopt_sb_printf(&b, "- scheduled baselines (torch.optim.lr_scheduler's semantics over "
+                       "the %lld steps; lr = the peak):", (long long)r->steps);
+        for (int i = 0, k = 0; i < r->nopt; i++) {
+            const lopt_compare_entry *e = &r->opt[i];
+            if (e->learned || !e->scheduled) continue;
+            lopt_sb_printf(&b, "%s %s (warm-up %lld)", k++ ? "," : "", e->name,
+                           (long long)e->sched.warmup);
+        }
+        lopt_sb_printf(&b, "; cosine = CosineAnnealingLR to 0, linear = LinearLR to 0, "
+                       "const = constant, each after a linear warm-up from lr/(W+1); a bare "
+                       "name is a constant lr without warm-up\n");
+    }
+    int nextra = 0;
+    for (int i = 0; i < r->nopt; i++) nextra += r->opt[i].learned > 1;
+    lopt_sb_printf(&b, "- learned optimizer: %s",
+              r->learned_source[0] ? r->learned_source
+              : nextra ? "none" : "none (baselines only)");
+    for (int i = 0; i < r->nopt; i++)
+        if (r->opt[i].learned > 1)
+            lopt_sb_printf(&b, "; row %s: %s", r->opt[i].name, r->opt[i].source);
+    lopt_sb_printf(&b, "\n");
     if (r->best >= 0)
-        lopt_sb_printf(&b, "- target: the best tuned baseline's final mean validation loss, "
-                      "%s at lr %.3g: %.4g\n",
+        lopt_sb_printf(&b, "- target: the strongest tuned baseline's final mean validation "
+                      "loss, %s at lr %.3g: %.4g (speedups are against it)\n",
                   r->opt[r->best].name, r->opt[r->best].lr, r->target);
     else
         lopt_sb_printf(&b, "- target: none (every baseline diverged on some test seed)\n");
@@ -718,6 +872,21 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
         lopt_sb_printf(&b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
                   e->name, i == r->best ? " (best)" : "", lr, c[0], c[1], c[2], c[3], c[4],
                   c[5], rs, rt, ss, st);
+    }
+    if (r->adam >= 0 && r->adam != r->best && isfinite(r->adam_target)) {
+        lopt_sb_printf(&b, "\nAgainst tuned constant-lr adam (lr %.3g), final mean validation "
+                       "loss %.4g:\n\n| optimizer | steps to adam's loss | time to adam's loss "
+                       "(s) | speedup (steps) | speedup (time) |\n|---|---|---|---|---|\n",
+                       r->opt[r->adam].lr, r->adam_target);
+        for (int i = 0; i < r->nopt; i++) {
+            const lopt_compare_entry *e = &r->opt[i];
+            if (isfinite(e->adam_reach_step))
+                lopt_sb_printf(&b, "| %s | %.0f | %.3f | %.2fx | %.2fx |\n", e->name,
+                               e->adam_reach_step, e->adam_reach_time, e->adam_speedup_steps,
+                               e->adam_speedup_time);
+            else
+                lopt_sb_printf(&b, "| %s | not reached | not reached | - | - |\n", e->name);
+        }
     }
     return b.s;
 }
@@ -797,7 +966,7 @@ static lopt_status write_plot(const lopt_compare_result *r, const char *dir, con
     char labels[LOPT_COMPARE_MAX_OPT][64];
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
-        if (e->learned) snprintf(labels[i], sizeof labels[i], "learned");
+        if (e->learned) snprintf(labels[i], sizeof labels[i], "%s", e->name);
         else snprintf(labels[i], sizeof labels[i], "%s lr %.3g", e->name, e->lr);
         s[i] = (lopt_plot_series){labels[i], vs_time ? e->time_mean : e->step,
                                   train ? e->train_mean : e->valid_mean,

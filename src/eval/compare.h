@@ -1,6 +1,12 @@
 /* compare.h - a learned optimizer against tuned hand-designed baselines on held-out
  * seeds (DESIGN.md sections 4 and 6): the engine behind `lopt compare`.
  *
+ * Baselines are named NAME or NAME:SCHEDULE (adam, adam:cosine, momentum:linear, ...):
+ * a bare name trains at a constant learning rate without warm-up; a :const, :cosine
+ * or :linear suffix adds that schedule over the run's steps after a linear warm-up
+ * (opts.warmup; src/optim/optim.h maps both to torch.optim.lr_scheduler). Each pair is
+ * its own row, its (peak) learning rate tuned like any other.
+ *
  * Protocol:
  *  1. Tuning. Each baseline's learning rate is chosen on a log grid (grid_points
  *     values over [lr_lo, lr_hi], by default a range around torch's default, see
@@ -19,11 +25,15 @@
  *     A test run that diverges has final losses +inf and accuracies NaN, and its
  *     missing curve rows count as +inf.
  *  4. Speedup. Target = the final mean validation loss of the best tuned baseline
- *     (lowest final mean validation loss). For every optimizer: the first point,
- *     linearly interpolated between evaluation rows of its seed-mean validation
- *     curve, where the curve reaches the target; the step and mean wall-clock
- *     there; speedup = best baseline's steps / that step, and its mean total
- *     wall-clock / that time. NaN ("not reached") when the curve never gets there.
+ *     (lowest final mean validation loss, scheduled ones included: the strongest).
+ *     For every optimizer: the first point, linearly interpolated between
+ *     evaluation rows of its seed-mean validation curve, where the curve reaches
+ *     the target; the step and mean wall-clock there; speedup = best baseline's
+ *     steps / that step, and its mean total wall-clock / that time. NaN ("not
+ *     reached") when the curve never gets there.
+ *     When a plain `adam` row is in the comparison (tuned constant-lr Adam, the
+ *     paper's reference), the same is reported against its final mean validation
+ *     loss and wall-clock too (adam_* fields).
  *
  * Parallel runs: only the tuning runs (their wall-clock is not reported) may run
  * on several workers (jobs > 1, each with its own task from make_task). The test
@@ -42,10 +52,11 @@
 #include "lopt/mlp_lopt.h"
 #include "tasks/task.h"
 
-#define LOPT_COMPARE_MAX_OPT 8        /* baselines + the learned optimizer */
+#define LOPT_COMPARE_MAX_OPT 12       /* baselines + the learned optimizers */
 #define LOPT_COMPARE_MAX_SEEDS 64
 #define LOPT_COMPARE_MAX_GRID 64
 #define LOPT_COMPARE_TUNE_SEED0 10000 /* tuning seeds are 10000, 10001, ... */
+#define LOPT_COMPARE_WARMUP_DEFAULT (-1)
 
 /* What is running, for progress displays. */
 typedef struct {
@@ -56,11 +67,26 @@ typedef struct {
     int run, nruns;          /* 1-based index of this run over the whole comparison */
 } lopt_compare_run_info;
 
+/* A further learned optimizer, a row of its own (e.g. the untrained warm start of the
+ * meta-trained one). */
+typedef struct {
+    const char *name;              /* the row's name: letters, digits, '_', '-', '.' */
+    const lopt_arch *arch;
+    const float *theta;
+    const char *source;            /* shown in reports (the .lopt path); may be NULL */
+} lopt_compare_learned;
+
+#define LOPT_COMPARE_MAX_EXTRA 3
+
 typedef struct {
     int64_t steps;                 /* > 0 */
     int64_t eval_every;            /* 0: steps/20 (at least 1) */
-    const char *const *baselines;  /* (nbaselines) names lopt_optim_create knows */
+    /* (nbaselines) NAME or NAME:SCHEDULE, NAME one that lopt_optim_create knows */
+    const char *const *baselines;
     int nbaselines;
+    /* warm-up steps of the baselines with a :SCHEDULE suffix; LOPT_COMPARE_WARMUP_DEFAULT:
+     * lopt_schedule_default_warmup(schedule, steps) */
+    int64_t warmup;
     const double *lr_lo, *lr_hi;   /* (nbaselines) grid ranges, or NULL: the defaults */
     int grid_points;               /* >= 2 */
     const uint64_t *seeds;         /* (nseeds) test seeds, distinct */
@@ -70,6 +96,10 @@ typedef struct {
     const lopt_arch *arch;
     const float *theta;
     const char *learned_source;    /* shown in reports (the .lopt path); may be NULL */
+    /* (nextra) further learned optimizers, rows after "learned"; lopt_compare_check
+     * looks at their names only, so arch and theta may be filled in after it */
+    const lopt_compare_learned *extra;
+    int nextra;
     /* tuning runs in parallel on `jobs` workers (0: as many as OpenMP threads,
      * 1: one at a time); each worker but the first gets its own task from
      * make_task (the same task, a fresh object); NULL: one at a time */
@@ -95,8 +125,13 @@ typedef struct {
 } lopt_tuning_row;
 
 typedef struct {
-    char name[32];                 /* "adam", ..., "learned" */
-    int learned;
+    char name[32];                 /* "adam", "adam:cosine", ..., "learned", an extra's */
+    int learned;                   /* 1 "learned" (opts.arch), 2 + k opts.extra[k] */
+    char source[512];              /* learned rows: the .lopt path */
+    /* baselines: the optimizer, and its schedule (.steps = the run's steps) */
+    char optim[16];                /* "adam" */
+    int scheduled;                 /* named with a :SCHEDULE suffix */
+    lopt_schedule sched;
     /* tuning (baselines) */
     double lr;                     /* chosen; NaN for the learned optimizer */
     double lr_lo, lr_hi;           /* grid range */
@@ -115,6 +150,8 @@ typedef struct {
     double *valid_mean, *valid_min, *valid_max;      /* (nrows) */
     /* reaching the best baseline's final mean valid loss (NaN: not reached) */
     double reach_step, reach_time, speedup_steps, speedup_time;
+    /* the same against tuned constant-lr adam (NaN without an `adam` row) */
+    double adam_reach_step, adam_reach_time, adam_speedup_steps, adam_speedup_time;
 } lopt_compare_entry;
 
 typedef struct {
@@ -126,17 +163,20 @@ typedef struct {
     char task[64];
     char learned_source[512];      /* "" without a learned optimizer */
     int nopt;
-    lopt_compare_entry opt[LOPT_COMPARE_MAX_OPT];   /* the learned optimizer first */
+    lopt_compare_entry opt[LOPT_COMPARE_MAX_OPT];   /* the learned optimizers first */
     int best;                      /* index of the best tuned baseline, -1: none */
     double target;                 /* its final mean valid loss */
+    int adam;                      /* index of the plain `adam` row, -1: none */
+    double adam_target;            /* its final mean valid loss (NaN: none, or diverged) */
     lopt_tuning_row *tuning;       /* (ntuning) every tuning run */
     int ntuning;
     double elapsed_s;              /* wall-clock of the whole comparison */
 } lopt_compare_result;
 
-/* Default learning-rate grid range for a baseline, around torch's default:
- * adam, rmsprop [1e-4, 1e-1]; sgd, momentum, nesterov [1e-3, 1]. LOPT_EUSAGE for
- * a name lopt_optim_create does not know. */
+/* Default learning-rate grid range for a baseline (NAME or NAME:SCHEDULE; the
+ * schedule does not change it), around torch's default: adam, rmsprop [1e-4, 1e-1];
+ * sgd, momentum, nesterov [1e-3, 1]. LOPT_EUSAGE for a name lopt_optim_create does
+ * not know. */
 lopt_status lopt_compare_lr_range(const char *name, double *lo, double *hi, lopt_err *err);
 
 /* Checks the options without running anything (names, duplicates, seed overlap,

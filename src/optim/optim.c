@@ -21,6 +21,10 @@
  * with torch to float32 rounding. Left out: centered RMSprop, AMSGrad, AdamW,
  * maximize, and torch's foreach/fused paths (same math, other rounding).
  *
+ * The learning rate at step t is hp.lr * lopt_schedule_factor(&hp.sched, t) (optim.h
+ * for the mapping to torch.optim.lr_scheduler), computed in double like torch's
+ * group["lr"]; under the default constant schedule the factor is exactly 1.
+ *
  * Each optimizer's state is one flat allocation made at creation; step never
  * allocates.
  */
@@ -33,6 +37,63 @@
 const char *const lopt_optim_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                         NULL};
 
+/* ---- learning-rate schedules ------------------------------------------------------ */
+
+static const char *const schedule_names[] = {"const", "cosine", "linear"};
+
+const char *lopt_schedule_name(lopt_schedule_kind kind)
+{
+    LOPT_ASSERT(kind >= LOPT_SCHED_CONST && kind <= LOPT_SCHED_LINEAR);
+    return schedule_names[kind];
+}
+
+lopt_status lopt_schedule_parse(const char *name, lopt_schedule_kind *kind, lopt_err *err)
+{
+    for (int k = LOPT_SCHED_CONST; k <= LOPT_SCHED_LINEAR; k++)
+        if (name && strcmp(name, schedule_names[k]) == 0) {
+            *kind = (lopt_schedule_kind)k;
+            return LOPT_OK;
+        }
+    return lopt_fail(err, LOPT_EUSAGE, "unknown schedule '%s' (const, cosine, linear)",
+                     name ? name : "");
+}
+
+int64_t lopt_schedule_default_warmup(lopt_schedule_kind kind, int64_t steps)
+{
+    return kind == LOPT_SCHED_CONST ? 0 : steps / 20;
+}
+
+lopt_status lopt_schedule_check(const lopt_schedule *s, lopt_err *err)
+{
+    if (!(s->kind >= LOPT_SCHED_CONST && s->kind <= LOPT_SCHED_LINEAR))
+        return lopt_fail(err, LOPT_EUSAGE, "unknown schedule kind %d", (int)s->kind);
+    if (s->warmup < 0)
+        return lopt_fail(err, LOPT_EUSAGE, "warm-up must be non-negative (got %lld)",
+                         (long long)s->warmup);
+    int needs_steps = s->kind != LOPT_SCHED_CONST || s->warmup > 0;
+    if (needs_steps && s->steps <= 0)
+        return lopt_fail(err, LOPT_EUSAGE, "a %s schedule%s needs the run's total steps",
+                         schedule_names[s->kind], s->warmup > 0 ? " with warm-up" : "");
+    if (needs_steps && !(s->steps > s->warmup))
+        return lopt_fail(err, LOPT_EUSAGE,
+                         "warm-up (%lld steps) must be shorter than the run (%lld steps)",
+                         (long long)s->warmup, (long long)s->steps);
+    return LOPT_OK;
+}
+
+double lopt_schedule_factor(const lopt_schedule *s, int64_t t)
+{
+    int64_t e = t > 1 ? t - 1 : 0;   /* torch's last_epoch */
+    if (e < s->warmup) return (double)(e + 1) / (double)(s->warmup + 1);
+    if (s->kind == LOPT_SCHED_CONST) return 1.0;
+    double ep = (double)(e - s->warmup), T = (double)(s->steps - s->warmup);
+    if (!(ep < T)) return 0.0;
+    if (s->kind == LOPT_SCHED_COSINE) return (1.0 + cos(3.14159265358979323846 * ep / T)) / 2.0;
+    return 1.0 - ep / T;
+}
+
+/* ---- the optimizers ----------------------------------------------------------------- */
+
 typedef struct {
     lopt_hparams hp;
     int64_t t;      /* steps taken (torch's state["step"]) */
@@ -40,17 +101,24 @@ typedef struct {
     float *v;       /* (n) rmsprop: square average; adam: 2nd moment; sgd: unused (NULL) */
 } optim_ctx;
 
+/* the learning rate of the step being taken (c->t already counts it) */
+static double step_lr(const optim_ctx *c)
+{
+    return (double)c->hp.lr * lopt_schedule_factor(&c->hp.sched, c->t);
+}
+
 /* ---- SGD, heavy-ball and Nesterov momentum ------------------------------------- */
 
 static void sgd_step(lopt_optimizer *o, float *w, const float *g)
 {
     optim_ctx *c = o->ctx;
     const size_t n = o->n;
-    const float lr = c->hp.lr, wd = c->hp.weight_decay, mu = c->hp.momentum;
+    const float wd = c->hp.weight_decay, mu = c->hp.momentum;
     const float keep = (float)(1.0 - (double)c->hp.dampening);   /* 1 - dampening */
     const int first = c->t == 0;
     float *b = c->m;   /* (n) momentum buffer */
     c->t++;
+    const float lr = (float)step_lr(c);
     if (mu == 0.0f) {
         for (size_t i = 0; i < n; i++) {
             float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
@@ -72,12 +140,13 @@ static void rmsprop_step(lopt_optimizer *o, float *w, const float *g)
 {
     optim_ctx *c = o->ctx;
     const size_t n = o->n;
-    const float lr = c->hp.lr, wd = c->hp.weight_decay, mu = c->hp.momentum;
+    const float wd = c->hp.weight_decay, mu = c->hp.momentum;
     const float alpha = c->hp.alpha, eps = c->hp.eps;
     const float one_m_alpha = (float)(1.0 - (double)alpha);
     float *b = c->m;   /* (n) momentum buffer, zero at the start */
     float *v = c->v;   /* (n) square average */
     c->t++;
+    const float lr = (float)step_lr(c);
     for (size_t i = 0; i < n; i++) {
         float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
         v[i] = alpha * v[i] + (one_m_alpha * d) * d;
@@ -103,7 +172,7 @@ static void adam_step(lopt_optimizer *o, float *w, const float *g)
     c->t++;
     const double bc1 = 1.0 - pow((double)b1, (double)c->t);
     const double bc2 = 1.0 - pow((double)b2, (double)c->t);
-    const float neg_step = (float)(-((double)c->hp.lr / bc1));
+    const float neg_step = (float)(-(step_lr(c) / bc1));
     const float bc2_sqrt = (float)sqrt(bc2);
     float *m = c->m;   /* (n) first moment */
     float *v = c->v;   /* (n) second moment */
@@ -217,6 +286,7 @@ lopt_status lopt_optim_create(lopt_optimizer *o, const char *name,
     if (strcmp(name, "rmsprop") == 0) kind = 1;
     if (strcmp(name, "adam") == 0) kind = 2;
     st = check_hparams(name, &h, err);
+    if (st == LOPT_OK) st = lopt_schedule_check(&h.sched, err);
     if (st != LOPT_OK) return st;
 
     optim_ctx *c = lopt_xcalloc(1, sizeof *c);
