@@ -23,7 +23,7 @@ int cmd_init_lopt(int argc, char **argv)
     int64_t seed = 0, nominal_mom = 0;
     double lr = 1e-3, beta = 0.9, noise = 0.01, nominal_step = 0;
     cli_opt opts[] = {
-        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal (default paper)", 0, 0},
+        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal|nominal-adam (default paper)", 0, 0},
         {"nominal-step", OPT_FLOAT, &nominal_step, "with --arch nominal: RMS step per tensor of "
                                                    "the hand-designed rule (default 3e-3)", 0, 0},
         {"nominal-mom", OPT_INT, &nominal_mom, "with --arch nominal: index of the momentum the "
@@ -38,7 +38,7 @@ int cmd_init_lopt(int argc, char **argv)
         {"seed", OPT_INT, &seed, "seed of the random weights (default 0)", 0, 0},
         {"out", OPT_STR, &out, "the .lopt file to write", 1, 0},
     };
-    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo|nominal] [--like random|sgd|momentum] "
+    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo|nominal|nominal-adam] [--like random|sgd|momentum] "
                      "[--lr X] [--beta B] [--noise X] [--nominal-step X] [--nominal-mom K] "
                      "[--seed S] --out FILE.lopt",
                      "Writes an untrained learned optimizer: random weights, or a hand-designed "
@@ -71,7 +71,11 @@ int cmd_init_lopt(int argc, char **argv)
                 cli_usage_error(&spec, "--nominal-mom %lld is not -1 (the gradient) or one of "
                                 "the %d momenta (0..%d)", (long long)nominal_mom, a.nmom,
                                 a.nmom - 1);
-            a.nominal_dir = nominal_mom < 0 ? LOPT_NOMINAL_GRAD : LOPT_NOMINAL_MOM;
+            if (a.nominal_dir == LOPT_NOMINAL_ADAM && nominal_mom < 0)
+                cli_usage_error(&spec, "--nominal-mom -1: the Adam direction needs a momentum "
+                                "(its beta1)");
+            if (a.nominal_dir != LOPT_NOMINAL_ADAM)
+                a.nominal_dir = nominal_mom < 0 ? LOPT_NOMINAL_GRAD : LOPT_NOMINAL_MOM;
             a.nominal_mom = nominal_mom < 0 ? 0 : (int)nominal_mom;
         }
         if (!(a.nominal_step > 0 && a.nominal_step <= 1))
@@ -154,10 +158,13 @@ int cmd_info(int argc, char **argv)
 
     printf("%-12s %s (.lopt format version %u)\n", "file", path, p.file_version);
     if (a.form == LOPT_FORM_NOMINAL) {
-        char dir[48] = "g";
+        char dir[64] = "norm(g)";
         if (a.nominal_dir == LOPT_NOMINAL_MOM)
-            snprintf(dir, sizeof dir, "m[beta %g]", a.beta[a.nominal_mom]);
-        printf("%-12s nominal: w <- w - %g exp(sched(t)) norm(%s) - %g d exp(%g s)\n", "form",
+            snprintf(dir, sizeof dir, "norm(m[beta %g])", a.beta[a.nominal_mom]);
+        if (a.nominal_dir == LOPT_NOMINAL_ADAM)
+            snprintf(dir, sizeof dir, "adam(m[beta %g], v[beta %g])", a.beta[a.nominal_mom],
+                     LOPT_ADAM_BETA2);
+        printf("%-12s nominal: w <- w - %g exp(sched(t)) %s - %g d exp(%g s)\n", "form",
                a.nominal_step, dir, a.step_mult, a.exp_mult);
     } else {
         printf("%-12s mlp: w <- w - %g d exp(%g s)\n", "form", a.step_mult, a.exp_mult);

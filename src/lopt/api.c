@@ -60,10 +60,12 @@ const char *lopt_model_describe(const lopt_model *m, char *buf, size_t buflen)
     const lopt_arch *a = &m->arch;
     char form[160] = "mlp-lopt";
     if (a->form == LOPT_FORM_NOMINAL) {
-        char dir[48] = "gradient";
+        char dir[64] = "normalised gradient";
         if (a->nominal_dir == LOPT_NOMINAL_MOM)
-            snprintf(dir, sizeof dir, "momentum (beta %g)", a->beta[a->nominal_mom]);
-        snprintf(form, sizeof form, "nominal lopt (normalised %s at step %g x exp(sched(t)), "
+            snprintf(dir, sizeof dir, "normalised momentum (beta %g)", a->beta[a->nominal_mom]);
+        if (a->nominal_dir == LOPT_NOMINAL_ADAM)
+            snprintf(dir, sizeof dir, "adam (beta1 %g)", a->beta[a->nominal_mom]);
+        snprintf(form, sizeof form, "nominal lopt (%s at step %g x exp(sched(t)), "
                  "plus an MLP residual)", dir, a->nominal_step);
     }
     char horizon[48] = "";

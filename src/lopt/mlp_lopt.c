@@ -17,6 +17,9 @@
  * fmnist-cnn at 2,000 steps (docs/decisions.md) */
 #define NOMINAL_MOM 1
 #define NOMINAL_STEP 3e-3f
+/* nominal-adam: torch's Adam (beta1 0.9 = momentum index 1) at lr 3e-3, tuned
+ * constant-lr Adam's rate on fmnist-cnn at 2,000 steps (docs/results/fmnist-cnn) */
+#define NOMINAL_ADAM_LR 3e-3f
 
 lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
 {
@@ -24,7 +27,8 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
     a->hidden = 32;
     a->step_mult = 0.001f;
     a->exp_mult = 0.001f;
-    int nominal = strcmp(name, "nominal") == 0;
+    int adam = strcmp(name, "nominal-adam") == 0;
+    int nominal = adam || strcmp(name, "nominal") == 0;
     if (strcmp(name, "paper") == 0 || nominal) {
         static const float beta[] = {0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
         static const float tau[] = {3, 10, 30, 100, 300, 1e3f, 3e3f, 1e4f, 3e5f};
@@ -38,6 +42,10 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
             a->nominal_dir = LOPT_NOMINAL_MOM;
             a->nominal_mom = NOMINAL_MOM;
             a->nominal_step = NOMINAL_STEP;
+            if (adam) {
+                a->nominal_dir = LOPT_NOMINAL_ADAM;
+                a->nominal_step = NOMINAL_ADAM_LR;
+            }
         }
     } else if (strcmp(name, "lo") == 0) {
         static const float beta[] = {0.1f, 0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
@@ -48,7 +56,8 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
         memcpy(a->tau, tau, sizeof tau);
         a->nhidden = 2;
     } else {
-        return lopt_fail(err, LOPT_EUSAGE, "unknown architecture '%s' (paper|lo|nominal)", name);
+        return lopt_fail(err, LOPT_EUSAGE, "unknown architecture '%s' "
+                         "(paper|lo|nominal|nominal-adam)", name);
     }
     return LOPT_OK;
 }
@@ -76,13 +85,13 @@ lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err)
     }
     if (a->form != LOPT_FORM_NOMINAL)
         return lopt_fail(err, LOPT_EFORMAT, "unknown form %d (0 mlp, 1 nominal)", (int)a->form);
-    if (a->nominal_dir == LOPT_NOMINAL_MOM) {
+    if (a->nominal_dir == LOPT_NOMINAL_MOM || a->nominal_dir == LOPT_NOMINAL_ADAM) {
         if (a->nominal_mom < 0 || a->nominal_mom >= a->nmom)
             return lopt_fail(err, LOPT_EFORMAT, "nominal momentum %d out of range (%d momenta)",
                              a->nominal_mom, a->nmom);
     } else if (a->nominal_dir != LOPT_NOMINAL_GRAD || a->nominal_mom != 0) {
         return lopt_fail(err, LOPT_EFORMAT, "unknown nominal direction %d (0 gradient, 1 "
-                         "momentum)", (int)a->nominal_dir);
+                         "momentum, 2 adam)", (int)a->nominal_dir);
     }
     if (!(a->nominal_step > 0 && a->nominal_step <= 1))
         return lopt_fail(err, LOPT_EFORMAT, "nominal step %g outside (0, 1]", a->nominal_step);
@@ -105,6 +114,13 @@ int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b)
 
 int lopt_arch_features(const lopt_arch *a) { return 2 + a->nmom; }
 int lopt_arch_inputs(const lopt_arch *a) { return 2 + a->nmom + a->ntime; }
+
+static int adam_dir(const lopt_arch *a)
+{
+    return a->form == LOPT_FORM_NOMINAL && a->nominal_dir == LOPT_NOMINAL_ADAM;
+}
+int lopt_arch_state_rows(const lopt_arch *a) { return a->nmom + adam_dir(a); }
+int lopt_arch_has_vjp(const lopt_arch *a) { return !adam_dir(a); }
 
 /* in/out sizes of layer l (0 .. nhidden) */
 static int layer_in(const lopt_arch *a, int l) { return l == 0 ? lopt_arch_inputs(a) : a->hidden; }
@@ -321,6 +337,22 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         }
     }
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
+    if (adam_dir(a)) {
+        /* torch's Adam at step t + 1: m is momentum nominal_mom, v the state row after
+         * the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat) + eps) */
+        const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
+        const float *mk = m + (size_t)a->nominal_mom * n;
+        float *v = m + (size_t)a->nmom * n;
+        const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
+        const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
+        const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
+        for (size_t i = 0; i < n; i++) {
+            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+            float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
+            delta[i] = step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+        }
+        return;
+    }
     if (a->form == LOPT_FORM_NOMINAL) {
         /* delta = -nominal_step e^{sched(t)} u_nom + residual; u_nom is feature f of x */
         const int f = lopt_arch_nominal_feature(a);
@@ -343,6 +375,7 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     const size_t n = wk->n;
     const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
     const int L = a->nhidden;
+    LOPT_ASSERT(lopt_arch_has_vjp(a));   /* callers check: rp refuses the Adam direction */
 
     /* delta = -c d e^{k s}:  d(delta)/dd = -c e^{k s},  d(delta)/ds = k delta */
     const float *out = wk->act[L];
@@ -434,7 +467,7 @@ typedef struct {
     float *theta;
     const lopt_tensor *tensors;
     int ntensors;
-    float *m, *delta;     /* (nmom, n), (n) */
+    float *m, *delta;     /* (state rows, n), (n) */
     int64_t t;
     lopt_mlp_work wk;
 } learned_ctx;
@@ -450,7 +483,7 @@ static void learned_step(lopt_optimizer *o, float *w, const float *g)
 static void learned_reset(lopt_optimizer *o)
 {
     learned_ctx *c = o->ctx;
-    memset(c->m, 0, (size_t)c->arch.nmom * o->n * sizeof(float));
+    memset(c->m, 0, (size_t)lopt_arch_state_rows(&c->arch) * o->n * sizeof(float));
     c->t = 0;
 }
 
@@ -487,7 +520,7 @@ lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const flo
     memcpy(c->theta, theta, np * sizeof(float));
     c->tensors = tensors;
     c->ntensors = ntensors;
-    c->m = lopt_floats((size_t)a->nmom * n);
+    c->m = lopt_floats((size_t)lopt_arch_state_rows(a) * n);
     c->delta = lopt_floats(n);
     lopt_mlp_work_init(&c->wk, &c->arch, n, ntensors);
     memset(o, 0, sizeof *o);

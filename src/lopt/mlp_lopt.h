@@ -24,14 +24,19 @@
  * momentum m_k, so each tensor moves by nominal_step * exp(sched) in RMS.
  * Why u_nom is built from the existing momenta: the rp unroll (meta/unroll.c) carries
  * the optimizer state as the nmom momentum rows and backpropagates their recursion
- * itself, so a direction made of them needs no new state and no change there. An
- * Adam direction m / sqrt(v) is left out: it needs a second-moment state v that
- * neither the unroll nor the .lopt state carries. Also left out: a schedule per
+ * itself, so a direction made of them needs no new state and no change there.
+ * The Adam direction (LOPT_NOMINAL_ADAM) is torch's Adam step itself,
+ *   v <- 0.999 v + 0.001 g^2,  u_nom = (m_k / (1 - b_k^(t+1))) / (sqrt(v / (1 - 0.999^(t+1))) + 1e-8)
+ * with m_k = momentum nominal_mom (b_k its decay, 0.9 in the preset): a learned
+ * schedule on Adam, at nominal_step as its learning rate. Its second moment v is one
+ * more state row after the momenta (lopt_arch_state_rows). The exact reverse pass
+ * through v is not written: rp and merged refuse it (the es estimators, which need
+ * no reverse pass, train it). Also left out: a schedule per
  * tensor ("per layer"), whose theta size would depend on the task's tensor count,
  * so one .lopt would no longer fit every task.
  * With the MLP's output layer zero (lopt_theta_init does that for this form) d = s = 0
  * and the residual is exactly zero; with a, b zero exp(sched) = 1: an untrained
- * nominal optimizer is exactly normalised momentum (or SGD) at nominal_step.
+ * nominal optimizer is exactly normalised momentum (or SGD, or Adam) at nominal_step.
  */
 #ifndef LOPT_MLP_LOPT_H
 #define LOPT_MLP_LOPT_H
@@ -57,7 +62,11 @@ typedef enum {
 typedef enum {
     LOPT_NOMINAL_GRAD = 0,   /* the per-tensor normalised gradient (normalised SGD) */
     LOPT_NOMINAL_MOM = 1,    /* the per-tensor normalised momentum m_{nominal_mom} */
+    LOPT_NOMINAL_ADAM = 2,   /* Adam's step from m_{nominal_mom} and a second moment */
 } lopt_nominal_dir;
+
+#define LOPT_ADAM_BETA2 0.999f   /* the Adam direction's second-moment decay (torch's) */
+#define LOPT_ADAM_EPS 1e-8f
 
 typedef struct {
     int nmom;                      /* momentum decays */
@@ -76,8 +85,9 @@ typedef struct {
     float nominal_step;            /* RMS step per tensor of the hand-designed rule */
 } lopt_arch;
 
-/* Fills a preset ("paper", "lo" or "nominal": paper's features and MLP in the
- * nominal form, normalised momentum beta = 0.9 at nominal_step 3e-3); LOPT_EUSAGE
+/* Fills a preset ("paper", "lo", "nominal": paper's features and MLP in the
+ * nominal form, normalised momentum beta = 0.9 at nominal_step 3e-3, or
+ * "nominal-adam": the same with the Adam direction at lr 3e-3); LOPT_EUSAGE
  * for another name. The presets' numbers live here and nowhere else. */
 lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err);
 /* Checks ranges (for architectures read from files). */
@@ -85,6 +95,12 @@ lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err);
 /* 1 if a and b describe the same optimizer (every field in use equal). */
 int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b);
 int lopt_arch_features(const lopt_arch *a);   /* normalised: 2 + nmom */
+/* Rows of optimizer state per parameter: the nmom momenta, plus Adam's second
+ * moment for the Adam direction. Every state buffer is (state_rows, n). */
+int lopt_arch_state_rows(const lopt_arch *a);
+/* 1 if the exact reverse pass (lopt_mlp_vjp's input adjoints) exists for a: not
+ * for the Adam direction. */
+int lopt_arch_has_vjp(const lopt_arch *a);
 int lopt_arch_inputs(const lopt_arch *a);     /* 2 + nmom + ntime */
 size_t lopt_arch_nparams(const lopt_arch *a); /* |theta|: 610 paper, 1762 lo, 620 nominal */
 /* Offset in theta of the nominal form's schedule (a_1..a_ntime, b); for the mlp form
