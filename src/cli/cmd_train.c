@@ -18,8 +18,8 @@ int cmd_tasks(int argc, char **argv)
 {
     cli_spec spec = {"tasks", "lopt tasks", "Lists the standard tasks.", NULL, 0};
     cli_parse(&spec, argc, argv);
-    for (const lopt_task_info *i = lopt_task_list; i->name; i++)
-        printf("%-14s %s\n", i->name, i->summary);
+    lopt_task_info ti;
+    for (int i = 0; lopt_task_nth(i, &ti); i++) printf("%-14s %s\n", ti.name, ti.summary);
     return 0;
 }
 

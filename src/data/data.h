@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "lopt.h"          /* lopt_split */
 #include "core/core.h"
 
 #define LOPT_FMNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -24,7 +25,7 @@ typedef struct {
     int32_t *y;     /* (n) labels in 0..9, owned */
 } lopt_dataset;
 
-typedef enum { LOPT_SPLIT_TRAIN = 0, LOPT_SPLIT_VALID = 1, LOPT_SPLIT_TEST = 2 } lopt_split;
+/* lopt_split (train, valid, test) is public: include/lopt.h. */
 
 typedef struct {
     lopt_dataset split[3];   /* indexed by lopt_split */
