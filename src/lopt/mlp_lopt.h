@@ -173,5 +173,9 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
 lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const float *theta,
                                 const lopt_tensor *tensors, int ntensors, size_t n,
                                 lopt_err *err);
+/* Past step t_max (> 0) the time features see t_max instead of t (the clamp at the
+ * horizon, docs/design.md); 0, the default here, never clamps. o must come from
+ * lopt_learned_create. */
+void lopt_learned_set_t_max(lopt_optimizer *o, int64_t t_max);
 
 #endif
