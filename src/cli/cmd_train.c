@@ -1,4 +1,4 @@
-/* cmd_train.c - `lopt tasks` and `lopt train` (DESIGN.md section 4). `--opt` names
+/* cmd_train.c - `lopt tasks` and `lopt train` (docs/design.md section 4). `--opt` names
  * a hand-designed optimizer or `learned:FILE`, a learned optimizer read from a
  * .lopt file (which carries its own step size and its own schedule, so --lr,
  * --schedule and --warmup are refused with it). `--schedule const|cosine|linear

@@ -1,5 +1,5 @@
 /* data.h - Fashion-MNIST from Debian's dataset-fashion-mnist (IDX files, gzip),
- * the splits and normalisation of DESIGN.md section 3, 8x8 area downsampling, and a
+ * the splits and normalisation of docs/design.md section 3, 8x8 area downsampling, and a
  * seeded batch sampler.
  *
  * Splits: train = first 50,000 training images, valid = last 10,000, test = the

@@ -3,7 +3,7 @@
  * the mlp form and the nominal form (a scheduled hand-designed step + the MLP as a
  * residual). Reference: Metz et al. 2019 section 3 / the authors' release
  * (task_specific_learned_opt); Harrison et al. 2022 for the nominal form; see
- * mlp_lopt.h and DESIGN.md sections 1.1 and 1.4. */
+ * mlp_lopt.h and docs/design.md sections 1.1 and 1.4. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* mlp_lopt.h - the learned optimizer of Metz et al. 2019 (DESIGN.md section 1.1):
+/* mlp_lopt.h - the learned optimizer of Metz et al. 2019 (docs/design.md section 1.1):
  * a small MLP applied to every scalar parameter independently, over features
  * normalised per tensor, with time features; forward over all parameters of a
  * task at once, and its VJP with respect to theta and to its inputs.
@@ -14,7 +14,7 @@
  * stored in the .lopt file; presets "paper" (the authors' release) and "lo"
  * (learned_optimization's MLPLOpt).
  *
- * Form "nominal" (DESIGN.md section 1.4, after Harrison et al. 2022, "A closer look
+ * Form "nominal" (docs/design.md section 1.4, after Harrison et al. 2022, "A closer look
  * at learned optimization"): a hand-designed step with a learned schedule, plus the
  * MLP as a residual that starts at zero:
  *   sched(t) = b + sum_j a_j tanh(t / tau_j - 1)      (a learned log-scale, linear in

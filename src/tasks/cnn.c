@@ -1,4 +1,4 @@
-/* cnn.c - the `fmnist-cnn` task (DESIGN.md section 3), the headline task:
+/* cnn.c - the `fmnist-cnn` task (docs/design.md section 3), the headline task:
  *   x (1,28,28) -> conv3x3 1->16 pad 1 -> ReLU -> maxpool 2
  *               -> conv3x3 16->32 pad 1 -> ReLU -> maxpool 2
  *               -> conv3x3 32->32 pad 1 -> ReLU -> global average pool

@@ -1,6 +1,6 @@
 /* mlp.c - the `fmnist8-mlp` task: Fashion-MNIST area-averaged to 8x8,
  * MLP 64 -> 32 -> ReLU -> 10, mean softmax cross-entropy, batch 128, 2,410 params
- * (DESIGN.md section 3). Flat parameter order as torch's nn.Sequential:
+ * (docs/design.md section 3). Flat parameter order as torch's nn.Sequential:
  * fc1.weight (32,64), fc1.bias (32), fc2.weight (10,32), fc2.bias (10).
  *
  * hvp runs forward, backward (keeping every adjoint), then the R-pair:
