@@ -341,7 +341,8 @@ typedef struct {
 
 typedef struct lopt_task_spec lopt_task_spec;
 struct lopt_task_spec {
-    const char *name;                  /* NULL: the registered name */
+    const char *name;                  /* ignored for a registered task: its registered
+                                        * name is used */
     size_t nparams;                    /* n: the flat vector's length */
     int ntensors;                      /* >= 1 */
     const lopt_tensor_spec *tensors;   /* (ntensors); sizes sum to nparams. The array is
