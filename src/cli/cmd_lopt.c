@@ -7,8 +7,8 @@
  * size (lopt_theta_normalized), plus small noise so meta-training can move every
  * weight; or, for --arch nominal, the nominal form as initialised (exactly its
  * hand-designed step, --nominal-step and --nominal-mom choosing which).
- * `lopt info FILE` prints what a .lopt file holds (DESIGN.md section 4).
- * DESIGN.md sections 1.1, 1.4 and 5. */
+ * `lopt info FILE` prints what a .lopt file holds (docs/design.md section 4).
+ * docs/design.md sections 1.1, 1.4 and 5. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* cmd_meta.c - `lopt meta-train` (DESIGN.md section 4): meta-trains a learned
+/* cmd_meta.c - `lopt meta-train` (docs/design.md section 4): meta-trains a learned
  * optimizer, logs a CSV row per outer step, checkpoints every N steps and on
  * SIGINT/SIGTERM, continues exactly with --resume, writes the .lopt at the end.
  * With --eval-every it measures progress at the full horizon (src/eval/horizon.h)

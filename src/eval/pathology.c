@@ -1,7 +1,7 @@
 /* pathology.c - the pathology studies (see pathology.h): loss surfaces along lines
  * and planes through theta, rp vs es gradient variance against the unroll length,
  * and truncation bias of a meta-learned SGD learning rate. Metz et al. 2019,
- * sections 3-4; DESIGN.md section 1.4. */
+ * sections 3-4; docs/design.md section 1.4. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>

@@ -1,49 +1,101 @@
-/* api.c - the public C API (include/lopt.h): thin wrappers over the .lopt reader
- * (lopt_file.h) and the learned optimizer as an lopt_optimizer (mlp_lopt.h).
- * Left out: meta-training and the hand-designed optimizers (internal APIs). */
+/* api.c - the public C API for using a learned optimizer (include/lopt.h): models
+ * (.lopt files), and lopt_opt, the learned optimizer (mlp_lopt.h) over a program's
+ * tensors with torch.optim's habits: parameter groups with a step scale and
+ * decoupled weight decay, frozen tensors, tensors anywhere in memory, state that
+ * saves and restores, and the clamp of the time features at the horizon.
+ * Meta-training and training a named task (lopt_meta_train, lopt_train) are in
+ * src/eval/api_run.c, past the layers they use.
+ *
+ * Per-tensor independence: the learned optimizer normalises its features per
+ * tensor and applies its MLP per parameter, so a tensor's update depends on that
+ * tensor's parameters, gradient and momenta and on the shared step count only.
+ * That is why frozen tensors can simply be left out of the optimizer's vector,
+ * a skipped tensor (no gradient this step) can be computed and then discarded,
+ * and groups need nothing but per-tensor options.
+ *
+ * The state blob (lopt_opt_save_state), little-endian, every field a u64 unless
+ * marked:
+ *   magic "LOPTSTAT", version (1), CRC-32 of the model's theta, nmom, ntensors,
+ *   ngroups, per tensor: size, group, frozen; per group: f32 step_scale,
+ *   f32 weight_decay; t, t_max; f32 momenta (nmom, n active parameters);
+ *   CRC-32 of everything before it.
+ */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
-#include "lopt.h"
-#include "lopt/lopt_file.h"
-#include "lopt/mlp_lopt.h"
+#include "core/ser.h"
+#include "lopt/api_impl.h"
 
-struct lopt_model {
-    lopt_arch arch;
-    float *theta;   /* (lopt_arch_nparams(&arch)) */
-    lopt_provenance prov;
-};
+#define STATE_MAGIC "LOPTSTAT"
+#define STATE_VERSION 1
+
+typedef struct {
+    size_t size;       /* elements */
+    size_t flat_off;   /* offset in the flat layout of every tensor */
+    int group;
+    int active;        /* index into the active tensors, -1: frozen */
+} opt_tensor;
 
 struct lopt_opt {
-    lopt_optimizer o;
-    lopt_tensor *tensors;   /* (ntensors), outlives o as lopt_learned_create requires */
-    int ntensors;
+    lopt_arch arch;
+    float *theta;             /* (np) */
+    size_t np;
+    uint32_t theta_crc;
+    int ntensors, ngroups, nact;
+    opt_tensor *tens;         /* (ntensors) */
+    lopt_group_opts *gopts;   /* (ngroups) */
+    lopt_tensor *act;         /* (nact) views of the active vector, in order */
+    int *act_src;             /* (nact) the tensor index of each active tensor */
+    size_t n_flat, n;         /* all parameters; the active ones */
+    float *m;                 /* (nmom, n) momenta */
+    float *delta;             /* (n) */
+    float *wbuf, *gbuf;       /* (n) gathered parameters and gradients (allocated on
+                               * first use: only tensors apart need them) */
+    float *msave;             /* (nmom, n) momenta of skipped tensors, on first use */
+    unsigned char *skip;      /* (nact) this step: no gradient */
+    lopt_mlp_work wk;
+    int64_t t, t_max, horizon;
 };
 
-static void set_err(char *errbuf, size_t errlen, const char *msg)
+/* ---- models ------------------------------------------------------------------- */
+
+lopt_model *lopt_model_make(const lopt_arch *a, const float *theta, const lopt_provenance *p)
 {
-    if (errbuf && errlen > 0) snprintf(errbuf, errlen, "%s", msg);
+    lopt_model *m = lopt_xcalloc(1, sizeof *m);
+    m->arch = *a;
+    size_t np = lopt_arch_nparams(a);
+    m->theta = lopt_floats(np);
+    memcpy(m->theta, theta, np * sizeof(float));
+    if (p) m->prov = *p;
+    return m;
 }
 
 lopt_model *lopt_model_load(const char *path, char *errbuf, size_t errlen)
 {
     if (!path) {
-        set_err(errbuf, errlen, "lopt_model_load: path is NULL");
+        lopt_report_msg(errbuf, errlen, "lopt_model_load: path is NULL");
         return NULL;
     }
-    lopt_model *m = calloc(1, sizeof *m);
-    if (!m) {
-        set_err(errbuf, errlen, "out of memory");
-        return NULL;
-    }
+    lopt_model *m = lopt_xcalloc(1, sizeof *m);
     lopt_err err = {0};
     if (lopt_file_read(path, &m->arch, &m->theta, &m->prov, &err) != LOPT_OK) {
-        set_err(errbuf, errlen, err.msg);
+        lopt_report(errbuf, errlen, &err);
         free(m);
         return NULL;
     }
     return m;
+}
+
+int lopt_model_save(const lopt_model *m, const char *path, char *errbuf, size_t errlen)
+{
+    if (!m || !path) return lopt_report_msg(errbuf, errlen, "lopt_model_save: model or path is NULL");
+    lopt_err err = {0};
+    if (lopt_file_write(path, &m->arch, m->theta, &m->prov, &err) != LOPT_OK)
+        return lopt_report(errbuf, errlen, &err);
+    return 0;
 }
 
 void lopt_model_free(lopt_model *m)
@@ -85,19 +137,34 @@ const char *lopt_model_describe(const lopt_model *m, char *buf, size_t buflen)
     return buf;
 }
 
+int lopt_model_info(const lopt_model *m, lopt_info *info)
+{
+    memset(info, 0, sizeof *info);
+    const lopt_arch *a = &m->arch;
+    const lopt_provenance *p = &m->prov;
+    info->file_version = p->file_version ? (int)p->file_version : (int)LOPT_FILE_VERSION;
+    snprintf(info->form, sizeof info->form, "%s", a->form == LOPT_FORM_NOMINAL ? "nominal" : "mlp");
+    info->nmom = a->nmom;
+    info->ntime = a->ntime;
+    info->nhidden = a->nhidden;
+    info->hidden = a->hidden;
+    info->nweights = lopt_arch_nparams(a);
+    info->horizon = (int64_t)p->horizon;
+    snprintf(info->task, sizeof info->task, "%s", p->task);
+    snprintf(info->estimator, sizeof info->estimator, "%s", p->estimator);
+    snprintf(info->outer_loss, sizeof info->outer_loss, "%s", p->outer_loss);
+    info->outer_steps = (int64_t)p->outer_steps;
+    return 0;
+}
+
 int lopt_model_write_initial(const char *path, const char *preset, uint64_t seed,
                              char *errbuf, size_t errlen)
 {
-    if (!path || !preset) {
-        set_err(errbuf, errlen, "lopt_model_write_initial: path or preset is NULL");
-        return -1;
-    }
+    if (!path || !preset)
+        return lopt_report_msg(errbuf, errlen, "lopt_model_write_initial: path or preset is NULL");
     lopt_err err = {0};
     lopt_arch a;
-    if (lopt_arch_preset(&a, preset, &err) != LOPT_OK) {
-        set_err(errbuf, errlen, err.msg);
-        return -1;
-    }
+    if (lopt_arch_preset(&a, preset, &err) != LOPT_OK) return lopt_report(errbuf, errlen, &err);
     float *theta = lopt_floats(lopt_arch_nparams(&a));
     lopt_theta_init(&a, seed, theta);
     lopt_provenance p;
@@ -107,50 +174,400 @@ int lopt_model_write_initial(const char *path, const char *preset, uint64_t seed
              preset, (unsigned long long)seed);
     lopt_status st = lopt_file_write(path, &a, theta, &p, &err);
     lopt_free(theta);
-    if (st != LOPT_OK) {
-        set_err(errbuf, errlen, err.msg);
-        return -1;
-    }
+    if (st != LOPT_OK) return lopt_report(errbuf, errlen, &err);
     return 0;
+}
+
+/* ---- optimizers: construction ------------------------------------------------- */
+
+void lopt_group_opts_default(lopt_group_opts *o)
+{
+    o->step_scale = 1.0f;
+    o->weight_decay = 0.0f;
+    o->frozen = 0;
+}
+
+static int check_opts(const lopt_group_opts *o, int g, char *errbuf, size_t errlen)
+{
+    if (!(isfinite(o->step_scale) && o->step_scale >= 0))
+        return lopt_report_msg(errbuf, errlen, "group %d: step_scale %g must be finite and >= 0",
+                               g, o->step_scale);
+    if (!(isfinite(o->weight_decay) && o->weight_decay >= 0))
+        return lopt_report_msg(errbuf, errlen, "group %d: weight_decay %g must be finite and >= 0",
+                               g, o->weight_decay);
+    if (o->frozen != 0 && o->frozen != 1)
+        return lopt_report_msg(errbuf, errlen, "group %d: frozen must be 0 or 1", g);
+    return 0;
+}
+
+lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *groups,
+                              int ngroups, char *errbuf, size_t errlen)
+{
+    if (!model || !groups || ngroups < 1) {
+        lopt_report_msg(errbuf, errlen, "lopt_opt_new_groups: %s", !model ? "model is NULL"
+                        : !groups ? "groups is NULL" : "ngroups must be >= 1");
+        return NULL;
+    }
+    int ntensors = 0;
+    for (int g = 0; g < ngroups; g++) {
+        const lopt_param_group *G = &groups[g];
+        if (!G->tensor_sizes || G->ntensors < 1) {
+            lopt_report_msg(errbuf, errlen, "group %d: %s", g, !G->tensor_sizes
+                            ? "tensor_sizes is NULL" : "ntensors must be >= 1");
+            return NULL;
+        }
+        for (int i = 0; i < G->ntensors; i++)
+            if (G->tensor_sizes[i] == 0) {
+                lopt_report_msg(errbuf, errlen, "group %d: tensor %d has size 0", g, i);
+                return NULL;
+            }
+        if (check_opts(&G->opts, g, errbuf, errlen) != 0) return NULL;
+        if (G->ntensors > (1 << 24) - ntensors) {
+            lopt_report_msg(errbuf, errlen, "too many tensors");
+            return NULL;
+        }
+        ntensors += G->ntensors;
+    }
+    lopt_opt *o = lopt_xcalloc(1, sizeof *o);
+    o->arch = model->arch;
+    o->np = lopt_arch_nparams(&o->arch);
+    o->theta = lopt_floats(o->np);
+    memcpy(o->theta, model->theta, o->np * sizeof(float));
+    o->theta_crc = (uint32_t)crc32(0L, (const Bytef *)o->theta, (uInt)(o->np * sizeof(float)));
+    o->ntensors = ntensors;
+    o->ngroups = ngroups;
+    o->tens = lopt_xcalloc((size_t)ntensors, sizeof *o->tens);
+    o->gopts = lopt_xcalloc((size_t)ngroups, sizeof *o->gopts);
+    int k = 0;
+    for (int g = 0; g < ngroups; g++) {
+        o->gopts[g] = groups[g].opts;
+        for (int i = 0; i < groups[g].ntensors; i++, k++) {
+            opt_tensor *T = &o->tens[k];
+            T->size = groups[g].tensor_sizes[i];
+            T->flat_off = o->n_flat;
+            T->group = g;
+            T->active = groups[g].opts.frozen ? -1 : o->nact++;
+            o->n_flat += T->size;
+        }
+    }
+    o->act = lopt_xcalloc((size_t)(o->nact ? o->nact : 1), sizeof *o->act);
+    o->act_src = lopt_xcalloc((size_t)(o->nact ? o->nact : 1), sizeof *o->act_src);
+    for (int i = 0; i < ntensors; i++) {
+        opt_tensor *T = &o->tens[i];
+        if (T->active < 0) continue;
+        o->act[T->active].name = "";
+        o->act[T->active].offset = o->n;
+        o->act[T->active].size = T->size;
+        o->act_src[T->active] = i;
+        o->n += T->size;
+    }
+    o->m = lopt_floats((size_t)o->arch.nmom * o->n);
+    o->delta = lopt_floats(o->n);
+    o->skip = lopt_xcalloc((size_t)(o->nact ? o->nact : 1), 1);
+    lopt_mlp_work_init(&o->wk, &o->arch, o->n, o->nact);
+    o->horizon = model->prov.horizon <= (uint64_t)INT64_MAX ? (int64_t)model->prov.horizon : 0;
+    o->t_max = o->horizon;
+    return o;
 }
 
 lopt_opt *lopt_opt_new(const lopt_model *model, const size_t *tensor_sizes, int ntensors)
 {
-    if (!model || !tensor_sizes || ntensors < 1) return NULL;
-    for (int i = 0; i < ntensors; i++)
-        if (tensor_sizes[i] == 0) return NULL;
-    lopt_opt *s = lopt_xcalloc(1, sizeof *s);
-    s->tensors = lopt_xcalloc((size_t)ntensors, sizeof *s->tensors);
-    s->ntensors = ntensors;
-    size_t off = 0;
-    for (int i = 0; i < ntensors; i++) {
-        s->tensors[i].name = "";
-        s->tensors[i].offset = off;
-        s->tensors[i].size = tensor_sizes[i];
-        off += tensor_sizes[i];
-    }
-    if (lopt_learned_create(&s->o, &model->arch, model->theta, s->tensors, ntensors, off,
-                            NULL) != LOPT_OK) {
-        free(s->tensors);
-        free(s);
+    if (!tensor_sizes || ntensors < 1) {
+        lopt_report_msg(NULL, 0, "lopt_opt_new: %s", !tensor_sizes ? "tensor_sizes is NULL"
+                        : "ntensors must be >= 1");
         return NULL;
     }
-    return s;
+    lopt_param_group g = {tensor_sizes, ntensors, {1.0f, 0.0f, 0}};
+    return lopt_opt_new_groups(model, &g, 1, NULL, 0);
 }
 
-size_t lopt_opt_nparams(const lopt_opt *opt) { return opt->o.n; }
-
-void lopt_opt_step(lopt_opt *opt, float *params, const float *grads)
+void lopt_opt_free(lopt_opt *o)
 {
-    opt->o.step(&opt->o, params, grads);
+    if (!o) return;
+    lopt_mlp_work_free(&o->wk);
+    float *fl[] = {o->theta, o->m, o->delta, o->wbuf, o->gbuf, o->msave};
+    for (size_t i = 0; i < sizeof fl / sizeof *fl; i++) lopt_free(fl[i]);
+    free(o->tens);
+    free(o->gopts);
+    free(o->act);
+    free(o->act_src);
+    free(o->skip);
+    free(o);
 }
 
-void lopt_opt_reset(lopt_opt *opt) { opt->o.reset(&opt->o); }
+/* ---- groups, counters, the clamp ----------------------------------------------- */
 
-void lopt_opt_free(lopt_opt *opt)
+int lopt_opt_set_group(lopt_opt *o, int group, const lopt_group_opts *opts, char *errbuf,
+                       size_t errlen)
 {
-    if (!opt) return;
-    opt->o.free(&opt->o);
-    free(opt->tensors);
-    free(opt);
+    if (group < 0 || group >= o->ngroups)
+        return lopt_report_msg(errbuf, errlen, "group %d out of range (%d groups)", group,
+                               o->ngroups);
+    if (check_opts(opts, group, errbuf, errlen) != 0) return -1;
+    if (opts->frozen != o->gopts[group].frozen)
+        return lopt_report_msg(errbuf, errlen, "group %d: frozen is fixed at creation "
+                               "(a frozen group has no optimizer state)", group);
+    o->gopts[group] = *opts;
+    return 0;
+}
+
+int lopt_opt_get_group(const lopt_opt *o, int group, lopt_group_opts *opts)
+{
+    if (group < 0 || group >= o->ngroups) return -1;
+    *opts = o->gopts[group];
+    return 0;
+}
+
+int lopt_opt_ngroups(const lopt_opt *o) { return o->ngroups; }
+int lopt_opt_ntensors(const lopt_opt *o) { return o->ntensors; }
+size_t lopt_opt_nparams(const lopt_opt *o) { return o->n_flat; }
+int64_t lopt_opt_steps(const lopt_opt *o) { return o->t; }
+void lopt_opt_set_t_max(lopt_opt *o, int64_t t_max) { o->t_max = t_max > 0 ? t_max : 0; }
+int64_t lopt_opt_t_max(const lopt_opt *o) { return o->t_max; }
+int64_t lopt_opt_horizon(const lopt_opt *o) { return o->horizon; }
+int lopt_opt_past_horizon(const lopt_opt *o) { return o->horizon > 0 && o->t > o->horizon; }
+
+void lopt_opt_reset(lopt_opt *o)
+{
+    memset(o->m, 0, (size_t)o->arch.nmom * o->n * sizeof(float));
+    o->t = 0;
+}
+
+/* ---- steps ----------------------------------------------------------------------- */
+
+/* delta (n) from the active vectors w, g; advances the momenta, except those of
+ * skipped tensors (o->skip), which are restored. */
+static void compute_update(lopt_opt *o, const float *w, const float *g, int any_skip)
+{
+    if (o->nact == 0) return;
+    const size_t M = (size_t)o->arch.nmom, n = o->n;
+    if (any_skip) {
+        if (!o->msave) o->msave = lopt_floats(M * n);
+        for (int a = 0; a < o->nact; a++)
+            if (o->skip[a])
+                for (size_t k = 0; k < M; k++)
+                    memcpy(o->msave + k * n + o->act[a].offset, o->m + k * n + o->act[a].offset,
+                           o->act[a].size * sizeof(float));
+    }
+    /* past t_max the time features see t_max: the optimizer keeps doing what it did
+     * at the end of the runs it was meta-trained on */
+    int64_t t = o->t_max > 0 && o->t > o->t_max ? o->t_max : o->t;
+    lopt_mlp_update(&o->wk, o->theta, o->act, o->nact, w, g, o->m, t, o->delta);
+    if (any_skip)
+        for (int a = 0; a < o->nact; a++)
+            if (o->skip[a])
+                for (size_t k = 0; k < M; k++)
+                    memcpy(o->m + k * n + o->act[a].offset, o->msave + k * n + o->act[a].offset,
+                           o->act[a].size * sizeof(float));
+}
+
+/* out[j] = w[j] - step_scale * weight_decay * w[j] + step_scale * delta[j] over one
+ * tensor (out may be w); without decay exactly w + step_scale * delta. */
+static void apply(const lopt_group_opts *go, float *out, const float *w, const float *delta,
+                  size_t size)
+{
+    const float s = go->step_scale, dec = go->step_scale * go->weight_decay;
+    if (dec != 0.0f) {
+        for (size_t j = 0; j < size; j++) {
+            float wj = w[j];
+            out[j] = wj - dec * wj + s * delta[j];
+        }
+    } else if (s == 1.0f) {
+        for (size_t j = 0; j < size; j++) out[j] = w[j] + delta[j];
+    } else {
+        for (size_t j = 0; j < size; j++) out[j] = w[j] + s * delta[j];
+    }
+}
+
+void lopt_opt_step_tensors(lopt_opt *o, float *const *params, const float *const *grads)
+{
+    LOPT_ASSERT(o && params && grads);
+    if (!o->wbuf && o->n > 0) {
+        o->wbuf = lopt_floats(o->n);
+        o->gbuf = lopt_floats(o->n);
+    }
+    int any_skip = 0;
+    for (int a = 0; a < o->nact; a++) {
+        int i = o->act_src[a];
+        size_t off = o->act[a].offset, sz = o->act[a].size;
+        o->skip[a] = grads[i] == NULL;
+        if (o->skip[a]) {
+            any_skip = 1;
+            memset(o->wbuf + off, 0, sz * sizeof(float));
+            memset(o->gbuf + off, 0, sz * sizeof(float));
+            continue;
+        }
+        LOPT_ASSERT(params[i]);
+        memcpy(o->wbuf + off, params[i], sz * sizeof(float));
+        memcpy(o->gbuf + off, grads[i], sz * sizeof(float));
+    }
+    compute_update(o, o->wbuf, o->gbuf, any_skip);
+    for (int a = 0; a < o->nact; a++) {
+        if (o->skip[a]) continue;
+        int i = o->act_src[a];
+        size_t off = o->act[a].offset;
+        apply(&o->gopts[o->tens[i].group], params[i], o->wbuf + off, o->delta + off,
+              o->act[a].size);
+    }
+    o->t++;
+}
+
+void lopt_opt_step(lopt_opt *o, float *params, const float *grads)
+{
+    LOPT_ASSERT(o && params && grads);
+    if (o->n == o->n_flat) {
+        /* nothing frozen: the flat vector is the optimizer's own, no copies */
+        memset(o->skip, 0, (size_t)(o->nact ? o->nact : 1));
+        compute_update(o, params, grads, 0);
+        for (int a = 0; a < o->nact; a++) {
+            size_t off = o->act[a].offset;
+            apply(&o->gopts[o->tens[o->act_src[a]].group], params + off, params + off,
+                  o->delta + off, o->act[a].size);
+        }
+        o->t++;
+        return;
+    }
+    float **p = lopt_xcalloc((size_t)o->ntensors, sizeof *p);
+    const float **g = lopt_xcalloc((size_t)o->ntensors, sizeof *g);
+    for (int i = 0; i < o->ntensors; i++) {
+        p[i] = params + o->tens[i].flat_off;
+        g[i] = grads + o->tens[i].flat_off;
+    }
+    lopt_opt_step_tensors(o, p, g);
+    free(p);
+    free(g);
+}
+
+/* ---- state ----------------------------------------------------------------------- */
+
+size_t lopt_opt_state_size(const lopt_opt *o)
+{
+    return 8 + 8 * 5 + 24 * (size_t)o->ntensors + 8 * (size_t)o->ngroups + 16 +
+           4 * (size_t)o->arch.nmom * o->n + 8;
+}
+
+static void state_encode(const lopt_opt *o, ser_out *out)
+{
+    ser_bytes(out, STATE_MAGIC, 8);
+    ser_u64(out, STATE_VERSION);
+    ser_u64(out, o->theta_crc);
+    ser_u64(out, (uint64_t)o->arch.nmom);
+    ser_u64(out, (uint64_t)o->ntensors);
+    ser_u64(out, (uint64_t)o->ngroups);
+    for (int i = 0; i < o->ntensors; i++) {
+        ser_u64(out, o->tens[i].size);
+        ser_u64(out, (uint64_t)o->tens[i].group);
+        ser_u64(out, o->tens[i].active < 0 ? 1u : 0u);
+    }
+    for (int g = 0; g < o->ngroups; g++) {
+        ser_f32s(out, &o->gopts[g].step_scale, 1);
+        ser_f32s(out, &o->gopts[g].weight_decay, 1);
+    }
+    ser_u64(out, (uint64_t)o->t);
+    ser_u64(out, (uint64_t)o->t_max);
+    ser_f32s(out, o->m, (size_t)o->arch.nmom * o->n);
+    ser_u64(out, (uint32_t)crc32(0L, out->p, (uInt)out->len));
+}
+
+size_t lopt_opt_save_state(const lopt_opt *o, void *buf, size_t cap, char *errbuf,
+                           size_t errlen)
+{
+    size_t need = lopt_opt_state_size(o);
+    if (!buf || cap < need) {
+        lopt_report_msg(errbuf, errlen, "lopt_opt_save_state: the state needs %zu bytes, the "
+                        "buffer has %zu", need, buf ? cap : 0);
+        return 0;
+    }
+    ser_out out = {0};
+    state_encode(o, &out);
+    LOPT_ASSERT(out.len == need);
+    memcpy(buf, out.p, need);
+    free(out.p);
+    return need;
+}
+
+int lopt_opt_load_state(lopt_opt *o, const void *buf, size_t len, char *errbuf, size_t errlen)
+{
+    const unsigned char *p = buf;
+    if (!buf || len < 16 || memcmp(p, STATE_MAGIC, 8) != 0)
+        return lopt_report_msg(errbuf, errlen, "not a lopt optimizer state");
+    if (len != lopt_opt_state_size(o))
+        return lopt_report_msg(errbuf, errlen, "optimizer state of %zu bytes, this optimizer's "
+                               "is %zu (truncated, or another layout)", len,
+                               lopt_opt_state_size(o));
+    ser_in crc_in = {p + len - 8, 8, 0, 0};
+    if (ser_get_u64(&crc_in) != (uint32_t)crc32(0L, p, (uInt)(len - 8)))
+        return lopt_report_msg(errbuf, errlen, "corrupt optimizer state (checksum mismatch)");
+    ser_in in = {p, len - 8, 8, 0};
+    if (ser_get_u64(&in) != STATE_VERSION)
+        return lopt_report_msg(errbuf, errlen, "unsupported optimizer state version");
+    if (ser_get_u64(&in) != o->theta_crc)
+        return lopt_report_msg(errbuf, errlen, "the state was saved from another learned "
+                               "optimizer (different weights)");
+    if (ser_get_u64(&in) != (uint64_t)o->arch.nmom || ser_get_u64(&in) != (uint64_t)o->ntensors ||
+        ser_get_u64(&in) != (uint64_t)o->ngroups)
+        return lopt_report_msg(errbuf, errlen, "the state has another number of momenta, "
+                               "tensors or groups");
+    for (int i = 0; i < o->ntensors; i++) {
+        uint64_t size = ser_get_u64(&in), group = ser_get_u64(&in), frozen = ser_get_u64(&in);
+        if (size != o->tens[i].size || group != (uint64_t)o->tens[i].group ||
+            frozen != (o->tens[i].active < 0 ? 1u : 0u))
+            return lopt_report_msg(errbuf, errlen, "the state's tensor %d differs (size, group "
+                                   "or frozen) from this optimizer's", i);
+    }
+    lopt_group_opts *go = lopt_xcalloc((size_t)o->ngroups, sizeof *go);
+    for (int g = 0; g < o->ngroups; g++) {
+        ser_get_f32s(&in, &go[g].step_scale, 1);
+        ser_get_f32s(&in, &go[g].weight_decay, 1);
+        go[g].frozen = o->gopts[g].frozen;
+        if (check_opts(&go[g], g, errbuf, errlen) != 0) {
+            free(go);
+            return -1;
+        }
+    }
+    int64_t t = (int64_t)ser_get_u64(&in), t_max = (int64_t)ser_get_u64(&in);
+    if (t < 0 || t_max < 0 || in.bad) {
+        free(go);
+        return lopt_report_msg(errbuf, errlen, "invalid optimizer state");
+    }
+    const size_t nm = (size_t)o->arch.nmom * o->n;
+    float *m = lopt_floats(nm);
+    ser_get_f32s(&in, m, nm);
+    if (in.bad || in.pos != in.len) {
+        free(go);
+        lopt_free(m);
+        return lopt_report_msg(errbuf, errlen, "invalid optimizer state");
+    }
+    memcpy(o->gopts, go, (size_t)o->ngroups * sizeof *go);
+    memcpy(o->m, m, nm * sizeof(float));
+    o->t = t;
+    o->t_max = t_max;
+    free(go);
+    lopt_free(m);
+    return 0;
+}
+
+int lopt_opt_save_state_file(const lopt_opt *o, const char *path, char *errbuf, size_t errlen)
+{
+    if (!path) return lopt_report_msg(errbuf, errlen, "lopt_opt_save_state_file: path is NULL");
+    ser_out out = {0};
+    state_encode(o, &out);
+    lopt_err err = {0};
+    lopt_status st = lopt_write_atomic(path, out.p, out.len, &err);
+    free(out.p);
+    return st == LOPT_OK ? 0 : lopt_report(errbuf, errlen, &err);
+}
+
+int lopt_opt_load_state_file(lopt_opt *o, const char *path, char *errbuf, size_t errlen)
+{
+    if (!path) return lopt_report_msg(errbuf, errlen, "lopt_opt_load_state_file: path is NULL");
+    unsigned char *data;
+    size_t len;
+    lopt_err err = {0};
+    if (lopt_read_file(path, &data, &len, &err) != LOPT_OK) return lopt_report(errbuf, errlen, &err);
+    char msg[512];
+    int r = lopt_opt_load_state(o, data, len, msg, sizeof msg);
+    free(data);
+    if (r != 0) return lopt_report_msg(errbuf, errlen, "%s: %s", path, msg);
+    return 0;
 }

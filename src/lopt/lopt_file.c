@@ -1,5 +1,5 @@
 /* lopt_file.c - encoding and decoding the .lopt file (layout in lopt_file.h,
- * DESIGN.md section 5). Serialised byte by byte so the file is the same on every
+ * docs/design.md section 5). Serialised byte by byte so the file is the same on every
  * host; decoding goes through a bounds-checked cursor, so a hostile or damaged
  * file can make it fail but never read outside the buffer.
  * Version 2 adds the form fields and the horizon; version 1 is still read.

@@ -3,7 +3,7 @@
  * the mlp form and the nominal form (a scheduled hand-designed step + the MLP as a
  * residual). Reference: Metz et al. 2019 section 3 / the authors' release
  * (task_specific_learned_opt); Harrison et al. 2022 for the nominal form; see
- * mlp_lopt.h and DESIGN.md sections 1.1 and 1.4. */
+ * mlp_lopt.h and docs/design.md sections 1.1 and 1.4. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -469,15 +469,23 @@ typedef struct {
     int ntensors;
     float *m, *delta;     /* (state rows, n), (n) */
     int64_t t;
+    int64_t t_max;        /* > 0: the time features see min(t, t_max) */
     lopt_mlp_work wk;
 } learned_ctx;
 
 static void learned_step(lopt_optimizer *o, float *w, const float *g)
 {
     learned_ctx *c = o->ctx;
-    lopt_mlp_update(&c->wk, c->theta, c->tensors, c->ntensors, w, g, c->m, c->t, c->delta);
+    int64_t t = c->t_max > 0 && c->t > c->t_max ? c->t_max : c->t;
+    lopt_mlp_update(&c->wk, c->theta, c->tensors, c->ntensors, w, g, c->m, t, c->delta);
     for (size_t i = 0; i < o->n; i++) w[i] += c->delta[i];
     c->t++;
+}
+
+void lopt_learned_set_t_max(lopt_optimizer *o, int64_t t_max)
+{
+    LOPT_ASSERT(o->step == learned_step);
+    ((learned_ctx *)o->ctx)->t_max = t_max > 0 ? t_max : 0;
 }
 
 static void learned_reset(lopt_optimizer *o)

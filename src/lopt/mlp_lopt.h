@@ -1,4 +1,4 @@
-/* mlp_lopt.h - the learned optimizer of Metz et al. 2019 (DESIGN.md section 1.1):
+/* mlp_lopt.h - the learned optimizer of Metz et al. 2019 (docs/design.md section 1.1):
  * a small MLP applied to every scalar parameter independently, over features
  * normalised per tensor, with time features; forward over all parameters of a
  * task at once, and its VJP with respect to theta and to its inputs.
@@ -14,7 +14,7 @@
  * stored in the .lopt file; presets "paper" (the authors' release) and "lo"
  * (learned_optimization's MLPLOpt).
  *
- * Form "nominal" (DESIGN.md section 1.4, after Harrison et al. 2022, "A closer look
+ * Form "nominal" (docs/design.md section 1.4, after Harrison et al. 2022, "A closer look
  * at learned optimization"): a hand-designed step with a learned schedule, plus the
  * MLP as a residual that starts at zero:
  *   sched(t) = b + sum_j a_j tanh(t / tau_j - 1)      (a learned log-scale, linear in
@@ -189,5 +189,9 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
 lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const float *theta,
                                 const lopt_tensor *tensors, int ntensors, size_t n,
                                 lopt_err *err);
+/* Past step t_max (> 0) the time features see t_max instead of t (the clamp at the
+ * horizon, docs/design.md); 0, the default here, never clamps. o must come from
+ * lopt_learned_create. */
+void lopt_learned_set_t_max(lopt_optimizer *o, int64_t t_max);
 
 #endif

@@ -238,6 +238,17 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
             lopt_meta_free(m);
             return st;
         }
+        if (uses_rp(cfg) && !cfg->first_order && !w->task.hvp) {
+            /* backpropagation through the unroll needs H v at every inner step */
+            st = lopt_fail(err, LOPT_EUSAGE, "estimator '%s' backpropagates through the "
+                           "unroll and needs the task's Hessian-vector product, which task "
+                           "'%s' does not provide: use es, pes, nres or fulles, or give the "
+                           "task an hvp", lopt_est_names[cfg->estimator], cfg->task);
+            w->task.free(&w->task);
+            m->nworkers = i;
+            lopt_meta_free(m);
+            return st;
+        }
         if (uses_rp(cfg))
             lopt_unroll_ws_init(&w->ws, &w->task, &m->arch, m->tape);
         else

@@ -1,5 +1,5 @@
 /* unroll.h - truncated unrolls of inner training under a learned optimizer
- * (DESIGN.md section 1.2), forward-only (for es) and with exact backpropagation
+ * (docs/design.md section 1.2), forward-only (for es) and with exact backpropagation
  * through the K steps (for rp), including the inner Hessian-vector product at every
  * step.
  *
