@@ -363,14 +363,14 @@ int cmd_meta_train(int argc, char **argv)
     }
     cli_progress_end(&bar);
     int stopped = lopt_dist_any(stop_signal != 0);
+    lopt_dist_stats ds;   /* the steps' (and their checkpoints'), not the last write's */
+    lopt_dist_get_stats(&ds);
     if (st == LOPT_OK) {
         st = write_outputs(m, out, ckpt, log, &err);
         cli_settle(&spec, NULL, st, &err);
     }
     int64_t done = lopt_meta_steps_done(m);
     if (rank == 0 && nranks > 1 && done > start) {
-        lopt_dist_stats ds;
-        lopt_dist_get_stats(&ds);
         double k = 1.0 / (double)(done - start);
         fprintf(stderr, "meta-train: communication on rank 0: %.3f ms per outer step (%.1f "
                 "calls, %.0f bytes received)", 1e3 * ds.comm_s * k, (double)ds.calls * k,
