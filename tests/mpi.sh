@@ -120,7 +120,7 @@ if mpi 3 "$lopt" meta-train --threads 1 --out "$tmp/k.lopt" --resume --outer-ste
 else echo "FAIL: resume on 3 ranks: $(grep -m1 lopt "$tmp/r.err")"; fail=1; fi
 
 # ---- a stopped rank: LOPT_MPI_TIMEOUT ends the job ---------------------------------
-LOPT_MPI_TIMEOUT=1 mpirun -x LOPT_MPI_TIMEOUT --oversubscribe -np 2 "$lopt" "${kargs[@]}" --threads 1 \
+LOPT_MPI_TIMEOUT=2 mpirun -x LOPT_MPI_TIMEOUT --oversubscribe -np 2 "$lopt" "${kargs[@]}" --threads 1 \
   --outer-steps 100000 --out "$tmp/s.lopt" >"$tmp/s.out" 2>&1 &
 bg=$!
 for _ in $(seq 400); do [ -f "$tmp/s.lopt.ckpt" ] && break; sleep 0.05; done
@@ -132,7 +132,7 @@ kill -0 $bg 2>/dev/null && { kill -KILL $bg; [ -n "$victim" ] && kill -KILL "$vi
 wait $bg; code=$?; bg=
 secs=$(( ($(date +%s%N) - t0) / 1000000 ))
 if [ -n "$victim" ] && [ $code -ne 0 ] && [ $secs -lt 15000 ] && grep -q "LOPT_MPI_TIMEOUT" "$tmp/s.out"; then
-  echo "ok   rank 1 stopped: LOPT_MPI_TIMEOUT=1 ended the job in $secs ms with exit $code"
+  echo "ok   rank 1 stopped: LOPT_MPI_TIMEOUT=2 ended the job in $secs ms with exit $code"
 else echo "FAIL: rank 1 stopped: exit $code after $secs ms"; grep -m2 lopt "$tmp/s.out"; fail=1; fi
 
 # ---- SIGTERM to rank 0: every rank stops after the same step -----------------------
