@@ -10,9 +10,53 @@
 
 #include "cli/cli.h"
 #include "core/core.h"
+#include "core/dist.h"
+
+/* Under MPI (cli_join) only rank 0 prints help, usage errors and progress: every
+ * rank parses the same arguments and reaches the same verdict. */
+static int quiet(void) { return lopt_dist_rank() != 0; }
+
+void cli_join(const char *command, int argc, char **argv)
+{
+    lopt_err err = {0};
+    if (lopt_dist_init(&err) != LOPT_OK) cli_fail(command, "%s", err.msg);
+    if (lopt_dist_size() == 1) return;
+    /* the first collective: later ones are only safe if every rank runs the same
+     * command (FNV-1a over the arguments) */
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < argc; i++)
+        for (const unsigned char *c = (const unsigned char *)argv[i];; c++) {
+            h = (h ^ *c) * 1099511628211ULL;
+            if (!*c) break;
+        }
+    int bad = lopt_dist_agree(h);
+    if (bad >= 0) {
+        if (!quiet())
+            fprintf(stderr, "lopt %s: rank %d was started with other arguments than rank 0; "
+                    "every rank of an MPI job must run the same command (threads per rank: "
+                    "OMP_NUM_THREADS)\n", command, bad);
+        lopt_dist_exit(EXIT_USAGE);
+    }
+}
+
+void cli_settle(const cli_spec *spec, const char *what, lopt_status st, const lopt_err *err)
+{
+    if (lopt_dist_size() == 1) return;
+    lopt_err e = {0};
+    if (err) e = *err;
+    st = lopt_dist_settle(st, &e);
+    if (st == LOPT_OK) return;
+    if (!quiet()) {
+        fprintf(stderr, "lopt %s: %s%s%s\n", spec->command, what ? what : "", what ? ": " : "",
+                e.msg);
+        if (st == LOPT_EUSAGE) fprintf(stderr, "usage: %s\n", spec->usage);
+    }
+    lopt_dist_exit(st == LOPT_EUSAGE ? EXIT_USAGE : EXIT_RUNTIME);
+}
 
 static void print_help(const cli_spec *s)
 {
+    if (quiet()) return;
     printf("usage: %s\n\n%s\n\noptions:\n", s->usage, s->about);
     for (int i = 0; i < s->nopts; i++) {
         const cli_opt *o = &s->opts[i];
@@ -27,24 +71,46 @@ static void print_help(const cli_spec *s)
 
 void cli_usage_error(const cli_spec *s, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "lopt %s: ", s->command);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nusage: %s\n", s->usage);
-    exit(EXIT_USAGE);
+    if (!quiet()) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "lopt %s: ", s->command);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\nusage: %s\n", s->usage);
+    }
+    lopt_dist_exit(EXIT_USAGE);
 }
 
 void cli_fail(const char *command, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    if (lopt_dist_size() > 1) {
+        /* only this rank may know: it ends the whole job */
+        char msg[1024];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        lopt_dist_abort(EXIT_RUNTIME, "lopt %s: %s", command, msg);
+    }
     fprintf(stderr, "lopt %s: ", command);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\n");
     exit(EXIT_RUNTIME);
+}
+
+void cli_fail_all(const char *command, const char *fmt, ...)
+{
+    if (!quiet()) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "lopt %s: ", command);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\n");
+    }
+    lopt_dist_exit(EXIT_RUNTIME);
 }
 
 static void parse_value(const cli_spec *s, cli_opt *o, const char *v)
@@ -104,7 +170,7 @@ void cli_parse(cli_spec *s, int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             print_help(s);
-            exit(0);
+            lopt_dist_exit(0);
         }
         if (strncmp(a, "--", 2) != 0)
             cli_usage_error(s, "unexpected argument '%s'", a);
@@ -134,12 +200,14 @@ void cli_parse(cli_spec *s, int argc, char **argv)
 void cli_progress_init(cli_progress *p, const char *label)
 {
     p->label = label;
+    p->quiet = quiet();
     p->tty = isatty(STDERR_FILENO);
     p->start = p->last = lopt_now();
 }
 
 void cli_progress_update(cli_progress *p, int64_t done, int64_t total, const char *extra)
 {
+    if (p->quiet) return;
     double now = lopt_now();
     double every = p->tty ? 0.1 : 5.0;
     if (now - p->last < every && done != total) return;
@@ -162,7 +230,7 @@ void cli_progress_update(cli_progress *p, int64_t done, int64_t total, const cha
 
 void cli_progress_end(cli_progress *p)
 {
-    if (p->tty) fprintf(stderr, "\n");
+    if (p->tty && !p->quiet) fprintf(stderr, "\n");
 }
 
 int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint64_t *seeds,

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "core/core.h"
+
 enum { EXIT_USAGE = 2, EXIT_RUNTIME = 1 };
 
 typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG } opt_kind;
@@ -45,17 +47,38 @@ int cli_parse_range(const char *s, double *lo, double *hi);
 int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint64_t *seeds,
                     int max);
 
-/* Exits 2 with "lopt CMD: reason" and the usage line. */
+/* Joins the MPI job when started by mpirun (core/dist.h) and checks that every rank
+ * runs the same arguments (else exits 2). Called first by the commands that
+ * split their work across ranks (meta-train, compare). Afterwards help, usage
+ * errors and progress come from rank 0 alone. */
+void cli_join(const char *command, int argc, char **argv);
+
+/* Under MPI: every rank calls it with its own status after a step that may fail on
+ * some ranks only (reading a file, loading data); if any failed, rank 0 prints the
+ * lowest failing rank's message (prefixed by what, if not NULL; with the usage line
+ * for LOPT_EUSAGE) and every rank leaves the job, exit 2 for LOPT_EUSAGE and 1
+ * otherwise. Returns when all succeeded, and always on one rank (the caller then
+ * handles st as it would alone). */
+void cli_settle(const cli_spec *spec, const char *what, lopt_status st, const lopt_err *err);
+
+/* Exits 2 with "lopt CMD: reason" and the usage line. Under MPI every rank calls
+ * it (the same arguments give the same verdict); rank 0 prints. */
 void cli_usage_error(const cli_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
-/* Exits 1 with "lopt CMD: reason". */
+/* Exits 1 with "lopt CMD: reason". Under MPI with several ranks, a failure that
+ * this rank alone may have: it prints (with its rank) and ends the whole job. */
 void cli_fail(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+/* The same for a failure that every rank reaches together (a collective result):
+ * rank 0 prints, every rank leaves the job and exits 1. */
+void cli_fail_all(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 
 /* Progress on stderr: a redrawn bar on a TTY, a line every few seconds otherwise. */
 typedef struct {
     const char *label;
     int tty;
+    int quiet;            /* not rank 0 of an MPI job */
     double start, last;
 } cli_progress;
 void cli_progress_init(cli_progress *p, const char *label);

@@ -3,7 +3,8 @@
  * tuning seeds, all run on held-out test seeds; the table on stdout, curves,
  * tuning runs, summary and plots in --out. A baseline NAME:SCHEDULE (adam:cosine)
  * trains under that learning-rate schedule after --warmup steps of warm-up. The
- * engine is src/eval/compare.c. */
+ * engine is src/eval/compare.c. Under mpirun the ranks split the tuning runs;
+ * rank 0 runs the test runs, writes and prints (docs/scale-out.md). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "eval/compare.h"
 #include "lopt/lopt_file.h"
 #include "lopt/mlp_lopt.h"
@@ -34,6 +36,7 @@ static lopt_status make_task(void *user, lopt_task *t, lopt_err *err)
 static void note(compare_ui *ui, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(compare_ui *ui, const char *fmt, ...)
 {
+    if (ui->bar.quiet) return;   /* not rank 0 */
     va_list ap;
     va_start(ap, fmt);
     if (ui->bar.tty) fprintf(stderr, "\r\033[K");
@@ -105,6 +108,7 @@ static void free_thetas(float *theta, float **extra, int n)
 
 int cmd_compare(int argc, char **argv)
 {
+    cli_join("compare", argc, argv);
     const char *task_name = NULL, *lopt_path = NULL, *baselines = "adam,rmsprop,momentum";
     const char *extra_s = NULL;
     const char *seeds_s = "1000,1001,1002", *out = NULL, *lr_range = NULL;
@@ -231,14 +235,17 @@ int cmd_compare(int argc, char **argv)
     lopt_arch arch, extra_arch[LOPT_COMPARE_MAX_EXTRA];
     float *theta = NULL, *extra_theta[LOPT_COMPARE_MAX_EXTRA] = {NULL};
     if (lopt_path) {
-        if (lopt_file_read(lopt_path, &arch, &theta, NULL, &err) != LOPT_OK)
-            cli_fail("compare", "%s", err.msg);
+        lopt_status rst = lopt_file_read(lopt_path, &arch, &theta, NULL, &err);
+        cli_settle(&spec, NULL, rst, &err);
+        if (rst != LOPT_OK) cli_fail("compare", "%s", err.msg);
         co.arch = &arch;
         co.theta = theta;
     }
     for (int k = 0; k < nx; k++) {
-        if (lopt_file_read(extra[k].source, &extra_arch[k], &extra_theta[k], NULL, &err) !=
-            LOPT_OK) {
+        lopt_status rst = lopt_file_read(extra[k].source, &extra_arch[k], &extra_theta[k], NULL,
+                                         &err);
+        cli_settle(&spec, NULL, rst, &err);
+        if (rst != LOPT_OK) {
             free_thetas(theta, extra_theta, k);
             cli_fail("compare", "%s", err.msg);
         }
@@ -249,6 +256,7 @@ int cmd_compare(int argc, char **argv)
     lopt_task task;
     lopt_task_opts topts = {0};
     lopt_status st = lopt_task_create(&task, task_name, &topts, &err);
+    cli_settle(&spec, NULL, st, &err);
     if (st != LOPT_OK) {
         free_thetas(theta, extra_theta, nx);
         if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
@@ -257,7 +265,10 @@ int cmd_compare(int argc, char **argv)
     char defdir[96];
     snprintf(defdir, sizeof defdir, "compare-%s", task.name);
     const char *outdir = out ? out : defdir;
-    if (lopt_compare_outdir(outdir, &err) != LOPT_OK) {
+    /* rank 0 alone writes */
+    st = lopt_dist_rank() == 0 ? lopt_compare_outdir(outdir, &err) : LOPT_OK;
+    cli_settle(&spec, NULL, st, &err);
+    if (st != LOPT_OK) {
         free_thetas(theta, extra_theta, nx);
         task.free(&task);
         cli_fail("compare", "%s", err.msg);
@@ -269,16 +280,23 @@ int cmd_compare(int argc, char **argv)
     cli_progress_end(&ui.bar);
     free_thetas(theta, extra_theta, nx);
     task.free(&task);
+    if (lopt_dist_rank() != 0) {
+        /* its tuning runs are done; a failure there is shared, and rank 0 reports it */
+        lopt_compare_free(&res);
+        lopt_dist_exit(st == LOPT_OK ? 0 : EXIT_RUNTIME);
+    }
     if (st != LOPT_OK) {
         lopt_compare_free(&res);
-        cli_fail("compare", "%s", err.msg);
+        /* the other ranks are leaving too (tuning failures are shared, the test
+         * runs are rank 0's): no abort needed */
+        cli_fail_all("compare", "%s", err.msg);
     }
     st = lopt_compare_write(&res, outdir, &err);
     char *md = lopt_compare_markdown(&res);
     lopt_compare_free(&res);
     if (st != LOPT_OK) {
         free(md);
-        cli_fail("compare", "%s", err.msg);
+        cli_fail_all("compare", "%s", err.msg);   /* rank 0's, the others have left */
     }
     fputs(md, stdout);
     free(md);

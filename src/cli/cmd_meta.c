@@ -2,14 +2,18 @@
  * optimizer, logs a CSV row per outer step, checkpoints every N steps and on
  * SIGINT/SIGTERM, continues exactly with --resume, writes the .lopt at the end.
  * With --eval-every it measures progress at the full horizon (src/eval/horizon.h)
- * and keeps the best optimizer so far as OUT.best.lopt. */
+ * and keeps the best optimizer so far as OUT.best.lopt. Under mpirun the ranks
+ * split the samples and the evaluation seeds (meta/dist.h, docs/scale-out.md);
+ * rank 0 alone reads the checkpoint, writes and prints. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "eval/horizon.h"
 #include "eval/metaplot.h"
 #include "lopt/lopt_file.h"
@@ -69,9 +73,12 @@ static lopt_status write_best(const lopt_meta *m, const char *out, lopt_err *err
     return lopt_file_write(path, lopt_meta_arch(m), theta, &p, err);
 }
 
-static lopt_status write_outputs(const lopt_meta *m, const char *out, const char *ckpt,
+/* Collective under MPI: the trajectories go to rank 0, which alone writes. */
+static lopt_status write_outputs(lopt_meta *m, const char *out, const char *ckpt,
                                  const char *log, lopt_err *err)
 {
+    lopt_meta_gather(m);
+    if (lopt_dist_rank() != 0) return LOPT_OK;
     lopt_provenance p;
     provenance(m, lopt_meta_steps_done(m), &p);
     lopt_status st = lopt_meta_save(m, ckpt, err);
@@ -90,6 +97,47 @@ static lopt_status write_outputs(const lopt_meta *m, const char *out, const char
     return st;
 }
 
+/* The checkpoint from rank 0's disk (it alone writes them), decoded on every rank:
+ * the machines need not share a file system. */
+static lopt_status load_ckpt(lopt_meta **m, const char *path, lopt_err *err)
+{
+    if (lopt_dist_size() == 1) return lopt_meta_load(m, path, err);
+    unsigned char *data = NULL;
+    size_t len = 0;
+    lopt_status st = LOPT_OK;
+    if (lopt_dist_rank() == 0) st = lopt_read_file(path, &data, &len, err);
+    int32_t code = (int32_t)st;
+    lopt_dist_bcast(&code, sizeof code, 0);
+    if (code != LOPT_OK) {
+        lopt_dist_bcast(err->msg, sizeof err->msg, 0);
+        return (lopt_status)code;
+    }
+    lopt_dist_bcast_blob(&data, &len);
+    st = lopt_meta_load_image(m, data, len, path, err);
+    free(data);
+    return st;
+}
+
+/* The ranks of an MPI job must agree on the run before its first step: the
+ * configuration (with the checkpoint interval, which decides when they gather) and
+ * the state they start from (theta: an --init file may differ between machines). */
+static void check_agreement(const lopt_meta *m, int64_t ckpt_every)
+{
+    if (lopt_dist_size() == 1) return;
+    uint64_t cfg, state;
+    lopt_meta_fingerprint(m, &cfg, &state);
+    int bad = lopt_dist_agree(cfg ^ (uint64_t)ckpt_every * 0x9e3779b97f4a7c15ULL);
+    if (bad >= 0)
+        cli_fail_all("meta-train", "rank %d has another configuration than rank 0 (hash "
+                     "%016llx on rank 0): every rank must run the same lopt with the same "
+                     "arguments", bad, (unsigned long long)cfg);
+    bad = lopt_dist_agree(state);
+    if (bad >= 0)
+        cli_fail_all("meta-train", "rank %d starts from another theta than rank 0 (hash "
+                     "%016llx on rank 0): is the --init file the same on every machine?", bad,
+                     (unsigned long long)state);
+}
+
 static int seen(const cli_spec *spec, const char *name)
 {
     for (int i = 0; i < spec->nopts; i++)
@@ -99,6 +147,8 @@ static int seen(const cli_spec *spec, const char *name)
 
 int cmd_meta_train(int argc, char **argv)
 {
+    cli_join("meta-train", argc, argv);
+    const int rank = lopt_dist_rank(), nranks = lopt_dist_size();
     lopt_meta_cfg c;
     lopt_meta_cfg_default(&c);
     const char *task = "fmnist8-mlp", *arch = "paper", *est = "merged", *outer = "valid";
@@ -223,14 +273,17 @@ int cmd_meta_train(int argc, char **argv)
     if (resume) {
         if (eval_seeds) cli_usage_error(&spec, "--eval-seeds is fixed when a run starts "
                                         "(the best optimizer is chosen on them)");
-        st = lopt_meta_load(&m, ckpt, &err);
+        st = load_ckpt(&m, ckpt, &err);
+        cli_settle(&spec, "cannot resume", st, &err);
         if (st != LOPT_OK) cli_fail("meta-train", "cannot resume: %s", err.msg);
         if (seen(&spec, "outer-steps")) lopt_meta_set_outer_steps(m, outer_steps);
         if (seen(&spec, "eval-every")) lopt_meta_set_eval_every(m, eval_every);
-        fprintf(stderr, "meta-train: resumed %s at outer step %lld\n", ckpt,
-                (long long)lopt_meta_steps_done(m));
+        if (rank == 0)
+            fprintf(stderr, "meta-train: resumed %s at outer step %lld\n", ckpt,
+                    (long long)lopt_meta_steps_done(m));
     } else {
         st = lopt_meta_create(&m, &c, &err);
+        cli_settle(&spec, NULL, st, &err);
         if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
         if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
         if (init) {
@@ -239,14 +292,24 @@ int cmd_meta_train(int argc, char **argv)
             st = lopt_file_read(init, &ia, &theta, NULL, &err);
             if (st == LOPT_OK) st = lopt_meta_set_theta(m, &ia, theta, &err);
             lopt_free(theta);
+            cli_settle(&spec, "--init", st, &err);
             if (st != LOPT_OK) {
                 lopt_meta_free(m);
                 cli_fail("meta-train", "--init: %s", err.msg);
             }
         }
     }
+    check_agreement(m, ckpt_every);
     const lopt_meta_cfg *rc = lopt_meta_config(m);
-    if (rc->estimator == LOPT_EST_MERGED && (int64_t)rc->samples * rc->pool < 8)
+    if (rank == 0 && nranks > 1)
+        fprintf(stderr, "meta-train: %d ranks, %d samples each (%d in all)%s\n", nranks,
+                rc->samples / nranks, rc->samples,
+                rc->samples % nranks ? " or one more" : "");
+    if (rank == 0 && nranks > rc->samples)
+        fprintf(stderr, "meta-train: warning: %d ranks for %d samples: ranks %d.. have no "
+                "sample to run (only evaluation seeds, if any)\n", nranks, rc->samples,
+                rc->samples);
+    if (rank == 0 && rc->estimator == LOPT_EST_MERGED && (int64_t)rc->samples * rc->pool < 8)
         fprintf(stderr, "meta-train: warning: merged estimates per-coordinate variances from "
                 "%lld samples; below 8 its es weights are mostly noise (raise --samples or "
                 "--pool)\n", (long long)rc->samples * rc->pool);
@@ -254,6 +317,7 @@ int cmd_meta_train(int argc, char **argv)
     if (rc->eval_every > 0) {
         st = lopt_horizon_eval_create(&he, rc->task, rc->eval_seeds, rc->neval, rc->horizon,
                                       rc->eval_points, rc->threads, &err);
+        cli_settle(&spec, "evaluation", st, &err);
         if (st != LOPT_OK) {
             lopt_meta_free(m);
             cli_fail("meta-train", "evaluation: %s", err.msg);
@@ -266,7 +330,9 @@ int cmd_meta_train(int argc, char **argv)
     cli_progress_init(&bar, "meta-train");
     int64_t start = lopt_meta_steps_done(m), best_seen = -1;
     double last_eval = NAN;
-    while (lopt_meta_steps_done(m) < rc->outer_steps && !stop_signal) {
+    /* every rank takes part in the same steps: a signal on one rank stops all of
+     * them after the same step (lopt_dist_any is the vote) */
+    while (lopt_meta_steps_done(m) < rc->outer_steps && !lopt_dist_any(stop_signal != 0)) {
         lopt_meta_row row;
         if ((st = lopt_meta_step(m, &row, &err)) != LOPT_OK) break;
         if (!isnan(row.eval_final)) last_eval = row.eval_final;
@@ -274,7 +340,9 @@ int cmd_meta_train(int argc, char **argv)
         double best;
         if (lopt_meta_best(m, NULL, &best_step, &best) && best_step != best_seen) {
             best_seen = best_step;
-            if ((st = write_best(m, out, &err)) != LOPT_OK) break;
+            if (rank == 0) st = write_best(m, out, &err);
+            cli_settle(&spec, NULL, st, &err);
+            if (st != LOPT_OK) break;
         }
         char extra[200];
         snprintf(extra, sizeof extra, "loss %.4f K %d w_es %.2f %.0f steps/s", row.outer_loss,
@@ -287,21 +355,41 @@ int cmd_meta_train(int argc, char **argv)
         cli_progress_update(&bar, row.step - start, rc->outer_steps - start, extra);
         /* the .lopt and the log go out with every checkpoint, so a long run can be
          * watched and its current optimizer tried */
-        if (row.step % ckpt_every == 0 && (st = write_outputs(m, out, ckpt, log, &err)) != LOPT_OK)
-            break;
+        if (row.step % ckpt_every == 0) {
+            st = write_outputs(m, out, ckpt, log, &err);
+            cli_settle(&spec, NULL, st, &err);
+            if (st != LOPT_OK) break;
+        }
     }
     cli_progress_end(&bar);
-    if (st == LOPT_OK) st = write_outputs(m, out, ckpt, log, &err);
+    int stopped = lopt_dist_any(stop_signal != 0);
+    lopt_dist_stats ds;   /* the steps' (and their checkpoints'), not the last write's */
+    lopt_dist_get_stats(&ds);
+    if (st == LOPT_OK) {
+        st = write_outputs(m, out, ckpt, log, &err);
+        cli_settle(&spec, NULL, st, &err);
+    }
     int64_t done = lopt_meta_steps_done(m);
+    if (rank == 0 && nranks > 1 && done > start) {
+        double k = 1.0 / (double)(done - start);
+        fprintf(stderr, "meta-train: communication on rank 0: %.3f ms per outer step (%.1f "
+                "calls, %.0f bytes received)", 1e3 * ds.comm_s * k, (double)ds.calls * k,
+                (double)ds.bytes * k);
+        if (ds.wait_s > 0)
+            fprintf(stderr, ", plus %.3f ms waiting for the slowest rank", 1e3 * ds.wait_s * k);
+        fprintf(stderr, "\n");
+    }
     int64_t best_step = -1;
     double best = NAN;
     int has_best = lopt_meta_best(m, NULL, &best_step, &best);
     lopt_meta_free(m);
     lopt_horizon_eval_free(he);
-    if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
-    if (stop_signal)
-        cli_fail("meta-train", "interrupted at outer step %lld; checkpoint %s written "
-                 "(continue with --resume)", (long long)done, ckpt);
+    /* the failures left are shared by every rank (evaluation results are gathered) */
+    if (st != LOPT_OK) cli_fail_all("meta-train", "%s", err.msg);
+    if (stopped)
+        cli_fail_all("meta-train", "interrupted at outer step %lld; checkpoint %s written "
+                     "(continue with --resume)", (long long)done, ckpt);
+    if (rank != 0) return 0;
     printf("meta-train: %lld outer steps; optimizer %s, checkpoint %s%s%s\n", (long long)done,
            out, ckpt, log ? ", log " : "", log ? log : "");
     if (has_best) {

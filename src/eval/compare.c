@@ -15,6 +15,7 @@
 #include <omp.h>
 #endif
 
+#include "core/dist.h"
 #include "eval/compare.h"
 #include "eval/plot.h"
 
@@ -279,15 +280,16 @@ static lopt_status tune_row(lopt_task *t, const lopt_compare_opts *o, lopt_compa
     return st;
 }
 
-/* The tuning runs on `jobs` workers, each with its own task (tasks[0] is the
- * caller's), taking the next row until all are done or one fails. OpenBLAS runs
- * single-threaded meanwhile: the cores go to the workers. */
+/* The tuning runs [lo, hi) on `jobs` workers, each with its own task (tasks[0] is
+ * the caller's), taking the next row until all are done or one fails. OpenBLAS
+ * runs single-threaded meanwhile: the cores go to the workers. */
 static lopt_status tune_parallel(lopt_task *tasks, int jobs, const lopt_compare_opts *o,
-                                 lopt_compare_result *res, run_ctx *rc, lopt_err *err)
+                                 lopt_compare_result *res, int lo, int hi, run_ctx *rc,
+                                 lopt_err *err)
 {
     lopt_status *wst = lopt_xcalloc((size_t)jobs, sizeof *wst);
     lopt_err *werr = lopt_xcalloc((size_t)jobs, sizeof *werr);
-    int next = 0, blas = openblas_get_num_threads();
+    int next = lo, blas = openblas_get_num_threads();
     openblas_set_num_threads(1);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(jobs)
@@ -302,7 +304,7 @@ static lopt_status tune_parallel(lopt_task *tasks, int jobs, const lopt_compare_
 #ifdef _OPENMP
 #pragma omp critical(lopt_compare_next)
 #endif
-            i = wst[w] == LOPT_OK && next < res->ntuning ? next++ : -1;
+            i = wst[w] == LOPT_OK && next < hi ? next++ : -1;
             if (i < 0) break;
             wst[w] = tune_row(&tasks[w], o, res, &res->tuning[i], rc, w, &werr[w]);
         }
@@ -319,7 +321,8 @@ static lopt_status tune_parallel(lopt_task *tasks, int jobs, const lopt_compare_
 /* Tunes every baseline: all grid points x tuning seeds, on o->jobs workers (each
  * with its own task from o->make_task; OpenBLAS single-threaded meanwhile), then
  * picks each baseline's learning rate. A run is a pure function of (optimizer, lr,
- * seed), so the choice does not depend on the number of workers. */
+ * seed), so the choice does not depend on the number of workers. Under MPI each
+ * rank runs its block of the rows and every rank gets every row (core/dist.h). */
 static lopt_status tune_all(lopt_task *t, const lopt_compare_opts *o, lopt_compare_result *res,
                             run_ctx *rc, lopt_err *err)
 {
@@ -345,10 +348,12 @@ static lopt_status tune_all(lopt_task *t, const lopt_compare_opts *o, lopt_compa
 #ifdef _OPENMP
     if (o->make_task) jobs = o->jobs > 0 ? o->jobs : omp_get_max_threads();
 #endif
-    if (jobs > res->ntuning) jobs = res->ntuning > 0 ? res->ntuning : 1;
+    int lo, hi;
+    lopt_dist_block(res->ntuning, lopt_dist_rank(), &lo, &hi);
+    if (jobs > hi - lo) jobs = hi - lo > 0 ? hi - lo : 1;
     lopt_status st = LOPT_OK;
     if (jobs == 1) {
-        for (int i = 0; i < res->ntuning && st == LOPT_OK; i++)
+        for (int i = lo; i < hi && st == LOPT_OK; i++)
             st = tune_row(t, o, res, &res->tuning[i], rc, -1, err);
     } else {
         lopt_task *tasks = lopt_xcalloc((size_t)jobs, sizeof *tasks);
@@ -356,11 +361,13 @@ static lopt_status tune_all(lopt_task *t, const lopt_compare_opts *o, lopt_compa
         tasks[0] = *t;
         while (made < jobs && st == LOPT_OK)
             if ((st = o->make_task(o->user, &tasks[made], err)) == LOPT_OK) made++;
-        if (st == LOPT_OK) st = tune_parallel(tasks, jobs, o, res, rc, err);
+        if (st == LOPT_OK) st = tune_parallel(tasks, jobs, o, res, lo, hi, rc, err);
         for (int w = 1; w < made; w++) tasks[w].free(&tasks[w]);
         free(tasks);
     }
-    if (st != LOPT_OK) return st;
+    if ((st = lopt_dist_settle(st, err)) != LOPT_OK) return st;
+    lopt_dist_allgather(res->tuning, sizeof *res->tuning, res->ntuning);
+    rc->run = res->ntuning;   /* the runs of the other ranks count as done */
 
     /* the rows in the order they were laid out above: baseline, grid point, seed */
     const lopt_tuning_row *row = res->tuning;
@@ -600,6 +607,11 @@ lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
     run_ctx rc = {o, 0, o->nbaselines * o->grid_points * o->tune_seeds +
                             res->nopt * o->nseeds};
     st = tune_all(t, o, res, &rc, err);
+    /* under MPI the test runs, whose wall-clock counts, run on rank 0 alone */
+    if (lopt_dist_rank() != 0) {
+        res->elapsed_s = lopt_now() - t0;
+        return st;
+    }
     for (int i = 0; i < res->nopt && st == LOPT_OK; i++) {
         st = test_runs(t, o, &res->opt[i], eval_every, &rc, err);
         if (st == LOPT_OK) aggregate(&res->opt[i]);

@@ -36,8 +36,11 @@
  *     loss and wall-clock too (adam_* fields).
  *
  * Parallel runs: only the tuning runs (their wall-clock is not reported) may run
- * on several workers (jobs > 1, each with its own task from make_task). The test
- * runs, whose wall-clock the speedups use, run one at a time with every core.
+ * on several workers (jobs > 1, each with its own task from make_task), and under
+ * MPI on several ranks (core/dist.h; lopt_compare_run is then collective, ranks
+ * other than 0 return after the tuning with res holding the tuning rows alone).
+ * The test runs, whose wall-clock the speedups use, run one at a time with every
+ * core, on rank 0.
  *
  * Left out: tuning anything but the learning rate, tuning the learned optimizer
  * (it has no learning rate).

@@ -1,4 +1,6 @@
-/* horizon.c - full-horizon evaluation of a learned optimizer (see horizon.h). */
+/* horizon.c - full-horizon evaluation of a learned optimizer (see horizon.h). Under
+ * MPI each rank trains its block of the seeds (core/dist.h) and every rank gets
+ * every seed's result before the sum in seed order. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -7,8 +9,16 @@
 #include <omp.h>
 #endif
 
+#include "core/dist.h"
 #include "eval/horizon.h"
 #include "eval/train.h"
+
+/* one seed's run: what the other ranks get (the same binary on every rank) */
+typedef struct {
+    double final, mean;
+    lopt_status st;
+    lopt_err err;
+} seed_result;
 
 struct lopt_horizon_eval {
     int nthreads;
@@ -16,9 +26,7 @@ struct lopt_horizon_eval {
     uint64_t *seeds;                  /* (nseeds) */
     int nseeds;
     int64_t horizon, eval_every;
-    double *final, *mean;             /* (nseeds) per-seed results */
-    lopt_status *st;                  /* (nseeds) */
-    lopt_err *errs;                   /* (nseeds) */
+    seed_result *res;                 /* (nseeds) */
 };
 
 lopt_status lopt_horizon_eval_create(lopt_horizon_eval **out, const char *task,
@@ -35,7 +43,9 @@ lopt_status lopt_horizon_eval_create(lopt_horizon_eval **out, const char *task,
 #else
     (void)threads;
 #endif
-    if (nt > nseeds) nt = nseeds;
+    int lo, hi;   /* the seeds this rank trains */
+    lopt_dist_block(nseeds, lopt_dist_rank(), &lo, &hi);
+    if (nt > hi - lo) nt = hi - lo > 0 ? hi - lo : 1;
     if (nt > 1) openblas_set_num_threads(1);   /* parallel over seeds instead */
     he->tasks = lopt_xcalloc((size_t)nt, sizeof *he->tasks);
     for (int i = 0; i < nt; i++) {
@@ -52,10 +62,7 @@ lopt_status lopt_horizon_eval_create(lopt_horizon_eval **out, const char *task,
     he->nseeds = nseeds;
     he->horizon = horizon;
     he->eval_every = horizon / points > 0 ? horizon / points : 1;
-    he->final = lopt_xcalloc((size_t)nseeds, sizeof(double));
-    he->mean = lopt_xcalloc((size_t)nseeds, sizeof(double));
-    he->st = lopt_xcalloc((size_t)nseeds, sizeof *he->st);
-    he->errs = lopt_xcalloc((size_t)nseeds, sizeof *he->errs);
+    he->res = lopt_xcalloc((size_t)nseeds, sizeof *he->res);
     *out = he;
     return LOPT_OK;
 }
@@ -65,47 +72,52 @@ static void run_seed(lopt_horizon_eval *he, lopt_task *t, const lopt_arch *a, co
                      int i)
 {
     lopt_optimizer o;
-    he->st[i] = lopt_learned_create(&o, a, theta, t->tensors, t->ntensors, t->n, &he->errs[i]);
-    if (he->st[i] != LOPT_OK) return;
+    seed_result *sr = &he->res[i];
+    memset(sr, 0, sizeof *sr);
+    sr->st = lopt_learned_create(&o, a, theta, t->tensors, t->ntensors, t->n, &sr->err);
+    if (sr->st != LOPT_OK) return;
     lopt_train_opts opts = {.steps = he->horizon, .eval_every = he->eval_every,
                             .seed = he->seeds[i]};
     lopt_train_result res;
-    lopt_status st = lopt_train_run(t, &o, &opts, &res, NULL, &he->errs[i]);
+    lopt_status st = lopt_train_run(t, &o, &opts, &res, NULL, &sr->err);
     o.free(&o);
-    he->final[i] = he->mean[i] = INFINITY;
+    sr->final = sr->mean = INFINITY;
     if (st == LOPT_OK && res.nrows > 1) {
         double acc = 0;
         for (int r = 1; r < res.nrows; r++) acc += res.rows[r].valid_loss;
-        he->final[i] = res.rows[res.nrows - 1].valid_loss;
-        he->mean[i] = acc / (res.nrows - 1);
-        if (!isfinite(he->final[i])) he->final[i] = INFINITY;
-        if (!isfinite(he->mean[i])) he->mean[i] = INFINITY;
+        sr->final = res.rows[res.nrows - 1].valid_loss;
+        sr->mean = acc / (res.nrows - 1);
+        if (!isfinite(sr->final)) sr->final = INFINITY;
+        if (!isfinite(sr->mean)) sr->mean = INFINITY;
     }
-    he->st[i] = st == LOPT_EDIVERGED ? LOPT_OK : st;
+    sr->st = st == LOPT_EDIVERGED ? LOPT_OK : st;
     lopt_train_result_free(&res);
 }
 
 lopt_status lopt_horizon_eval_run(lopt_horizon_eval *he, const lopt_arch *a, const float *theta,
                                   double *final, double *mean, lopt_err *err)
 {
+    int lo, hi;
+    lopt_dist_block(he->nseeds, lopt_dist_rank(), &lo, &hi);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(he->nthreads) schedule(dynamic, 1)
 #endif
-    for (int i = 0; i < he->nseeds; i++) {
+    for (int i = lo; i < hi; i++) {
         int ti = 0;
 #ifdef _OPENMP
         ti = omp_get_thread_num();
 #endif
         run_seed(he, &he->tasks[ti], a, theta, i);
     }
+    lopt_dist_allgather(he->res, sizeof *he->res, he->nseeds);
     double f = 0, m = 0;
     for (int i = 0; i < he->nseeds; i++) {
-        if (he->st[i] != LOPT_OK) {
-            if (err) *err = he->errs[i];
-            return he->st[i];
+        if (he->res[i].st != LOPT_OK) {
+            if (err) *err = he->res[i].err;
+            return he->res[i].st;
         }
-        f += he->final[i];
-        m += he->mean[i];
+        f += he->res[i].final;
+        m += he->res[i].mean;
     }
     *final = f / he->nseeds;
     *mean = m / he->nseeds;
@@ -124,9 +136,6 @@ void lopt_horizon_eval_free(lopt_horizon_eval *he)
     for (int i = 0; i < he->nthreads; i++) he->tasks[i].free(&he->tasks[i]);
     free(he->tasks);
     free(he->seeds);
-    free(he->final);
-    free(he->mean);
-    free(he->st);
-    free(he->errs);
+    free(he->res);
     free(he);
 }

@@ -11,7 +11,9 @@
  * of the validation losses after step 0 (the area under the curve, a measure of
  * speed). A run that diverges counts as +inf in both. The seeds run in parallel,
  * one task object per thread, and are summed in seed order (thread count does
- * not change the numbers).
+ * not change the numbers). Under MPI the ranks split the seeds and every rank
+ * gets every seed's result (core/dist.h): lopt_horizon_eval_run is collective and
+ * its numbers do not depend on the number of ranks either.
  */
 #ifndef LOPT_HORIZON_H
 #define LOPT_HORIZON_H

@@ -10,8 +10,10 @@
 #include <omp.h>
 #endif
 
+#include "core/dist.h"
 #include "core/ser.h"
 #include "lopt/lopt_file.h"
+#include "meta/dist.h"
 #include "meta/meta.h"
 
 const char *const lopt_est_names[] = {"rp", "es", "merged", "pes", "nres", "fulles"};
@@ -226,7 +228,9 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
 #ifdef _OPENMP
     threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
 #endif
-    if (threads > cfg->samples) threads = cfg->samples;
+    int own_lo, own_hi;   /* under MPI this rank runs only its block of the samples */
+    lopt_dist_block(cfg->samples, lopt_dist_rank(), &own_lo, &own_hi);
+    if (threads > own_hi - own_lo) threads = own_hi - own_lo > 0 ? own_hi - own_lo : 1;
     if (threads > 1) openblas_set_num_threads(1);   /* parallel over samples instead */
     m->nworkers = threads;
     m->tape = tape_len(cfg);
@@ -415,22 +419,22 @@ static void start_traj(const lopt_meta *m, worker *w, int s, lopt_traj *tr, uint
     lopt_traj_start(&w->ws, tr, seed, h);
 }
 
-/* Sample s's pair on worker w: (re)starts its trajectory if needed (instance id
- * m->ids[s]), sets its perturbation and runs the pair. Writes only sample s's
- * slots of m. */
-static void run_sample(lopt_meta *m, worker *w, int s, int K)
+/* whether sample s starts a new trajectory life this step */
+static int sample_fresh(const lopt_meta *m, int s)
+{
+    return m->plus[s].needs_reset || m->cfg.estimator == LOPT_EST_FULLES;
+}
+
+/* Sample s's reset flag and perturbation for this step (nres: one per life; pes:
+ * added to its sum xi). Every rank of an MPI job computes them for every sample
+ * (they are pure functions of the seed, step and instance ids), so only the
+ * sample's results travel. Writes only sample s's slots of m. */
+static void sample_noise(lopt_meta *m, int s, int fresh)
 {
     const lopt_meta_cfg *c = &m->cfg;
-    size_t np = m->np, n = m->n;
-    int M = lopt_arch_state_rows(&m->arch);
+    size_t np = m->np;
     float *eps = m->eps + (size_t)s * np;
-    lopt_traj *plus = &m->plus[s];
-    lopt_traj *minus = persistent(c) ? &m->minus[s] : &w->minus;
-    int fresh = plus->needs_reset || c->estimator == LOPT_EST_FULLES;
-    if (fresh) {
-        start_traj(m, w, s, plus, m->ids[s]);
-        m->reset_flags[s] = 1;
-    }
+    if (fresh) m->reset_flags[s] = 1;
     if (c->estimator == LOPT_EST_NRES) {
         /* one perturbation per life */
         if (fresh) draw_eps(m, eps, STREAM_EPS_LIFE, m->ids[s] * np);
@@ -442,6 +446,22 @@ static void run_sample(lopt_meta *m, worker *w, int s, int K)
         if (fresh) memset(xi, 0, np * sizeof(float));
         for (size_t i = 0; i < np; i++) xi[i] += eps[i];
     }
+}
+
+/* Sample s's pair on worker w: (re)starts its trajectory if needed (instance id
+ * m->ids[s]), sets its perturbation and runs the pair. Writes only sample s's
+ * slots of m. */
+static void run_sample(lopt_meta *m, worker *w, int s, int K)
+{
+    const lopt_meta_cfg *c = &m->cfg;
+    size_t np = m->np, n = m->n;
+    int M = lopt_arch_state_rows(&m->arch);
+    float *eps = m->eps + (size_t)s * np;
+    lopt_traj *plus = &m->plus[s];
+    lopt_traj *minus = persistent(c) ? &m->minus[s] : &w->minus;
+    int fresh = sample_fresh(m, s);
+    if (fresh) start_traj(m, w, s, plus, m->ids[s]);
+    sample_noise(m, s, fresh);
     if (!persistent(c) || fresh) lopt_traj_copy(minus, plus, n, M);   /* common start */
 
     lopt_unroll_cfg uc = {.K = K, .outer_split = c->outer_split, .weight = c->weight,
@@ -598,18 +618,25 @@ lopt_status lopt_meta_step(lopt_meta *m, lopt_meta_row *row, lopt_err *err)
      * Restarting trajectories get their instance ids in sample order before the
      * parallel loop, so the ids do not depend on which thread gets there first. */
     for (int s = 0; s < S; s++)
-        if (m->plus[s].needs_reset || c->estimator == LOPT_EST_FULLES)
-            m->ids[s] = m->traj_counter++;
+        if (sample_fresh(m, s)) m->ids[s] = m->traj_counter++;
+    /* under MPI this rank runs the samples of its block; the others' noise is
+     * drawn here and their results come from their owners */
+    int lo, hi;
+    lopt_dist_block(S, lopt_dist_rank(), &lo, &hi);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(m->nworkers) schedule(static, 1)
 #endif
-    for (int s = 0; s < S; s++) {
+    for (int s = lo; s < hi; s++) {
         int wi = 0;
 #ifdef _OPENMP
         wi = omp_get_thread_num();
 #endif
         run_sample(m, &m->workers[wi], s, K);
     }
+    for (int s = 0; s < S; s++)
+        if (s < lo || s >= hi) sample_noise(m, s, sample_fresh(m, s));
+    lopt_meta_dist_share(S, m->np, m->loss_plus, m->loss_minus, m->inner_steps, m->div_flags,
+                         uses_rp(c) ? m->g_rp : NULL, m->plus, persistent(c) ? m->minus : NULL);
     double loss = 0;
     long steps = 0;
     for (int s = 0; s < S; s++) {
@@ -858,13 +885,12 @@ lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
     return st;
 }
 
-lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
+/* the checkpoint in data (len bytes, malloc'ed; freed here) */
+static lopt_status load_owned(lopt_meta **out, unsigned char *data, size_t len, const char *path,
+                              lopt_err *err)
 {
     *out = NULL;
-    unsigned char *data;
-    size_t len;
-    lopt_status st = lopt_read_file(path, &data, &len, err);
-    if (st != LOPT_OK) return st;
+    lopt_status st;
     if (len < 16 || memcmp(data, CKPT_MAGIC, 8) != 0) {
         free(data);
         return lopt_fail(err, LOPT_EFORMAT, "%s: not a lopt meta-training checkpoint", path);
@@ -931,4 +957,63 @@ lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
     }
     *out = m;
     return LOPT_OK;
+}
+
+lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
+{
+    *out = NULL;
+    unsigned char *data;
+    size_t len;
+    lopt_status st = lopt_read_file(path, &data, &len, err);
+    if (st != LOPT_OK) return st;
+    return load_owned(out, data, len, path, err);
+}
+
+lopt_status lopt_meta_load_image(lopt_meta **out, const unsigned char *data, size_t len,
+                                 const char *path, lopt_err *err)
+{
+    unsigned char *copy = malloc(len ? len : 1);
+    LOPT_ASSERT(copy);
+    memcpy(copy, data, len);
+    return load_owned(out, copy, len, path, err);
+}
+
+/* ---- across ranks (meta/dist.h) ------------------------------------------------------ */
+
+void lopt_meta_gather(lopt_meta *m)
+{
+    lopt_meta_dist_gather_trajs(m->cfg.samples, m->plus, persistent(&m->cfg) ? m->minus : NULL,
+                                m->n, lopt_arch_state_rows(&m->arch));
+}
+
+/* FNV-1a, 64 bits: not a CRC, whose value over data that end with their own CRC
+ * (a .lopt image does) is a constant */
+static uint64_t fnv1a(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+void lopt_meta_fingerprint(const lopt_meta *m, uint64_t *cfg_hash, uint64_t *state_hash)
+{
+    lopt_meta_cfg c = m->cfg;
+    c.threads = 0;   /* does not change the numbers */
+    ser_out o = {0};
+    put_cfg(&o, &c);
+    *cfg_hash = fnv1a(o.p, o.len);
+    o.len = 0;
+    unsigned char *img = NULL;
+    size_t len = 0;
+    lopt_status st = lopt_file_encode(&m->arch, m->theta, NULL, &img, &len, NULL);
+    LOPT_ASSERT(st == LOPT_OK);
+    ser_blob(&o, img, len);
+    free(img);
+    ser_f32s(&o, m->adam_m, m->np);
+    ser_f32s(&o, m->adam_v, m->np);
+    ser_u64(&o, (uint64_t)m->adam_t);
+    ser_u64(&o, (uint64_t)m->step);
+    ser_u64(&o, m->traj_counter);
+    *state_hash = fnv1a(o.p, o.len);
+    free(o.p);
 }

@@ -20,7 +20,8 @@
  * move (lopt_arch_train_mask): the others get no noise and no update.
  * The merge may pool the variances over the last `pool` outer steps' samples.
  * Samples run on OpenMP threads, each with its own task object, and are reduced in
- * sample order, so the result does not depend on the thread count.
+ * sample order, so the result does not depend on the thread count - nor on the
+ * number of MPI ranks they are split over (meta/dist.h).
  *
  * Progress at the horizon: with eval_every > 0 and an evaluator (the caller's:
  * src/eval's lopt_horizon_eval for the CLI), theta is trained over the full
@@ -140,6 +141,19 @@ const char *lopt_meta_log(const lopt_meta *m);
  * RNG counters, live trajectories, the log), CRC-checked, written atomically. */
 lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err);
 lopt_status lopt_meta_load(lopt_meta **m, const char *path, lopt_err *err);
+/* The same from a checkpoint's bytes in memory (path: its name in messages). */
+lopt_status lopt_meta_load_image(lopt_meta **m, const unsigned char *data, size_t len,
+                                 const char *path, lopt_err *err);
+
+/* Under MPI (meta/dist.h; docs/scale-out.md) every rank runs its block of the
+ * samples and the steps stay identical on every rank. lopt_meta_gather brings
+ * every trajectory to rank 0, which alone then saves: call it on every rank
+ * before each checkpoint (nothing to do on one rank). */
+void lopt_meta_gather(lopt_meta *m);
+/* Hashes (FNV-1a) of the configuration (the thread count left out: it does not
+ * change the numbers) and of the state (architecture, theta, Adam, counters),
+ * which the ranks compare before the first step. */
+void lopt_meta_fingerprint(const lopt_meta *m, uint64_t *cfg_hash, uint64_t *state_hash);
 
 /* Parses an estimator name; -1 if unknown. */
 int lopt_est_parse(const char *name);
