@@ -87,22 +87,44 @@ int lopt_model_write_initial(const char *path,     /* the .lopt file to create *
  * tensors laid out one after the other in a flat float vector of
  * sum(tensor_sizes) elements. Copies what it needs from the model and the sizes
  * (both may be freed afterwards). Returns NULL if model or tensor_sizes is NULL,
- * ntensors < 1 or a size is 0. Free with lopt_opt_free. */
+ * ntensors < 1, a size is 0, the sizes sum past SIZE_MAX or to more than 2^31 - 1
+ * parameters, or the optimizer's state (4 (3 nmom + 2 nhidden hidden + 10) bytes
+ * per parameter: 356 for the paper preset) cannot be allocated; it never aborts
+ * the program. Free with lopt_opt_free. */
 lopt_opt *lopt_opt_new(const lopt_model *model,      /* a loaded learned optimizer */
                        const size_t *tensor_sizes,   /* (ntensors) element counts */
                        int ntensors);                /* number of tensors, >= 1 */
+
+/* lopt_opt_new, with a one-line reason in errbuf when it returns NULL. */
+lopt_opt *lopt_opt_new2(const lopt_model *model,      /* a loaded learned optimizer */
+                        const size_t *tensor_sizes,   /* (ntensors) element counts */
+                        int ntensors,                 /* number of tensors, >= 1 */
+                        char *errbuf,                 /* receives the reason, or NULL */
+                        size_t errlen);               /* size of errbuf in bytes */
 
 /* The number of parameters the optimizer updates (sum of the tensor sizes). */
 size_t lopt_opt_nparams(const lopt_opt *opt);
 
 /* One optimization step: updates params in place from grads (the gradient of
- * your loss at params) and advances the optimizer's momenta and step count. */
+ * your loss at params) and advances the optimizer's momenta and step count.
+ * Non-finite values are skipped element by element, never spread: where grads[i]
+ * is NaN or +-inf, params[i] and that element's momenta stay as they were (the
+ * element counts as a zero gradient in its tensor's normalisation, so the rest of
+ * the tensor steps as usual), and where the computed update is not finite,
+ * params[i] stays as it was. Each skipped element is counted (lopt_opt_nonfinite);
+ * the step count advances either way. */
 void lopt_opt_step(lopt_opt *opt,        /* the optimizer state */
                    float *params,        /* (nparams) updated in place */
                    const float *grads);  /* (nparams) gradient at params */
 
-/* Forgets momenta and the step count, as for a freshly created optimizer (use
- * it when you re-initialise your parameters for a new training run). */
+/* Elements skipped by lopt_opt_step (non-finite gradient or update) since the
+ * optimizer was created or last reset: non-zero means your gradients (or
+ * parameters) have NaN/inf in them. */
+uint64_t lopt_opt_nonfinite(const lopt_opt *opt);
+
+/* Forgets momenta, the step count and the skipped-element count, as for a freshly
+ * created optimizer (use it when you re-initialise your parameters for a new
+ * training run). */
 void lopt_opt_reset(lopt_opt *opt);
 
 /* Releases an optimizer; NULL is a no-op. */

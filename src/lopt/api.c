@@ -1,6 +1,7 @@
 /* api.c - the public C API (include/lopt.h): thin wrappers over the .lopt reader
  * (lopt_file.h) and the learned optimizer as an lopt_optimizer (mlp_lopt.h).
  * Left out: meta-training and the hand-designed optimizers (internal APIs). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,23 +113,51 @@ int lopt_model_write_initial(const char *path, const char *preset, uint64_t seed
     return 0;
 }
 
-lopt_opt *lopt_opt_new(const lopt_model *model, const size_t *tensor_sizes, int ntensors)
+lopt_opt *lopt_opt_new2(const lopt_model *model, const size_t *tensor_sizes, int ntensors,
+                        char *errbuf, size_t errlen)
 {
-    if (!model || !tensor_sizes || ntensors < 1) return NULL;
-    for (int i = 0; i < ntensors; i++)
-        if (tensor_sizes[i] == 0) return NULL;
-    lopt_opt *s = lopt_xcalloc(1, sizeof *s);
-    s->tensors = lopt_xcalloc((size_t)ntensors, sizeof *s->tensors);
-    s->ntensors = ntensors;
+    char msg[600];
+    if (!model || !tensor_sizes || ntensors < 1) {
+        set_err(errbuf, errlen, !model ? "lopt_opt_new: model is NULL"
+                                : !tensor_sizes ? "lopt_opt_new: tensor_sizes is NULL"
+                                                : "lopt_opt_new: ntensors must be >= 1");
+        return NULL;
+    }
     size_t off = 0;
+    for (int i = 0; i < ntensors; i++) {
+        if (tensor_sizes[i] == 0) {
+            snprintf(msg, sizeof msg, "lopt_opt_new: tensor %d has size 0", i);
+            set_err(errbuf, errlen, msg);
+            return NULL;
+        }
+        if (tensor_sizes[i] > SIZE_MAX - off) {
+            snprintf(msg, sizeof msg, "lopt_opt_new: the tensor sizes overflow size_t "
+                     "(their sum passes SIZE_MAX at tensor %d)", i);
+            set_err(errbuf, errlen, msg);
+            return NULL;
+        }
+        off += tensor_sizes[i];
+    }
+    lopt_opt *s = lopt_try_calloc(1, sizeof *s);
+    if (s) s->tensors = lopt_try_calloc((size_t)ntensors, sizeof *s->tensors);
+    if (!s || !s->tensors) {
+        free(s);
+        set_err(errbuf, errlen, "lopt_opt_new: out of memory");
+        return NULL;
+    }
+    s->ntensors = ntensors;
+    off = 0;
     for (int i = 0; i < ntensors; i++) {
         s->tensors[i].name = "";
         s->tensors[i].offset = off;
         s->tensors[i].size = tensor_sizes[i];
         off += tensor_sizes[i];
     }
+    lopt_err err = {0};
     if (lopt_learned_create(&s->o, &model->arch, model->theta, s->tensors, ntensors, off,
-                            NULL) != LOPT_OK) {
+                            &err) != LOPT_OK) {
+        snprintf(msg, sizeof msg, "lopt_opt_new: %s", err.msg);
+        set_err(errbuf, errlen, msg);
         free(s->tensors);
         free(s);
         return NULL;
@@ -136,7 +165,14 @@ lopt_opt *lopt_opt_new(const lopt_model *model, const size_t *tensor_sizes, int 
     return s;
 }
 
+lopt_opt *lopt_opt_new(const lopt_model *model, const size_t *tensor_sizes, int ntensors)
+{
+    return lopt_opt_new2(model, tensor_sizes, ntensors, NULL, 0);
+}
+
 size_t lopt_opt_nparams(const lopt_opt *opt) { return opt->o.n; }
+
+uint64_t lopt_opt_nonfinite(const lopt_opt *opt) { return lopt_learned_nonfinite(&opt->o); }
 
 void lopt_opt_step(lopt_opt *opt, float *params, const float *grads)
 {

@@ -148,6 +148,11 @@ typedef struct {
 } lopt_mlp_work;
 
 void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int ntensors);
+/* The same, returning LOPT_ENOMEM (wk freed) instead of calling the out-of-memory
+ * handler; lopt_mlp_work_bytes is about what it allocates. */
+lopt_status lopt_mlp_work_try_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n,
+                                   int ntensors);
+size_t lopt_mlp_work_bytes(const lopt_arch *a, size_t n);
 void lopt_mlp_work_free(lopt_mlp_work *wk);
 
 /* One update of all n parameters. m (nmom, n) is updated in place with g; then
@@ -169,9 +174,20 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
                   float *dw, float *dm);
 
 /* A hand-designed-optimizer-shaped wrapper: lopt_optimizer whose step runs the
- * learned optimizer (copies theta and arch; the task's tensors must outlive it). */
+ * learned optimizer (copies theta and arch; the task's tensors must outlive it).
+ * Never aborts on the caller's sizes: tensors that do not tile n, sizes whose sum
+ * overflows or n above LOPT_LEARNED_MAX_PARAMS are LOPT_EUSAGE, a failed allocation
+ * LOPT_ENOMEM, each with a reason.
+ * Its step skips non-finite values element by element: an element whose gradient
+ * is NaN/inf keeps its parameter and its momenta (and counts as 0 in its tensor's
+ * normalisers); an element whose update is not finite keeps its parameter. Both are
+ * counted (lopt_learned_nonfinite); reset sets the count to 0. */
+#define LOPT_LEARNED_MAX_PARAMS ((size_t)INT32_MAX)   /* the matrix products take int sizes */
 lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const float *theta,
                                 const lopt_tensor *tensors, int ntensors, size_t n,
                                 lopt_err *err);
+/* Elements skipped by a learned optimizer's steps since creation or reset (0 for an
+ * optimizer that is not a learned one). */
+uint64_t lopt_learned_nonfinite(const lopt_optimizer *o);
 
 #endif
