@@ -15,9 +15,6 @@
 #include "lopt/lopt_file.h"
 #include "meta/meta.h"
 
-static volatile sig_atomic_t stop_signal = 0;
-static void on_signal(int sig) { stop_signal = sig; }
-
 /* OUT.best.lopt beside OUT */
 static void best_path(char *buf, size_t cap, const char *out)
 {
@@ -64,7 +61,7 @@ static lopt_status write_best(const lopt_meta *m, const char *out, lopt_err *err
     size_t len = strlen(p.note);
     snprintf(p.note + len, sizeof p.note - len, "; best by --eval-every: outer step %lld, "
              "mean final validation loss %.6f", (long long)step, final);
-    char path[600];
+    char path[4096];
     best_path(path, sizeof path, out);
     return lopt_file_write(path, lopt_meta_arch(m), theta, &p, err);
 }
@@ -90,6 +87,48 @@ static lopt_status write_outputs(const lopt_meta *m, const char *out, const char
     return st;
 }
 
+/* The outputs before anything runs. Without --resume an existing OUT, OUT.ckpt,
+ * OUT.best.lopt or log is a finished (or interrupted) run: refused unless --force.
+ * With or without, no two of them and no input (--init) may be the same file, and
+ * each must be writable. */
+static void check_outputs(const cli_spec *spec, int resume, int force, const char *out,
+                          const char *ckpt, const char *best, const char *log,
+                          const char *init)
+{
+    char hint[160];
+    snprintf(hint, sizeof hint, "continue that run with --resume, or start afresh over it "
+             "with --force");
+    const char *flag[4] = {"out", "out (its checkpoint)", "out (its best optimizer)", "log"};
+    const char *name[4] = {"--out", "OUT.ckpt", "OUT.best.lopt", "--log"};
+    const char *path[4] = {out, ckpt, best, log};
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < i; j++) cli_check_distinct(spec, name[j], path[j], name[i], path[i]);
+        cli_check_distinct(spec, "--init", init, name[i], path[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        if (path[i]) cli_check_output(spec, flag[i], path[i], resume || force, hint);
+}
+
+/* --resume keeps the checkpoint's settings: say which flags it does not use */
+static void warn_resume_ignores(const cli_spec *spec)
+{
+    static const char *const used[] = {"resume", "out", "outer-steps", "eval-every", "log",
+                                       "checkpoint-every", "eval-seeds"};
+    char list[512] = "";
+    for (int i = 0; i < spec->nopts; i++) {
+        if (!spec->opts[i].seen) continue;
+        int u = 0;
+        for (size_t k = 0; k < sizeof used / sizeof *used; k++)
+            u |= strcmp(spec->opts[i].name, used[k]) == 0;
+        size_t len = strlen(list);
+        if (!u) snprintf(list + len, sizeof list - len, "%s--%s", len ? ", " : "",
+                         spec->opts[i].name);
+    }
+    if (*list)
+        fprintf(stderr, "meta-train: warning: --resume continues with the checkpoint's "
+                "settings; ignoring %s\n", list);
+}
+
 static int seen(const cli_spec *spec, const char *name)
 {
     for (int i = 0; i < spec->nopts; i++)
@@ -110,7 +149,7 @@ int cmd_meta_train(int argc, char **argv)
     int64_t eval_every = 0, eval_points = c.eval_points;
     double sigma = c.sigma, outer_lr = c.outer_lr, grad_clip = c.grad_clip;
     double loss_clip = c.loss_clip, diverge = c.diverge_factor;
-    int resume = 0, first_order = 0;
+    int resume = 0, first_order = 0, force = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task, "task to meta-train on (default fmnist8-mlp)", 0, 0},
         {"estimator", OPT_STR, &est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
@@ -152,6 +191,8 @@ int cmd_meta_train(int argc, char **argv)
         {"checkpoint-every", OPT_INT, &ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
         {"resume", OPT_FLAG, &resume, "continue from OUT.ckpt (its settings; --outer-steps may "
          "raise the target, --eval-every may turn evaluation on or change its interval)", 0, 0},
+        {"force", OPT_FLAG, &force, "start afresh over an existing OUT, OUT.ckpt, OUT.best.lopt "
+         "or --log (without it they are never replaced)", 0, 0},
         {"log", OPT_STR, &log, "CSV log, a row per outer step (plots beside it)", 0, 0},
         {"init", OPT_STR, &init, "start from this .lopt's theta (same arch) instead of a "
          "random one", 0, 0},
@@ -161,7 +202,7 @@ int cmd_meta_train(int argc, char **argv)
                      "[--arch paper|lo|nominal] [--train all|nominal|schedule] [--K 20] "
                      "[--samples S] [--sigma X] [--outer-loss train|valid] "
                      "[--outer-weight mean|end|tail:F] [--outer-lr X] [--outer-steps N] "
-                     "[--horizon N] [--eval-every N] [--out FILE.lopt] [--resume] [--log FILE.csv]",
+                     "[--horizon N] [--eval-every N] [--out FILE.lopt] [--resume | --force] [--log FILE.csv]",
                      "Meta-trains a learned optimizer by truncated unrolls (or full-horizon "
                      "es); with --eval-every, measures it at the full horizon as it goes.",
                      opts, (int)(sizeof opts / sizeof *opts)};
@@ -178,6 +219,11 @@ int cmd_meta_train(int argc, char **argv)
         if (strcmp(shape, lopt_shape_names[i]) == 0) sh = i;
     if (sh < 0) cli_usage_error(&spec, "unknown --shape '%s' (none|sign|rank)", shape);
     if (ckpt_every < 1) cli_usage_error(&spec, "--checkpoint-every must be positive");
+    if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
+    if (outer_steps < 0) cli_usage_error(&spec, "--outer-steps must be >= 0");
+    if (out && !*out) cli_usage_error(&spec, "--out needs a file name");
+    if (resume && force)
+        cli_usage_error(&spec, "--resume continues OUT's run, --force starts it afresh: not both");
     if (strlen(task) >= sizeof c.task || strlen(arch) >= sizeof c.arch ||
         strlen(train) >= sizeof c.train)
         cli_usage_error(&spec, "task, arch or train name too long");
@@ -212,17 +258,24 @@ int cmd_meta_train(int argc, char **argv)
         c.neval = cli_parse_seeds(&spec, "eval-seeds", eval_seeds, c.eval_seeds,
                                   LOPT_META_MAX_EVAL);
 
-    char outbuf[512], ckpt[600];
+    char outbuf[512], ckpt[4096], best_file[4096];
     if (!out) {
         snprintf(outbuf, sizeof outbuf, "lopt-%s.lopt", c.task);
         out = outbuf;
     }
+    if (strlen(out) + 16 >= sizeof ckpt)
+        cli_usage_error(&spec, "--out too long (%zu characters)", strlen(out));
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
+    best_path(best_file, sizeof best_file, out);
+    check_outputs(&spec, resume, force, out, ckpt, best_file, log, init);
+    /* afresh without evaluation: the old run's best optimizer would be mistaken for this one's */
+    if (force && !resume && c.eval_every == 0) remove(best_file);
     lopt_meta *m = NULL;
     lopt_status st;
     if (resume) {
         if (eval_seeds) cli_usage_error(&spec, "--eval-seeds is fixed when a run starts "
                                         "(the best optimizer is chosen on them)");
+        warn_resume_ignores(&spec);
         st = lopt_meta_load(&m, ckpt, &err);
         if (st != LOPT_OK) cli_fail("meta-train", "cannot resume: %s", err.msg);
         if (seen(&spec, "outer-steps")) lopt_meta_set_outer_steps(m, outer_steps);
@@ -260,15 +313,23 @@ int cmd_meta_train(int argc, char **argv)
         }
         lopt_meta_set_evaluator(m, lopt_horizon_eval_fn, he);
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    /* kept installed: a second signal while a checkpoint is written only repeats the
+     * request, the write finishes */
+    cli_signals_install(NULL);
     cli_progress bar;
     cli_progress_init(&bar, "meta-train");
-    int64_t start = lopt_meta_steps_done(m), best_seen = -1;
+    int64_t start = lopt_meta_steps_done(m), best_seen = -1, all_clipped = 0;
     double last_eval = NAN;
-    while (lopt_meta_steps_done(m) < rc->outer_steps && !stop_signal) {
+    while (lopt_meta_steps_done(m) < rc->outer_steps && !cli_stop) {
         lopt_meta_row row;
         if ((st = lopt_meta_step(m, &row, &err)) != LOPT_OK) break;
+        /* every loss at the clip: the gradient is exactly 0, nothing is learned */
+        if (rc->loss_clip > 0 && row.outer_loss >= rc->loss_clip * (1 - 1e-6) &&
+            all_clipped++ == 0)
+            fprintf(stderr, "%smeta-train: warning: every outer loss of outer step %lld is at "
+                    "--loss-clip %g, so its gradient is 0 (use --loss-clip 0 or a value above "
+                    "the task's losses)\n", bar.tty ? "\r\033[K" : "", (long long)row.step,
+                    rc->loss_clip);
         if (!isnan(row.eval_final)) last_eval = row.eval_final;
         int64_t best_step;
         double best;
@@ -299,16 +360,18 @@ int cmd_meta_train(int argc, char **argv)
     lopt_meta_free(m);
     lopt_horizon_eval_free(he);
     if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
-    if (stop_signal)
+    if (cli_stop)
         cli_fail("meta-train", "interrupted at outer step %lld; checkpoint %s written "
                  "(continue with --resume)", (long long)done, ckpt);
+    if (done > start && all_clipped == done - start)
+        cli_fail("meta-train", "learned nothing: every outer loss was clipped at --loss-clip %g "
+                 "(all %lld steps), so every gradient was 0; start again with --loss-clip 0 (off) "
+                 "or above the task's losses, and --force", rc->loss_clip,
+                 (long long)all_clipped);
     printf("meta-train: %lld outer steps; optimizer %s, checkpoint %s%s%s\n", (long long)done,
            out, ckpt, log ? ", log " : "", log ? log : "");
-    if (has_best) {
-        char path[600];
-        best_path(path, sizeof path, out);
+    if (has_best)
         printf("meta-train: best at the horizon: outer step %lld, mean final validation loss "
-               "%.6f -> %s\n", (long long)best_step, best, path);
-    }
+               "%.6f -> %s\n", (long long)best_step, best, best_file);
     return 0;
 }
