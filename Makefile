@@ -3,6 +3,7 @@
 #   OMP=1       OpenMP in the kernels that are not matrix products (default on)
 #   DEBUG=1     -O0 -g
 #   SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer (also: make asan)
+# make fuzz: libFuzzer on the three binary readers (clang; FUZZ_SECONDS each)
 OMP      ?= 1
 DEBUG    ?= 0
 SANITIZE ?= 0
@@ -36,7 +37,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test bench demo asan clean install deps fixtures
+.PHONY: all test bench demo asan fuzz clean install deps fixtures
 all: $(BUILD)/lopt $(BUILD)/liblopt.a
 
 deps:
@@ -74,8 +75,26 @@ test: deps
 	@$(MAKE) --no-print-directory all $(TESTS) fixtures
 	@scripts/run_tests.sh $(BUILD)
 
+# the whole suite (C tests and shell tests) under ASan + UBSan, OpenMP on
 asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OMP=0 test
+	@LOPT_ASAN=1 $(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OMP=1 test
+
+# libFuzzer harnesses (clang) for the .lopt, checkpoint and IDX readers, each run for
+# FUZZ_SECONDS from the seed corpus in tests/fuzz/corpus (a crash fails the target)
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD   := build-fuzz
+FUZZ_CFLAGS  := -std=c11 -g -O1 -Isrc -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread \
+                -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+                -Wno-unknown-pragmas
+FUZZ_OBJ     := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@ -lopenblas -lz -lm
+fuzz: $(FUZZ_BUILD)/fuzz_lopt $(FUZZ_BUILD)/fuzz_ckpt $(FUZZ_BUILD)/fuzz_idx
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 bench: deps all
 	@scripts/bench.sh $(BUILD)
@@ -92,7 +111,7 @@ install: all
 	install -m 644 include/lopt.h $(DESTDIR)/usr/local/include/
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d)
 .SECONDARY:
