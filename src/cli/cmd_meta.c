@@ -357,6 +357,7 @@ int cmd_meta_train(int argc, char **argv)
     int64_t best_step = -1;
     double best = NAN;
     int has_best = lopt_meta_best(m, NULL, &best_step, &best);
+    const double clip = rc->loss_clip;   /* rc lives in m */
     lopt_meta_free(m);
     lopt_horizon_eval_free(he);
     if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
@@ -366,7 +367,7 @@ int cmd_meta_train(int argc, char **argv)
     if (done > start && all_clipped == done - start)
         cli_fail("meta-train", "learned nothing: every outer loss was clipped at --loss-clip %g "
                  "(all %lld steps), so every gradient was 0; start again with --loss-clip 0 (off) "
-                 "or above the task's losses, and --force", rc->loss_clip,
+                 "or above the task's losses, and --force", clip,
                  (long long)all_clipped);
     printf("meta-train: %lld outer steps; optimizer %s, checkpoint %s%s%s\n", (long long)done,
            out, ckpt, log ? ", log " : "", log ? log : "");
