@@ -10,13 +10,14 @@ for t in lopt ckpt idx; do
   mkdir -p "$corpus"
   cp tests/fuzz/corpus/$t/* "$corpus"/
   echo "== fuzz_$t (${seconds} s)"
-  if "$build/fuzz_$t" "$corpus" -max_total_time="$seconds" -seed=1 -timeout=10 \
+  if LOPT_FUZZ_TMP="$build" "$build/fuzz_$t" "$corpus" -max_total_time="$seconds" -seed=1 -timeout=10 \
        -rss_limit_mb=4096 -artifact_prefix="$build/crash-$t-" -print_final_stats=1 \
        >"$build/fuzz_$t.log" 2>&1; then
     echo "ok   fuzz_$t: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$build/fuzz_$t.log" | grep -o '[0-9]*$') inputs, no crash"
   else
     echo "FAILED: fuzz_$t (see $build/fuzz_$t.log and $build/crash-$t-*)"; tail -30 "$build/fuzz_$t.log"; fail=1
   fi
+  rm -f "$build"/lopt_fuzz_$t.*
 done
 if [ $fail -ne 0 ]; then echo "make fuzz: FAILED"; exit 1; fi
 echo "make fuzz: all passed"

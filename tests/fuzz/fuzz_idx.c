@@ -9,8 +9,11 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char path[64];
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/lopt_fuzz_idx.%ld", (long)getpid());
+    static char path[512];
+    if (!path[0]) {   /* a file of our own under $LOPT_FUZZ_TMP (make fuzz: the build folder) */
+        const char *d = getenv("LOPT_FUZZ_TMP");
+        snprintf(path, sizeof path, "%s/lopt_fuzz_idx.%ld", d ? d : "/tmp", (long)getpid());
+    }
     fuzz_one_idx(data, size, path);
     return 0;
 }
