@@ -1,19 +1,40 @@
-# lopt - learned optimizers in C.  `make` builds build/lopt and build/liblopt.a.
+# lopt - learned optimizers in C.  `make` builds build/lopt, build/liblopt.a and
+# build/liblopt.so; `make install PREFIX=... [DESTDIR=...]` installs them (README).
 # Toggles (make VAR=1):
 #   OMP=1       OpenMP in the kernels that are not matrix products (default on)
 #   DEBUG=1     -O0 -g
 #   SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer (also: make asan)
+#   NATIVE=1    -march=native, for a local build only (make install refuses it)
 # make fuzz: libFuzzer on the three binary readers (clang; FUZZ_SECONDS each)
 OMP      ?= 1
 DEBUG    ?= 0
 SANITIZE ?= 0
+NATIVE   ?= 0
 BUILD    ?= build
 PY       ?= /usr/bin/python3
 
+# Installation: bin/lopt, lib/liblopt.{a,so*}, lib/pkgconfig/lopt.pc, include/lopt.h,
+# share/lopt/python/lopt_torch.py under PREFIX, staged under DESTDIR if given.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PYTHONDIR  ?= $(PREFIX)/share/lopt/python
+VERSION    := 0.1.0
+SOVERSION  := 0
+
 CC      ?= gcc
 CFLAGS  := -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-           -Isrc -Iinclude -MMD -MP -march=native
+           -Isrc -Iinclude -MMD -MP -fPIC
 LDLIBS  := -lopenblas -lz -lm
+# Portable by default: the x86-64 baseline, so the library runs wherever it is
+# installed (faster kernels are chosen at run time, not by these flags).
+ifeq ($(NATIVE),1)
+  CFLAGS += -march=native
+  ifneq ($(filter install,$(MAKECMDGOALS)),)
+    $(error make install: refusing NATIVE=1 (-march=native is not portable))
+  endif
+endif
 ifeq ($(DEBUG),1)
   CFLAGS += -O0 -g
 else
@@ -37,19 +58,32 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test bench demo asan fuzz clean install deps fixtures
-all: $(BUILD)/lopt $(BUILD)/liblopt.a
+SONAME  := liblopt.so.$(SOVERSION)
+SHLIB   := liblopt.so.$(VERSION)
+
+.PHONY: all test bench demo asan fuzz clean install uninstall deps fixtures
+all: $(BUILD)/lopt $(BUILD)/liblopt.a $(BUILD)/liblopt.so
 
 deps:
 	@scripts/deps.sh
 
-$(BUILD)/%.o: %.c
+# objects depend on the Makefile too: a change of flags (-fPIC, NATIVE) rebuilds them
+$(BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/liblopt.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# the shared library exports the functions of include/lopt.h only (src/lopt/liblopt.map)
+$(BUILD)/$(SHLIB): $(LIB_OBJ) src/lopt/liblopt.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=src/lopt/liblopt.map \
+	    -o $@ $(LIB_OBJ) $(LDLIBS)
+
+$(BUILD)/liblopt.so: $(BUILD)/$(SHLIB)
+	ln -sf $(SHLIB) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
 
 $(BUILD)/lopt: $(CLI_OBJ) $(BUILD)/liblopt.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
@@ -104,11 +138,35 @@ demo:
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh $(BUILD)
 
+# lopt.pc: -llopt is all a program needs with the shared library (-lm comes along
+# for programs' own numerics, as in examples/fit.c); the static library also needs
+# what `pkg-config --static` adds: OpenBLAS, zlib, libm, OpenMP. They are
+# Libs.private rather than Requires.private so that no -dev package's .pc file is
+# needed to build against the shared library.
+PC_PRIVATE := -lopenblas -lz -lm$(if $(filter 1,$(OMP)), -fopenmp)
 install: all
-	install -d $(DESTDIR)/usr/local/bin $(DESTDIR)/usr/local/lib $(DESTDIR)/usr/local/include
-	install -m 755 $(BUILD)/lopt $(DESTDIR)/usr/local/bin/
-	install -m 644 $(BUILD)/liblopt.a $(DESTDIR)/usr/local/lib/
-	install -m 644 include/lopt.h $(DESTDIR)/usr/local/include/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) \
+	    $(DESTDIR)$(PYTHONDIR)
+	install -m 755 $(BUILD)/lopt $(DESTDIR)$(BINDIR)/
+	install -m 644 $(BUILD)/liblopt.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/$(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(SHLIB) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liblopt.so
+	install -m 644 include/lopt.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 python/lopt_torch.py $(DESTDIR)$(PYTHONDIR)/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	    'Name: lopt' \
+	    'Description: learned optimizers (Metz et al. 2019): use and meta-train them from C' \
+	    'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -llopt -lm' \
+	    'Libs.private: $(PC_PRIVATE)' \
+	    >$(DESTDIR)$(LIBDIR)/pkgconfig/lopt.pc
+	@echo "installed under $(DESTDIR)$(PREFIX); run ldconfig if $(LIBDIR) is a system directory"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/lopt $(DESTDIR)$(LIBDIR)/liblopt.a $(DESTDIR)$(LIBDIR)/$(SHLIB) \
+	    $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/liblopt.so \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/lopt.pc $(DESTDIR)$(INCLUDEDIR)/lopt.h \
+	    $(DESTDIR)$(PYTHONDIR)/lopt_torch.py
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,4 +1,4 @@
-"""torch_peer.py - the PyTorch peer of `lopt bench` (DESIGN.md section 6).
+"""torch_peer.py - the PyTorch peer of `lopt bench` (docs/design.md section 6).
 
 Same measurements, same names, same JSON lines (impl "torch"): a warm-up, then
 RUNS timed runs of ITERS repetitions, per-repetition median/min/max.

@@ -1,6 +1,6 @@
 """torch_train.py - the PyTorch peer of `lopt train` for the recipe check:
 trains fmnist-cnn (or fmnist8-mlp) with torch.optim.Adam on the same splits and
-normalisation as lopt (DESIGN.md section 3), N(0, 2/fan_in) init, shuffled epochs,
+normalisation as lopt (docs/design.md section 3), N(0, 2/fan_in) init, shuffled epochs,
 and prints the final full-validation loss and accuracy as one JSON line.
 Usage: torch_train.py --task fmnist-cnn --lr 1e-3 --steps 2000 --batch 128 --seed S
 """

@@ -11,7 +11,9 @@
  * Prints the initial and final loss; exits 1 with a message if the file cannot
  * be loaded or the loss stops being finite. An untrained optimizer (lopt
  * init-lopt) runs but need not lower the loss.
- * Build: cc -std=c11 -Iinclude examples/fit.c build/liblopt.a -lopenblas -lz -lm -fopenmp
+ * Build, after make install: cc examples/fit.c $(pkg-config --cflags --libs lopt) -o fit
+ *    or in the repository:   cc -std=c11 -Iinclude examples/fit.c build/liblopt.a \
+ *                                -lopenblas -lz -lm -fopenmp -o fit
  */
 #include <math.h>
 #include <stdint.h>
@@ -87,7 +89,7 @@ int main(int argc, char **argv)
     lopt_opt *opt = lopt_opt_new(model, sizes, 4);
     lopt_model_free(model);
     if (!opt) {
-        fprintf(stderr, "fit: cannot create the optimizer\n");
+        fprintf(stderr, "fit: %s\n", lopt_last_error());
         return 1;
     }
 

@@ -3,7 +3,7 @@
 # (lopt, torch, lopt, torch, ...) so both see the same machine state; prints every
 # JSON line, then a table of medians and the ratio lopt/torch.
 # Set-ups: lopt with its default threads (OpenBLAS over all cores). torch with
-# torch.set_num_threads(2), once with OPENBLAS_NUM_THREADS=1 (DESIGN.md's fastest
+# torch.set_num_threads(2), once with OPENBLAS_NUM_THREADS=1 (docs/design.md's fastest
 # set-up) and once with OpenBLAS's default: its time varies a lot from run to run on
 # this machine, so each measurement is compared with whichever set-up was faster.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CLI behaviour (DESIGN.md section 4): exit codes 0 / 1 / 2, one-line messages,
+# CLI behaviour (docs/design.md section 4): exit codes 0 / 1 / 2, one-line messages,
 # --help everywhere, the CSV log, no half-written files.
 set -u
 build=${1:-build}
@@ -46,6 +46,21 @@ expect 0 "opt adam lr 0.01 schedule cosine warmup 100 steps 2000 seed 0" -- trai
   --opt adam --lr 1e-2 --schedule cosine --warmup 100 --steps 2000
 expect 0 "opt sgd lr 0.01 schedule linear warmup 10 steps 200" -- train --task quadratic --opt sgd \
   --schedule linear --steps 200
+# past a learned optimizer's horizon: a note, the time features clamped at it by
+# default, --t-max 0 turns that off and changes the run
+m8=models/fmnist8-mlp.lopt
+for args in "--steps 1100:clamped at t = --t-max" "--steps 1100 --t-max 0:expect it to drift"; do
+  if "$lopt" train --task quadratic --opt learned:$m8 ${args%%:*} 2>&1 >/dev/null | grep -q "past the 1000-step horizon.*${args#*:}"
+  then echo "ok   train ${args%%:*} past the horizon: a note (${args#*:})"
+  else echo "FAIL: train ${args%%:*}: no note about the horizon"; fail=1; fi
+done
+expect 2 "learned optimizer only" -- train --task quadratic --opt adam --steps 10 --t-max 5
+c1=$("$lopt" train --task quadratic --opt learned:$m8 --steps 1100 2>/dev/null | grep final | sed "s/ time_s.*//")
+c0=$("$lopt" train --task quadratic --opt learned:$m8 --steps 1100 --t-max 0 2>/dev/null | grep final | sed "s/ time_s.*//")
+c9=$("$lopt" train --task quadratic --opt learned:$m8 --steps 1000 --t-max 0 2>/dev/null | grep final | sed "s/ time_s.*//")
+c8=$("$lopt" train --task quadratic --opt learned:$m8 --steps 1000 2>/dev/null | grep final | sed "s/ time_s.*//")
+if [ -n "$c1" ] && [ "$c1" != "$c0" ] && [ "$c9" = "$c8" ]; then echo "ok   --t-max: same run up to the horizon, different past it"
+else echo "FAIL: --t-max: '$c1' vs '$c0' (1100 steps), '$c8' vs '$c9' (1000)"; fail=1; fi
 expect 0 "opt momentum lr 0.01 schedule const warmup 0 steps 50" -- train --task quadratic \
   --opt momentum --schedule const --steps 50
 expect 0 "opt momentum lr 0.01 steps 50 seed 0" -- train --task quadratic --opt momentum --steps 50

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lopt compare (DESIGN.md sections 4 and 6): a fast comparison on fmnist8-mlp (an
+# lopt compare (docs/design.md sections 4 and 6): a fast comparison on fmnist8-mlp (an
 # untrained learned optimizer against tuned adam and momentum) writes well-formed
 # outputs - CSV headers and row counts, tuning seeds disjoint from test seeds, JSON
 # that parses and agrees with the printed table, PNGs with a valid signature and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lopt pathology (DESIGN.md sections 1.4 and 4): each study at tiny sizes writes
+# lopt pathology (docs/design.md sections 1.4 and 4): each study at tiny sizes writes
 # well-formed outputs (CSV headers and row counts, JSON that parses, PNGs with a
 # valid signature and IHDR, SVGs with the expected lines, no temp files) and exits 0;
 # bad usage exits 2 with a reason and the usage line; runtime failures exit 1.

@@ -1,4 +1,4 @@
-/* test_estimators.c - the outer-gradient estimators (DESIGN.md section 1.3):
+/* test_estimators.c - the outer-gradient estimators (docs/design.md section 1.3):
  *  - the merge equals the inverse-variance formula on synthetic estimates;
  *  - es and rp agree on the gradient of the smoothed loss given many samples, on a
  *    short smooth unroll (a statistical test with explicit bounds);

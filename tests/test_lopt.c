@@ -318,8 +318,10 @@ static void nominal_arch_checks(void)
     b.nominal_step = NAN;
     CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal step NaN accepted");
     b = a;
-    b.nominal_dir = (lopt_nominal_dir)2;
-    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal direction 2 accepted");
+    b.nominal_dir = (lopt_nominal_dir)3;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "nominal direction 3 accepted");
+    b.nominal_dir = LOPT_NOMINAL_ADAM;
+    CHECK(lopt_arch_validate(&b, NULL) == LOPT_OK, "the adam direction refused");
     b = a;
     b.nominal_dir = LOPT_NOMINAL_GRAD;
     CHECK(lopt_arch_validate(&b, NULL) == LOPT_EFORMAT, "gradient direction with momentum "
@@ -371,6 +373,49 @@ static void mask_checks(void)
           strstr(err.msg, "schedule|nominal|all"), "unknown set: %s", err.msg);
 }
 
+
+/* nominal-adam, untrained (zero residual, zero schedule), is torch's Adam at lr
+ * nominal_step: the same trajectory as lopt's Adam (torch.optim semantics, checked
+ * against torch in test_optim) over 30 steps of random gradients */
+static void nominal_adam_is_adam(void)
+{
+    lopt_arch a;
+    lopt_arch_preset(&a, "nominal-adam", NULL);
+    CHECK(lopt_arch_state_rows(&a) == a.nmom + 1 && !lopt_arch_has_vjp(&a),
+          "nominal-adam: %d state rows, vjp %d", lopt_arch_state_rows(&a), lopt_arch_has_vjp(&a));
+    enum { NW = 300, STEPS = 30 };
+    lopt_tensor t[2] = {{"w", 0, 200, 10}, {"b", 200, 100, 0}};
+    size_t np = lopt_arch_nparams(&a);
+    float *theta = lopt_floats(np), *w1 = lopt_floats(NW), *w2 = lopt_floats(NW),
+          *g = lopt_floats(NW);
+    lopt_theta_init(&a, 3, theta);
+    lopt_optimizer lo, ad;
+    lopt_hparams hp;
+    lopt_hparams_default(&hp, "adam", NULL);
+    hp.lr = a.nominal_step;
+    CHECK(lopt_learned_create(&lo, &a, theta, t, 2, NW, NULL) == LOPT_OK &&
+          lopt_optim_create(&ad, "adam", &hp, NW, NULL) == LOPT_OK, "create");
+    lopt_rng_fill_normal(w1, NW, 1.0f, 4, LOPT_STREAM_TEST, 0);
+    memcpy(w2, w1, NW * sizeof(float));
+    double got[NW], want[NW];
+    for (int k = 0; k < STEPS; k++) {
+        /* gradients of varied scale per coordinate, so v matters */
+        lopt_rng_fill_normal(g, NW, 1.0f, 5, LOPT_STREAM_TEST, (uint64_t)k * NW);
+        for (int i = 0; i < NW; i++) g[i] *= (float)(1 + i % 7) * (float)(1 + k % 3);
+        lo.step(&lo, w1, g);
+        ad.step(&ad, w2, g);
+    }
+    for (int i = 0; i < NW; i++) {
+        got[i] = w1[i];
+        want[i] = w2[i];
+    }
+    check_close("untrained nominal-adam = Adam at lr nominal_step (30 steps)", got, want, NW,
+                1e-5, 1e-7);
+    lo.free(&lo);
+    ad.free(&ad);
+    lopt_free(theta); lopt_free(w1); lopt_free(w2); lopt_free(g);
+}
+
 int main(void)
 {
     lopt_arch a;
@@ -397,6 +442,7 @@ int main(void)
     nominal_exact_check(LOPT_NOMINAL_MOM, 4, 1234);
     nominal_exact_check(LOPT_NOMINAL_GRAD, 0, 20);
     mask_checks();
+    nominal_adam_is_adam();
     /* the kink rule must not hollow the test out */
     printf("finite differences: %d of %d straddled a ReLU kink (skipped)\n", skipped,
            differenced);

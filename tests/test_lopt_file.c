@@ -338,7 +338,7 @@ static void test_field_checks(void)
     LOPT_ASSERT(lopt_file_encode(&a, theta, NULL, &img, &n, &err) == LOPT_OK);
     work = malloc(n);
     static const struct { size_t at; uint32_t v; const char *msg; } nom_bad[] = {
-        {4, 2, "unknown nominal direction 2"}, {4, 0, "unknown nominal direction 0"},
+        {4, 3, "unknown nominal direction 3"}, {4, 0, "unknown nominal direction 0"},
         {8, 5, "nominal momentum 5 out of range"}, {8, 9, "nominal momentum 9 out of range"},
         {8, 0x80000000u, "nominal momentum"}, {12, 0, "nominal step 0"},
         {12, 0xbb449ba6u /* -3e-3 */, "nominal step"}, {12, 0x7fc00000u, "nominal step nan"},

@@ -6,9 +6,11 @@
  * bounded (/dev/zero, an endless FIFO, a file above the limit) and refuse a wrong
  * magic at once; allocations that cannot succeed are statuses (or the installable
  * out-of-memory handler), never an abort; the public API refuses tensor sizes that
- * overflow or exceed its limit with a reason (lopt_opt_new2), and skips non-finite
- * gradients element by element, counting them (lopt_opt_nonfinite), so one NaN
- * never freezes a tensor; lopt_train_run stops on a non-finite gradient and on
+ * overflow or exceed its limit with a reason (lopt_opt_new2, lopt_opt_new_groups,
+ * lopt_last_error), and skips non-finite gradients element by element, counting them
+ * (lopt_opt_nonfinite), so one NaN never freezes a tensor - in the flat step and in
+ * the pointer-array step with groups, decay, a frozen group and the clamp, the count
+ * staying out of the state blob; lopt_train_run stops on a non-finite gradient and on
  * request; meta-training refuses out-of-range clip and divergence settings. */
 #define _DEFAULT_SOURCE
 #include <dirent.h>
@@ -290,7 +292,7 @@ static void test_api_sizes(void)
     size_t huge[] = {(size_t)1 << 40};
     CHECK(lopt_opt_new2(m, huge, 1, msg, sizeof msg) == NULL && strstr(msg, "at most"),
           "2^40 parameters: %s", msg);
-    size_t most[] = {(size_t)INT32_MAX};   /* allowed, but ~760 GB of state */
+    size_t most[] = {(size_t)INT32_MAX};   /* allowed, but ~800 GB of state */
     lopt_opt *o = lopt_opt_new2(m, most, 1, msg, sizeof msg);
     CHECK(o == NULL && strstr(msg, "out of memory"), "2^31 - 1 parameters: %s", msg);
     lopt_opt_free(o);
@@ -303,6 +305,26 @@ static void test_api_sizes(void)
     o = lopt_opt_new2(m, ok, 2, msg, sizeof msg);
     CHECK(o && lopt_opt_nparams(o) == 8 && lopt_opt_nonfinite(o) == 0, "a small optimizer");
     lopt_opt_free(o);
+    /* the groups constructor has the same checks (lopt_opt_new is its one-group case);
+     * the limit counts the updated parameters, not the frozen ones */
+    lopt_param_group g[2] = {{over, 2, {1.0f, 0.0f, 0}}, {ok, 2, {1.0f, 0.0f, 0}}};
+    CHECK(lopt_opt_new_groups(m, g, 2, msg, sizeof msg) == NULL && strstr(msg, "overflow") &&
+          strstr(lopt_last_error(), "overflow"), "groups: sizes past SIZE_MAX: %s", msg);
+    g[0] = (lopt_param_group){huge, 1, {1.0f, 0.0f, 0}};
+    CHECK(lopt_opt_new_groups(m, g, 2, msg, sizeof msg) == NULL && strstr(msg, "at most"),
+          "groups: 2^40 parameters: %s", msg);
+    g[0] = (lopt_param_group){most, 1, {1.0f, 0.0f, 0}};
+    g[1].opts.frozen = 1;
+    CHECK(lopt_opt_new_groups(m, g, 2, msg, sizeof msg) == NULL &&
+          strstr(lopt_last_error(), "out of memory"), "groups: 2^31 - 1 parameters: %s", msg);
+    g[0].opts.frozen = 1;   /* frozen: no state, so the same sizes are fine */
+    g[1].opts.frozen = 0;
+    o = lopt_opt_new_groups(m, g, 2, msg, sizeof msg);
+    CHECK(o && lopt_opt_nparams(o) == (size_t)INT32_MAX + 8, "a frozen 2^31 - 1 group: %s",
+          o ? "ok" : msg);
+    lopt_opt_free(o);
+    CHECK(lopt_opt_new(m, over, 2) == NULL && strstr(lopt_last_error(), "overflow"),
+          "lopt_opt_new sets lopt_last_error: %s", lopt_last_error());
     lopt_model_free(m);
 }
 
@@ -322,15 +344,16 @@ static void test_api_nonfinite(const char *preset, float badval)
     const lopt_tensor tens[] = {{"a", 0, N1, 0}, {"b", N1, N2, 0}};
     lopt_mlp_work wk;
     lopt_mlp_work_init(&wk, &a, N, 2);
-    float *mm = lopt_floats((size_t)a.nmom * N), w[N], wh[N], g[N], delta[N];
+    const int R = lopt_arch_state_rows(&a);   /* momenta, and Adam's second moment */
+    float *mm = lopt_floats((size_t)R * N), w[N], wh[N], g[N], delta[N];
     for (int i = 0; i < N; i++) wh[i] = w[i] = (float)lopt_rng_normal(1, LOPT_STREAM_TEST, i);
     int held = 1, moved_after = 1, finite = 1, as_zero = 1;
     for (int s = 0; s < STEPS; s++) {
         for (int i = 0; i < N; i++)
             g[i] = w[i] + 0.1f * (float)lopt_rng_normal(2 + s, LOPT_STREAM_TEST, i);
-        float before[N], mom_before[LOPT_MAX_MOM];
+        float before[N], mom_before[LOPT_MAX_MOM + 1];
         memcpy(before, w, sizeof w);
-        for (int k = 0; k < a.nmom; k++) mom_before[k] = mm[(size_t)k * N + BAD];
+        for (int k = 0; k < R; k++) mom_before[k] = mm[(size_t)k * N + BAD];
         float gh[N];
         memcpy(gh, g, sizeof g);
         if (s == BAD_STEP) {
@@ -343,7 +366,7 @@ static void test_api_nonfinite(const char *preset, float badval)
             if (!(s == BAD_STEP && i == BAD)) wh[i] += delta[i];
         if (s == BAD_STEP) {
             held = w[BAD] == before[BAD];
-            for (int k = 0; k < a.nmom; k++) mm[(size_t)k * N + BAD] = mom_before[k];
+            for (int k = 0; k < R; k++) mm[(size_t)k * N + BAD] = mom_before[k];
         }
         if (s > BAD_STEP)
             for (int i = 0; i < N1; i++) moved_after &= w[i] != before[i];
@@ -372,6 +395,89 @@ static void test_api_nonfinite(const char *preset, float badval)
     if (!check_failures)
         printf("ok   %s: a %g gradient element is skipped and counted; its tensor trains on\n",
                preset, badval);
+}
+
+/* The rule in the pointer-array step, with groups (a step scale and weight decay), a
+ * frozen group, the clamp and nominal-adam's second moment: a NaN element is left
+ * alone (not decayed either) and counted, the rest of its tensor steps as with a 0
+ * there; a one-element tensor whose gradient is inf leaves exactly the state a skipped
+ * tensor (NULL gradient) leaves. Checked on the state blobs, which the count is no
+ * part of. */
+static void test_api_nonfinite_groups(void)
+{
+    enum { NA = 6, NF = 4, NB = 9, NT = 4, NG = 3, STEPS = 5, BAD = 2 };
+    enum { NW = NA + 1 + NF + NB, N = NA + 1 + NB };   /* all parameters; the updated ones */
+    lopt_model *m = load_model("nominal-adam");
+    const size_t sa[] = {NA, 1}, sf[] = {NF}, sb[] = {NB};
+    const lopt_param_group gr[NG] = {{sa, 2, {0.5f, 0.01f, 0}}, {sf, 1, {1.0f, 0.0f, 1}},
+                                     {sb, 1, {1.0f, 0.0f, 0}}};
+    char msg[256];
+    lopt_opt *o[2];   /* 0: NaN at BAD, inf in the one-element tensor; 1: 0 there, NULL */
+    for (int r = 0; r < 2; r++) {
+        o[r] = lopt_opt_new_groups(m, gr, NG, msg, sizeof msg);
+        LOPT_ASSERT(o[r]);
+        lopt_opt_set_t_max(o[r], 2);   /* the clamp is on from step 3 */
+    }
+    lopt_model_free(m);
+    float w0[NW], w[2][NW], g[NW];
+    for (int i = 0; i < NW; i++) w0[i] = (float)lopt_rng_normal(9, LOPT_STREAM_TEST, (uint64_t)i);
+    memcpy(w[0], w0, sizeof w0);
+    memcpy(w[1], w0, sizeof w0);
+    int held = 1, same_rest = 1;
+    for (int s = 0; s < STEPS; s++) {
+        const int bad = s == STEPS - 1;
+        for (int i = 0; i < NW; i++)
+            g[i] = w[0][i] + 0.1f * (float)lopt_rng_normal(20 + s, LOPT_STREAM_TEST, i);
+        float before = w[0][BAD], one = w[0][NA];
+        for (int r = 0; r < 2; r++) {
+            float ga[NA], gone = g[NA];
+            memcpy(ga, g, sizeof ga);
+            if (bad) {
+                ga[BAD] = r == 0 ? NAN : 0.0f;
+                gone = INFINITY;
+            }
+            float *p[NT] = {w[r], w[r] + NA, NULL, w[r] + NA + 1 + NF};
+            const float *q[NT] = {ga, bad && r == 1 ? NULL : &gone, NULL, g + NA + 1 + NF};
+            lopt_opt_step_tensors(o[r], p, q);
+        }
+        if (bad) {
+            held = w[0][BAD] == before && w[0][NA] == one && w[1][NA] == one;
+            for (int i = 0; i < NW; i++)
+                if (i != BAD) same_rest &= w[0][i] == w[1][i];
+        }
+    }
+    CHECK(held, "groups: a NaN (in a decayed group) or an inf (one-element tensor) moved");
+    CHECK(same_rest, "groups: the other parameters differ from a run with a 0 there");
+    CHECK(memcmp(w[0] + NA + 1, w0 + NA + 1, NF * sizeof(float)) == 0,
+          "groups: a frozen tensor was written");
+    CHECK(lopt_opt_nonfinite(o[0]) == 2 && lopt_opt_nonfinite(o[1]) == 0,
+          "groups: nonfinite %llu, want 2", (unsigned long long)lopt_opt_nonfinite(o[0]));
+    /* blob: header (magic, 5 u64, 3 u64 per tensor, 2 f32 per group, t, t_max), the
+     * state (R, N), a CRC */
+    const size_t ss = lopt_opt_state_size(o[0]), head = 8 + 8 * 5 + 24 * NT + 8 * NG + 16;
+    const size_t R = (ss - head - 8) / (4 * (size_t)N);
+    unsigned char *b[2];
+    for (int r = 0; r < 2; r++) {
+        b[r] = malloc(ss);
+        LOPT_ASSERT(b[r] && lopt_opt_save_state(o[r], b[r], ss, NULL, 0) == ss);
+    }
+    int same_state = memcmp(b[0], b[1], head) == 0;
+    for (size_t k = 0; k < R; k++)
+        for (size_t i = 0; i < N; i++)
+            if (i != BAD)   /* the NaN's own rows: kept in o[0], the zero's in o[1] */
+                same_state &= memcmp(b[0] + head + 4 * (k * N + i),
+                                     b[1] + head + 4 * (k * N + i), 4) == 0;
+    CHECK(R == 6 && same_state, "groups: the state after the NaN/inf differs from the 0/NULL "
+          "run elsewhere than the NaN's rows (%zu rows)", R);
+    lopt_opt_reset(o[0]);
+    CHECK(lopt_opt_nonfinite(o[0]) == 0, "groups: reset keeps the count");
+    for (int r = 0; r < 2; r++) {
+        free(b[r]);
+        lopt_opt_free(o[r]);
+    }
+    if (!check_failures)
+        printf("ok   groups, decay, a frozen group, pointer arrays, the clamp, nominal-adam: "
+               "NaN/inf elements skipped and counted, the state as a skip's\n");
 }
 
 /* the quadratic with a NaN in one gradient element at one step, the loss finite */
@@ -479,6 +585,8 @@ int main(void)
     test_api_nonfinite("paper", NAN);
     test_api_nonfinite("lo", INFINITY);
     test_api_nonfinite("nominal", -INFINITY);
+    test_api_nonfinite("nominal-adam", NAN);
+    test_api_nonfinite_groups();
     test_train();
     test_meta_cfg();
     remove_dir();

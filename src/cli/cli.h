@@ -1,4 +1,4 @@
-/* cli.h - the `lopt` command (DESIGN.md section 4): argument parsing, progress
+/* cli.h - the `lopt` command (docs/design.md section 4): argument parsing, progress
  * display and the subcommands. The only code in lopt that prints for the user or
  * exits. Exit codes: 0 success, 1 runtime failure (one-line reason), 2 bad usage
  * (with the usage line). */

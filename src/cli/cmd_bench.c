@@ -1,4 +1,4 @@
-/* cmd_bench.c - `lopt bench`: timings as JSON lines (DESIGN.md sections 4 and 6).
+/* cmd_bench.c - `lopt bench`: timings as JSON lines (docs/design.md sections 4 and 6).
  * Each measurement: a warm-up, then `runs` timed runs of `iters` repetitions; the
  * per-repetition median/min/max over runs. The PyTorch peer (bench/torch_peer.py)
  * prints the same names; scripts/bench.sh runs both and prints the ratios. */

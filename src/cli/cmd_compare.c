@@ -1,4 +1,4 @@
-/* cmd_compare.c - `lopt compare` (DESIGN.md sections 4 and 6): a learned optimizer
+/* cmd_compare.c - `lopt compare` (docs/design.md sections 4 and 6): a learned optimizer
  * against hand-designed baselines whose learning rates are tuned on a log grid on
  * tuning seeds, all run on held-out test seeds; the table on stdout, curves,
  * tuning runs, summary and plots in --out. A baseline NAME:SCHEDULE (adam:cosine)

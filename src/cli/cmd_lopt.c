@@ -7,8 +7,8 @@
  * size (lopt_theta_normalized), plus small noise so meta-training can move every
  * weight; or, for --arch nominal, the nominal form as initialised (exactly its
  * hand-designed step, --nominal-step and --nominal-mom choosing which).
- * `lopt info FILE` prints what a .lopt file holds (DESIGN.md section 4).
- * DESIGN.md sections 1.1, 1.4 and 5. */
+ * `lopt info FILE` prints what a .lopt file holds (docs/design.md section 4).
+ * docs/design.md sections 1.1, 1.4 and 5. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,7 +24,7 @@ int cmd_init_lopt(int argc, char **argv)
     int force = 0;
     double lr = 1e-3, beta = 0.9, noise = 0.01, nominal_step = 0;
     cli_opt opts[] = {
-        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal (default paper)", 0, 0},
+        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal|nominal-adam (default paper)", 0, 0},
         {"nominal-step", OPT_FLOAT, &nominal_step, "with --arch nominal: RMS step per tensor of "
                                                    "the hand-designed rule (default 3e-3)", 0, 0},
         {"nominal-mom", OPT_INT, &nominal_mom, "with --arch nominal: index of the momentum the "
@@ -41,7 +41,7 @@ int cmd_init_lopt(int argc, char **argv)
          1, 0},
         {"force", OPT_FLAG, &force, "replace an existing --out", 0, 0},
     };
-    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo|nominal] [--like random|sgd|momentum] "
+    cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo|nominal|nominal-adam] [--like random|sgd|momentum] "
                      "[--lr X] [--beta B] [--noise X] [--nominal-step X] [--nominal-mom K] "
                      "[--seed S] --out FILE.lopt [--force]",
                      "Writes an untrained learned optimizer: random weights, or a hand-designed "
@@ -85,7 +85,11 @@ int cmd_init_lopt(int argc, char **argv)
                 cli_usage_error(&spec, "--nominal-mom %lld is not -1 (the gradient) or one of "
                                 "the %d momenta (0..%d)", (long long)nominal_mom, a.nmom,
                                 a.nmom - 1);
-            a.nominal_dir = nominal_mom < 0 ? LOPT_NOMINAL_GRAD : LOPT_NOMINAL_MOM;
+            if (a.nominal_dir == LOPT_NOMINAL_ADAM && nominal_mom < 0)
+                cli_usage_error(&spec, "--nominal-mom -1: the Adam direction needs a momentum "
+                                "(its beta1)");
+            if (a.nominal_dir != LOPT_NOMINAL_ADAM)
+                a.nominal_dir = nominal_mom < 0 ? LOPT_NOMINAL_GRAD : LOPT_NOMINAL_MOM;
             a.nominal_mom = nominal_mom < 0 ? 0 : (int)nominal_mom;
         }
         if (!(a.nominal_step > 0 && a.nominal_step <= 1))
@@ -168,10 +172,13 @@ int cmd_info(int argc, char **argv)
 
     printf("%-12s %s (.lopt format version %u)\n", "file", path, p.file_version);
     if (a.form == LOPT_FORM_NOMINAL) {
-        char dir[48] = "g";
+        char dir[64] = "norm(g)";
         if (a.nominal_dir == LOPT_NOMINAL_MOM)
-            snprintf(dir, sizeof dir, "m[beta %g]", a.beta[a.nominal_mom]);
-        printf("%-12s nominal: w <- w - %g exp(sched(t)) norm(%s) - %g d exp(%g s)\n", "form",
+            snprintf(dir, sizeof dir, "norm(m[beta %g])", a.beta[a.nominal_mom]);
+        if (a.nominal_dir == LOPT_NOMINAL_ADAM)
+            snprintf(dir, sizeof dir, "adam(m[beta %g], v[beta %g])", a.beta[a.nominal_mom],
+                     LOPT_ADAM_BETA2);
+        printf("%-12s nominal: w <- w - %g exp(sched(t)) %s - %g d exp(%g s)\n", "form",
                a.nominal_step, dir, a.step_mult, a.exp_mult);
     } else {
         printf("%-12s mlp: w <- w - %g d exp(%g s)\n", "form", a.step_mult, a.exp_mult);

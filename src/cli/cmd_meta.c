@@ -1,4 +1,4 @@
-/* cmd_meta.c - `lopt meta-train` (DESIGN.md section 4): meta-trains a learned
+/* cmd_meta.c - `lopt meta-train` (docs/design.md section 4): meta-trains a learned
  * optimizer, logs a CSV row per outer step, checkpoints every N steps and on
  * SIGINT/SIGTERM, continues exactly with --resume, writes the .lopt at the end.
  * With --eval-every it measures progress at the full horizon (src/eval/horizon.h)
@@ -153,7 +153,7 @@ int cmd_meta_train(int argc, char **argv)
     cli_opt opts[] = {
         {"task", OPT_STR, &task, "task to meta-train on (default fmnist8-mlp)", 0, 0},
         {"estimator", OPT_STR, &est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
-        {"arch", OPT_STR, &arch, "paper|lo|nominal (default paper)", 0, 0},
+        {"arch", OPT_STR, &arch, "paper|lo|nominal|nominal-adam (default paper)", 0, 0},
         {"train", OPT_STR, &train, "coordinates of theta that move: all|nominal|schedule "
          "(default all)", 0, 0},
         {"K", OPT_INT, &K, "truncation length (default 20; fulles: the horizon)", 0, 0},
@@ -199,7 +199,7 @@ int cmd_meta_train(int argc, char **argv)
     };
     cli_spec spec = {"meta-train",
                      "lopt meta-train --task T --estimator rp|es|merged|pes|nres|fulles "
-                     "[--arch paper|lo|nominal] [--train all|nominal|schedule] [--K 20] "
+                     "[--arch paper|lo|nominal|nominal-adam] [--train all|nominal|schedule] [--K 20] "
                      "[--samples S] [--sigma X] [--outer-loss train|valid] "
                      "[--outer-weight mean|end|tail:F] [--outer-lr X] [--outer-steps N] "
                      "[--horizon N] [--eval-every N] [--out FILE.lopt] [--resume | --force] [--log FILE.csv]",

@@ -1,4 +1,4 @@
-/* cmd_pathology.c - `lopt pathology surface|gradvar|bias` (DESIGN.md sections 1.4 and 4):
+/* cmd_pathology.c - `lopt pathology surface|gradvar|bias` (docs/design.md sections 1.4 and 4):
  * the pathology studies of Metz et al. 2019 on lopt's unrolls; a short table on
  * stdout, CSV, summary.json and plots in --out. The engine is src/eval/pathology.c. */
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* cmd_train.c - `lopt tasks` and `lopt train` (DESIGN.md section 4). `--opt` names
+/* cmd_train.c - `lopt tasks` and `lopt train` (docs/design.md section 4). `--opt` names
  * a hand-designed optimizer or `learned:FILE`, a learned optimizer read from a
  * .lopt file (which carries its own step size and its own schedule, so --lr,
  * --schedule and --warmup are refused with it). `--schedule const|cosine|linear
@@ -18,8 +18,8 @@ int cmd_tasks(int argc, char **argv)
 {
     cli_spec spec = {"tasks", "lopt tasks", "Lists the standard tasks.", NULL, 0};
     cli_parse(&spec, argc, argv);
-    for (const lopt_task_info *i = lopt_task_list; i->name; i++)
-        printf("%-14s %s\n", i->name, i->summary);
+    lopt_task_info ti;
+    for (int i = 0; lopt_task_nth(i, &ti); i++) printf("%-14s %s\n", ti.name, ti.summary);
     return 0;
 }
 
@@ -45,7 +45,7 @@ int cmd_train(int argc, char **argv)
 {
     const char *task_name = NULL, *opt_name = NULL, *log = NULL, *sched_name = NULL;
     double lr = NAN;
-    int64_t steps = 0, batch = 0, seed = 0, eval_every = 0, warmup = 0;
+    int64_t steps = 0, batch = 0, seed = 0, eval_every = 0, warmup = 0, t_max = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
         {"opt", OPT_STR, &opt_name,
@@ -64,11 +64,13 @@ int cmd_train(int argc, char **argv)
         {"eval-every", OPT_INT, &eval_every,
          "evaluate on the validation split every E steps (default steps/20)", 0, 0},
         {"log", OPT_STR, &log, "write the curve as CSV (step,train_loss,valid_loss,time_s)", 0, 0},
+        {"t-max", OPT_INT, &t_max, "learned: feed the time features min(t, N) (default: the "
+                                   "file's horizon, if recorded; 0: no clamp)", 0, 0},
     };
     cli_spec spec = {"train",
                      "lopt train --task T --opt sgd|momentum|nesterov|rmsprop|adam|learned:FILE "
                      "[--lr X] [--schedule const|cosine|linear] [--warmup W] --steps N "
-                     "[--batch B] [--seed S] [--eval-every E] [--log FILE.csv]",
+                     "[--batch B] [--seed S] [--eval-every E] [--log FILE.csv] [--t-max N]",
                      "Trains a task from a fresh initialisation with the given optimizer, "
                      "hand-designed or learned (a .lopt file: lopt meta-train, lopt init-lopt); "
                      "prints the final train/valid/test loss and accuracy.",
@@ -80,9 +82,13 @@ int cmd_train(int argc, char **argv)
     if (eval_every < 0) cli_usage_error(&spec, "--eval-every must be positive");
     if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
     if (!isnan(lr) && !(lr > 0)) cli_usage_error(&spec, "--lr must be positive");
+    const cli_opt *tmax_opt = cli_find(&spec, "t-max");
+    if (t_max < 0) cli_usage_error(&spec, "--t-max must be non-negative");
 
     const char *lopt_path = strncmp(opt_name, "learned:", 8) == 0 ? opt_name + 8 : NULL;
     if (lopt_path && !*lopt_path) cli_usage_error(&spec, "--opt learned: needs a file name");
+    if (!lopt_path && tmax_opt->seen)
+        cli_usage_error(&spec, "--t-max applies to a learned optimizer only");
     if (lopt_path && !isnan(lr))
         cli_usage_error(&spec, "--lr does not apply to a learned optimizer (its step size "
                         "is learned)");
@@ -123,11 +129,24 @@ int cmd_train(int argc, char **argv)
     if (lopt_path) {
         lopt_arch arch;
         float *theta;
-        st = lopt_file_read(lopt_path, &arch, &theta, NULL, &err);
+        lopt_provenance prov;
+        st = lopt_file_read(lopt_path, &arch, &theta, &prov, &err);
         if (st == LOPT_OK)
             st = lopt_learned_create(&opt, &arch, theta, task.tensors, task.ntensors, task.n,
                                      &err);
         lopt_free(theta);
+        if (st == LOPT_OK) {
+            /* past the horizon the optimizer extrapolates (docs/design.md, "The
+             * horizon"): clamp there, as the C API and the PyTorch optimizer do */
+            int64_t h = prov.horizon <= (uint64_t)INT64_MAX ? (int64_t)prov.horizon : 0;
+            if (!tmax_opt->seen) t_max = h;
+            lopt_learned_set_t_max(&opt, t_max);
+            if (h > 0 && steps > h)
+                fprintf(stderr, "train: note: %lld steps, past the %lld-step horizon %s was "
+                        "meta-trained for; %s\n", (long long)steps, (long long)h, lopt_path,
+                        t_max > 0 ? "its time features are clamped at t = --t-max (0: off)"
+                                  : "no clamp (--t-max 0): expect it to drift");
+        }
         if (st != LOPT_OK) {
             task.free(&task);
             cli_fail("train", "%s", err.msg);

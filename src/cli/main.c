@@ -1,4 +1,4 @@
-/* main.c - `lopt`: dispatches to the subcommands (DESIGN.md section 4). */
+/* main.c - `lopt`: dispatches to the subcommands (docs/design.md section 4). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>

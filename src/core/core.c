@@ -1,6 +1,7 @@
 /* core.c - errors, allocation, the counter-based RNG, time, atomic and bounded files. */
 #define _XOPEN_SOURCE 700
 #include "core.h"
+#include "lopt.h"   /* lopt_last_error */
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +28,28 @@ lopt_status lopt_fail(lopt_err *err, lopt_status status, const char *fmt, ...)
         err->status = status;
     }
     return status;
+}
+
+static _Thread_local char last_error[512];
+
+const char *lopt_last_error(void) { return last_error; }
+
+int lopt_report(char *errbuf, size_t errlen, const lopt_err *err)
+{
+    const char *msg = err && err->msg[0] ? err->msg : "unknown error";
+    snprintf(last_error, sizeof last_error, "%s", msg);
+    if (errbuf && errlen > 0) snprintf(errbuf, errlen, "%s", msg);
+    return -1;
+}
+
+int lopt_report_msg(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    lopt_err e;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+    va_end(ap);
+    return lopt_report(errbuf, errlen, &e);
 }
 
 void lopt_assert_fail(const char *expr, const char *file, int line)

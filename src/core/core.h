@@ -34,6 +34,14 @@ typedef struct {
 lopt_status lopt_fail(lopt_err *err, lopt_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The public API's error reporting (include/lopt.h): copies err's message (or msg)
+ * into errbuf (if not NULL, truncated to errlen) and into this thread's last-error
+ * buffer that lopt_last_error() returns. Returns -1, so public functions can
+ * `return lopt_report(...)`. */
+int lopt_report(char *errbuf, size_t errlen, const lopt_err *err);
+int lopt_report_msg(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 void lopt_assert_fail(const char *expr, const char *file, int line);
 #define LOPT_ASSERT(e) ((e) ? (void)0 : lopt_assert_fail(#e, __FILE__, __LINE__))
 

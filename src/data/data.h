@@ -1,5 +1,5 @@
 /* data.h - Fashion-MNIST from Debian's dataset-fashion-mnist (IDX files, gzip),
- * the splits and normalisation of DESIGN.md section 3, 8x8 area downsampling, and a
+ * the splits and normalisation of docs/design.md section 3, 8x8 area downsampling, and a
  * seeded batch sampler.
  *
  * Splits: train = first 50,000 training images, valid = last 10,000, test = the
@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "lopt.h"          /* lopt_split */
 #include "core/core.h"
 
 #define LOPT_FMNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -24,7 +25,7 @@ typedef struct {
     int32_t *y;     /* (n) labels in 0..9, owned */
 } lopt_dataset;
 
-typedef enum { LOPT_SPLIT_TRAIN = 0, LOPT_SPLIT_VALID = 1, LOPT_SPLIT_TEST = 2 } lopt_split;
+/* lopt_split (train, valid, test) is public: include/lopt.h. */
 
 typedef struct {
     lopt_dataset split[3];   /* indexed by lopt_split */

@@ -1,4 +1,4 @@
-/* fmnist.c - Fashion-MNIST: the splits and normalisation of DESIGN.md section 3, and
+/* fmnist.c - Fashion-MNIST: the splits and normalisation of docs/design.md section 3, and
  * the area-averaging downsampling that makes the 8x8 images of fmnist8-mlp.
  *
  * Splits: train = first 50,000 of the 60,000 training images, valid = the last

@@ -1,5 +1,5 @@
 /* compare.c - tuned-baseline comparison (see compare.h for the protocol), its
- * CSV/JSON/Markdown reports and plots. DESIGN.md sections 4 and 6. */
+ * CSV/JSON/Markdown reports and plots. docs/design.md sections 4 and 6. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* compare.h - a learned optimizer against tuned hand-designed baselines on held-out
- * seeds (DESIGN.md sections 4 and 6): the engine behind `lopt compare`.
+ * seeds (docs/design.md sections 4 and 6): the engine behind `lopt compare`.
  *
  * Baselines are named NAME or NAME:SCHEDULE (adam, adam:cosine, momentum:linear, ...):
  * a bare name trains at a constant learning rate without warm-up; a :const, :cosine

@@ -1,5 +1,5 @@
 /* horizon.h - progress of meta-training measured where it counts: a learned
- * optimizer trained over the full horizon on fixed tuning seeds (DESIGN.md
+ * optimizer trained over the full horizon on fixed tuning seeds (docs/design.md
  * section 1.4), the number `meta-train --eval-every` logs and keeps the best
  * theta by.
  *

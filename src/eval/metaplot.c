@@ -76,9 +76,9 @@ static lopt_status plot_eval(const double *step, const double *fin, const double
     lopt_status st = LOPT_OK;
     if (k > 0) {
         char path[1024];
-        lopt_plot_series s[] = {{"final validation loss at the horizon", x, yf, NULL, NULL, k},
-                                {"mean validation loss over the horizon", x, ym, NULL, NULL, k}};
-        lopt_plot pl = {"meta-training progress at the full horizon (tuning seeds)",
+        lopt_plot_series s[] = {{"eval_final", x, yf, NULL, NULL, k},
+                                {"eval_mean", x, ym, NULL, NULL, k}};
+        lopt_plot pl = {"at the full horizon, tuning seeds: final and mean validation loss",
                         "outer step", "validation loss", 0, 0, 0, s, 2};
         snprintf(path, sizeof path, "%s-eval", base);
         st = lopt_plot_write(&pl, path, err);

@@ -1,7 +1,7 @@
 /* pathology.c - the pathology studies (see pathology.h): loss surfaces along lines
  * and planes through theta, rp vs es gradient variance against the unroll length,
  * and truncation bias of a meta-learned SGD learning rate. Metz et al. 2019,
- * sections 3-4; DESIGN.md section 1.4. */
+ * sections 3-4; docs/design.md section 1.4. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -111,6 +111,9 @@ static lopt_status check_common(const lopt_path_common *c, lopt_err *err)
 {
     if (!c->arch || !c->theta) return lopt_fail(err, LOPT_EUSAGE, "no learned optimizer");
     if (c->warmup < 0) return lopt_fail(err, LOPT_EUSAGE, "warmup must not be negative");
+    if (!lopt_arch_has_vjp(c->arch))
+        return lopt_fail(err, LOPT_EUSAGE, "the Adam direction has no exact reverse pass, "
+                         "which the studies need (rp)");
     return LOPT_OK;
 }
 
@@ -281,7 +284,7 @@ static double line_loss(lopt_unroll_ws *ws, const lopt_unroll_cfg *cfg, const fl
         if (eps) x += sign * eps[i];
         tp[i] = (float)x;
     }
-    lopt_traj_copy(tr, start, ws->task->n, ws->arch->nmom);
+    lopt_traj_copy(tr, start, ws->task->n, lopt_arch_state_rows(ws->arch));
     return lopt_unroll(ws, cfg, tp, tr, NULL).loss;
 }
 
@@ -320,8 +323,8 @@ lopt_status lopt_pathology_surface(lopt_task *t, const lopt_surface_opts *o, con
     lopt_unroll_ws ws;
     lopt_unroll_ws_init(&ws, t, a, Kmax);
     lopt_traj start, tr;
-    lopt_traj_alloc(&start, n, a->nmom);
-    lopt_traj_alloc(&tr, n, a->nmom);
+    lopt_traj_alloc(&start, n, lopt_arch_state_rows(a));
+    lopt_traj_alloc(&tr, n, lopt_arch_state_rows(a));
     float *u = lopt_floats(np), *v = lopt_floats(np), *tp = lopt_floats(np);
     direction(u, np, o->c.seed, 0, NULL);
     direction(v, np, o->c.seed, 1, u);
@@ -569,8 +572,8 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
         total += 2LL * S * o->Ks[i];
     }
     lopt_traj start, tr;
-    lopt_traj_alloc(&start, n, a->nmom);
-    lopt_traj_alloc(&tr, n, a->nmom);
+    lopt_traj_alloc(&start, n, lopt_arch_state_rows(a));
+    lopt_traj_alloc(&tr, n, lopt_arch_state_rows(a));
     lopt_unroll_ws ws0;   /* the start state: forward only */
     lopt_unroll_ws_init(&ws0, t, a, Kmax);
     report(o->c.progress, o->c.user, 0, total, "warmup %lld steps", (long long)o->c.warmup);
@@ -584,7 +587,7 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
     lopt_est_sums sums;
     lopt_est_sums_init(&sums, np);
     lopt_traj minus;
-    lopt_traj_alloc(&minus, n, a->nmom);
+    lopt_traj_alloc(&minus, n, lopt_arch_state_rows(a));
     gradvar_row *rows = lopt_xcalloc((size_t)o->nK, sizeof *rows);
     for (int k = 0; k < o->nK; k++) {
         gradvar_row *r = &rows[k];
@@ -598,8 +601,8 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
             /* the same perturbations at every K (common random numbers across K) */
             lopt_rng_fill_normal(eps, np, o->sigma, o->c.seed, PATH_STREAM,
                                  (uint64_t)(1000 + s) * np);
-            lopt_traj_copy(&tr, &start, n, a->nmom);
-            lopt_traj_copy(&minus, &start, n, a->nmom);
+            lopt_traj_copy(&tr, &start, n, lopt_arch_state_rows(a));
+            lopt_traj_copy(&minus, &start, n, lopt_arch_state_rows(a));
             lopt_pair_out po = lopt_pair_estimate(&ws, &pw, &cfg, o->c.theta, eps, &tr, &minus,
                                                   grp);
             lopt_es_sample(po.loss_plus - po.loss_minus, o->sigma, eps, np, ges);

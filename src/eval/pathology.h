@@ -1,4 +1,4 @@
-/* pathology.h - the studies behind `lopt pathology` (DESIGN.md sections 1.4 and 4):
+/* pathology.h - the studies behind `lopt pathology` (docs/design.md sections 1.4 and 4):
  * the pathologies of unrolled optimization that Metz et al. 2019 diagnose, measured
  * on lopt's own unrolls.
  *

@@ -1,5 +1,5 @@
 /* lopt_file.c - encoding and decoding the .lopt file (layout in lopt_file.h,
- * DESIGN.md section 5). Serialised byte by byte so the file is the same on every
+ * docs/design.md section 5). Serialised byte by byte so the file is the same on every
  * host; decoding goes through a bounds-checked cursor, so a hostile or damaged
  * file can make it fail but never read outside the buffer.
  * Version 2 adds the form fields and the horizon; version 1 is still read.
@@ -231,9 +231,9 @@ static lopt_status decode_body(rbuf *b, uint32_t version, lopt_arch *a, float **
          * how they go together */
         if (form > LOPT_FORM_NOMINAL)
             return lopt_fail(err, LOPT_EFORMAT, "unknown form %u (0 mlp, 1 nominal)", form);
-        if (dir > LOPT_NOMINAL_MOM)
+        if (dir > LOPT_NOMINAL_ADAM)
             return lopt_fail(err, LOPT_EFORMAT, "unknown nominal direction %u (0 gradient, "
-                             "1 momentum)", dir);
+                             "1 momentum, 2 adam)", dir);
         if (mom > LOPT_MAX_MOM)
             return lopt_fail(err, LOPT_EFORMAT, "nominal momentum %u out of range", mom);
         a->form = (lopt_form)form;

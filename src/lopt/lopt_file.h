@@ -1,5 +1,5 @@
 /* lopt_file.h - the .lopt file: a learned optimizer (architecture + theta) with
- * its meta-training provenance, as a self-checking binary file (DESIGN.md section 5).
+ * its meta-training provenance, as a self-checking binary file (docs/design.md section 5).
  *
  * Byte layout, version 2 (written); version 1 (still read) lacks the fields marked
  * v2. Every integer and float is little-endian whatever the host; floats are

@@ -3,7 +3,7 @@
  * the mlp form and the nominal form (a scheduled hand-designed step + the MLP as a
  * residual). Reference: Metz et al. 2019 section 3 / the authors' release
  * (task_specific_learned_opt); Harrison et al. 2022 for the nominal form; see
- * mlp_lopt.h and DESIGN.md sections 1.1 and 1.4. */
+ * mlp_lopt.h and docs/design.md sections 1.1 and 1.4. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -17,6 +17,9 @@
  * fmnist-cnn at 2,000 steps (docs/decisions.md) */
 #define NOMINAL_MOM 1
 #define NOMINAL_STEP 3e-3f
+/* nominal-adam: torch's Adam (beta1 0.9 = momentum index 1) at lr 3e-3, tuned
+ * constant-lr Adam's rate on fmnist-cnn at 2,000 steps (docs/results/fmnist-cnn) */
+#define NOMINAL_ADAM_LR 3e-3f
 
 lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
 {
@@ -24,7 +27,8 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
     a->hidden = 32;
     a->step_mult = 0.001f;
     a->exp_mult = 0.001f;
-    int nominal = strcmp(name, "nominal") == 0;
+    int adam = strcmp(name, "nominal-adam") == 0;
+    int nominal = adam || strcmp(name, "nominal") == 0;
     if (strcmp(name, "paper") == 0 || nominal) {
         static const float beta[] = {0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
         static const float tau[] = {3, 10, 30, 100, 300, 1e3f, 3e3f, 1e4f, 3e5f};
@@ -38,6 +42,10 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
             a->nominal_dir = LOPT_NOMINAL_MOM;
             a->nominal_mom = NOMINAL_MOM;
             a->nominal_step = NOMINAL_STEP;
+            if (adam) {
+                a->nominal_dir = LOPT_NOMINAL_ADAM;
+                a->nominal_step = NOMINAL_ADAM_LR;
+            }
         }
     } else if (strcmp(name, "lo") == 0) {
         static const float beta[] = {0.1f, 0.5f, 0.9f, 0.99f, 0.999f, 0.9999f};
@@ -48,7 +56,8 @@ lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err)
         memcpy(a->tau, tau, sizeof tau);
         a->nhidden = 2;
     } else {
-        return lopt_fail(err, LOPT_EUSAGE, "unknown architecture '%s' (paper|lo|nominal)", name);
+        return lopt_fail(err, LOPT_EUSAGE, "unknown architecture '%s' "
+                         "(paper|lo|nominal|nominal-adam)", name);
     }
     return LOPT_OK;
 }
@@ -76,13 +85,13 @@ lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err)
     }
     if (a->form != LOPT_FORM_NOMINAL)
         return lopt_fail(err, LOPT_EFORMAT, "unknown form %d (0 mlp, 1 nominal)", (int)a->form);
-    if (a->nominal_dir == LOPT_NOMINAL_MOM) {
+    if (a->nominal_dir == LOPT_NOMINAL_MOM || a->nominal_dir == LOPT_NOMINAL_ADAM) {
         if (a->nominal_mom < 0 || a->nominal_mom >= a->nmom)
             return lopt_fail(err, LOPT_EFORMAT, "nominal momentum %d out of range (%d momenta)",
                              a->nominal_mom, a->nmom);
     } else if (a->nominal_dir != LOPT_NOMINAL_GRAD || a->nominal_mom != 0) {
         return lopt_fail(err, LOPT_EFORMAT, "unknown nominal direction %d (0 gradient, 1 "
-                         "momentum)", (int)a->nominal_dir);
+                         "momentum, 2 adam)", (int)a->nominal_dir);
     }
     if (!(a->nominal_step > 0 && a->nominal_step <= 1))
         return lopt_fail(err, LOPT_EFORMAT, "nominal step %g outside (0, 1]", a->nominal_step);
@@ -105,6 +114,13 @@ int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b)
 
 int lopt_arch_features(const lopt_arch *a) { return 2 + a->nmom; }
 int lopt_arch_inputs(const lopt_arch *a) { return 2 + a->nmom + a->ntime; }
+
+static int adam_dir(const lopt_arch *a)
+{
+    return a->form == LOPT_FORM_NOMINAL && a->nominal_dir == LOPT_NOMINAL_ADAM;
+}
+int lopt_arch_state_rows(const lopt_arch *a) { return a->nmom + adam_dir(a); }
+int lopt_arch_has_vjp(const lopt_arch *a) { return !adam_dir(a); }
 
 /* in/out sizes of layer l (0 .. nhidden) */
 static int layer_in(const lopt_arch *a, int l) { return l == 0 ? lopt_arch_inputs(a) : a->hidden; }
@@ -342,6 +358,22 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         }
     }
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
+    if (adam_dir(a)) {
+        /* torch's Adam at step t + 1: m is momentum nominal_mom, v the state row after
+         * the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat) + eps) */
+        const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
+        const float *mk = m + (size_t)a->nominal_mom * n;
+        float *v = m + (size_t)a->nmom * n;
+        const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
+        const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
+        const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
+        for (size_t i = 0; i < n; i++) {
+            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+            float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
+            delta[i] = step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+        }
+        return;
+    }
     if (a->form == LOPT_FORM_NOMINAL) {
         /* delta = -nominal_step e^{sched(t)} u_nom + residual; u_nom is feature f of x */
         const int f = lopt_arch_nominal_feature(a);
@@ -364,6 +396,7 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     const size_t n = wk->n;
     const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
     const int L = a->nhidden;
+    LOPT_ASSERT(lopt_arch_has_vjp(a));   /* callers check: rp refuses the Adam direction */
 
     /* delta = -c d e^{k s}:  d(delta)/dd = -c e^{k s},  d(delta)/ds = k delta */
     const float *out = wk->act[L];
@@ -448,6 +481,81 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     }
 }
 
+/* ---- the step of a learned optimizer, with the non-finite rule ------------------ */
+
+int64_t lopt_learned_time(int64_t t, int64_t t_max)
+{
+    return t_max > 0 && t > t_max ? t_max : t;
+}
+
+void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                         int ntensors, const float *w, const float *g, float *m, int64_t t,
+                         float *delta, float *gclean)
+{
+    const size_t n = wk->n;
+    const size_t R = (size_t)lopt_arch_state_rows(wk->arch);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
+    if (!bad) {
+        lopt_mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta);
+        return;
+    }
+    /* the bad elements' indices, then their state rows (bad, R), kept across the
+     * update; gclean may be g, so the indices are recorded before it is written */
+    size_t *idx = bad > (SIZE_MAX / 2) / (sizeof *idx + R * sizeof(float)) ? NULL
+                  : lopt_try_calloc(bad, sizeof *idx + R * sizeof(float));
+    if (!idx) {   /* no memory to keep them: the whole step is skipped, state untouched */
+        for (size_t i = 0; i < n; i++) delta[i] = NAN;
+        return;
+    }
+    float *rows = (float *)(idx + bad);
+    for (size_t i = 0, j = 0; i < n; i++) {
+        if (isfinite(g[i])) {
+            gclean[i] = g[i];
+            continue;
+        }
+        idx[j] = i;
+        for (size_t k = 0; k < R; k++) rows[j * R + k] = m[k * n + i];
+        gclean[i] = 0.0f;
+        j++;
+    }
+    lopt_mlp_update(wk, theta, tensors, ntensors, w, gclean, m, t, delta);
+    for (size_t j = 0; j < bad; j++) {
+        size_t i = idx[j];
+        for (size_t k = 0; k < R; k++) m[k * n + i] = rows[j * R + k];
+        delta[i] = NAN;
+    }
+    free(idx);
+}
+
+size_t lopt_learned_apply(float *out, const float *w, const float *delta, size_t n,
+                          float scale, float decay)
+{
+    const float s = scale, dec = scale * decay;
+    size_t skipped = 0;
+    if (dec != 0.0f) {
+        for (size_t j = 0; j < n; j++) {
+            float wj = w[j];
+            int ok = isfinite(delta[j]) != 0;
+            out[j] = ok ? wj - dec * wj + s * delta[j] : wj;
+            skipped += !ok;
+        }
+    } else if (s == 1.0f) {
+        for (size_t j = 0; j < n; j++) {
+            int ok = isfinite(delta[j]) != 0;
+            out[j] = ok ? w[j] + delta[j] : w[j];
+            skipped += !ok;
+        }
+    } else {
+        for (size_t j = 0; j < n; j++) {
+            int ok = isfinite(delta[j]) != 0;
+            out[j] = ok ? w[j] + s * delta[j] : w[j];
+            skipped += !ok;
+        }
+    }
+    return skipped;
+}
+
 /* ---- as an lopt_optimizer ------------------------------------------------------- */
 
 typedef struct {
@@ -455,65 +563,33 @@ typedef struct {
     float *theta;
     const lopt_tensor *tensors;
     int ntensors;
-    float *m, *delta;     /* (nmom, n), (n) */
-    float *gclean;        /* (n) the gradient with its non-finite elements zeroed */
+    float *m, *delta;     /* (state rows, n), (n) */
+    float *gclean;        /* (n) scratch of the non-finite rule */
     int64_t t;
+    int64_t t_max;        /* > 0: the time features see min(t, t_max) */
     uint64_t nonfinite;   /* elements skipped since creation or the last reset */
     lopt_mlp_work wk;
 } learned_ctx;
 
-/* One step. An element whose gradient is NaN/inf is skipped: its parameter and its
- * momenta stay as they were, and it enters the per-tensor normalisers as 0, so the
- * rest of its tensor steps normally and one bad value never poisons the momenta.
- * An element whose update comes out non-finite is left unchanged too. */
 static void learned_step(lopt_optimizer *o, float *w, const float *g)
 {
     learned_ctx *c = o->ctx;
-    const size_t n = o->n;
-    const int M = c->arch.nmom;
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
-    const float *gs = g;
-    float *saved = NULL;   /* (bad, M) the momenta of the skipped elements */
-    if (bad) {
-        saved = M ? floats_nk(bad, (size_t)M) : NULL;
-        if (M && !saved) {   /* no memory to keep them: skip the whole step */
-            c->nonfinite += n;
-            c->t++;
-            return;
-        }
-        for (size_t i = 0, j = 0; i < n; i++) {
-            int ok = isfinite(g[i]) != 0;
-            c->gclean[i] = ok ? g[i] : 0.0f;
-            if (!ok) {
-                for (int k = 0; k < M; k++) saved[j * M + k] = c->m[(size_t)k * n + i];
-                j++;
-            }
-        }
-        gs = c->gclean;
-    }
-    lopt_mlp_update(&c->wk, c->theta, c->tensors, c->ntensors, w, gs, c->m, c->t, c->delta);
-    size_t skipped = 0;
-    for (size_t i = 0, j = 0; i < n; i++) {
-        if (bad && !isfinite(g[i])) {
-            for (int k = 0; k < M; k++) c->m[(size_t)k * n + i] = saved[j * M + k];
-            j++;
-            skipped++;
-        } else if (isfinite(c->delta[i])) {
-            w[i] += c->delta[i];
-        } else {
-            skipped++;
-        }
-    }
-    lopt_free(saved);
-    c->nonfinite += skipped;
+    lopt_learned_update(&c->wk, c->theta, c->tensors, c->ntensors, w, g, c->m,
+                        lopt_learned_time(c->t, c->t_max), c->delta, c->gclean);
+    c->nonfinite += lopt_learned_apply(w, w, c->delta, o->n, 1.0f, 0.0f);
     c->t++;
+}
+
+void lopt_learned_set_t_max(lopt_optimizer *o, int64_t t_max)
+{
+    LOPT_ASSERT(o->step == learned_step);
+    ((learned_ctx *)o->ctx)->t_max = t_max > 0 ? t_max : 0;
 }
 
 static void learned_reset(lopt_optimizer *o)
 {
     learned_ctx *c = o->ctx;
-    memset(c->m, 0, (size_t)c->arch.nmom * o->n * sizeof(float));
+    memset(c->m, 0, (size_t)lopt_arch_state_rows(&c->arch) * o->n * sizeof(float));
     c->t = 0;
     c->nonfinite = 0;
 }
@@ -564,7 +640,8 @@ lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const flo
         c->tensors = tensors;
         c->ntensors = ntensors;
     }
-    if (!c || !(c->theta = lopt_try_floats(np)) || !(c->m = floats_nk(n, (size_t)a->nmom)) ||
+    const size_t R = (size_t)lopt_arch_state_rows(a);
+    if (!c || !(c->theta = lopt_try_floats(np)) || !(c->m = floats_nk(n, R)) ||
         !(c->delta = lopt_try_floats(n)) || !(c->gclean = lopt_try_floats(n)) ||
         lopt_mlp_work_try_init(&c->wk, &c->arch, n, ntensors) != LOPT_OK) {
         if (c) {
@@ -574,7 +651,7 @@ lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const flo
             lopt_free(c->gclean);
             free(c);
         }
-        double gb = ((double)lopt_mlp_work_bytes(a, n) + (a->nmom + 2.0) * (double)n * 4) / 1e9;
+        double gb = ((double)lopt_mlp_work_bytes(a, n) + (R + 2.0) * (double)n * 4) / 1e9;
         return lopt_fail(err, LOPT_ENOMEM, "out of memory: the learned optimizer's state for "
                          "%zu parameters needs about %.3g GB", n, gb);
     }

@@ -1,4 +1,4 @@
-/* mlp_lopt.h - the learned optimizer of Metz et al. 2019 (DESIGN.md section 1.1):
+/* mlp_lopt.h - the learned optimizer of Metz et al. 2019 (docs/design.md section 1.1):
  * a small MLP applied to every scalar parameter independently, over features
  * normalised per tensor, with time features; forward over all parameters of a
  * task at once, and its VJP with respect to theta and to its inputs.
@@ -14,7 +14,7 @@
  * stored in the .lopt file; presets "paper" (the authors' release) and "lo"
  * (learned_optimization's MLPLOpt).
  *
- * Form "nominal" (DESIGN.md section 1.4, after Harrison et al. 2022, "A closer look
+ * Form "nominal" (docs/design.md section 1.4, after Harrison et al. 2022, "A closer look
  * at learned optimization"): a hand-designed step with a learned schedule, plus the
  * MLP as a residual that starts at zero:
  *   sched(t) = b + sum_j a_j tanh(t / tau_j - 1)      (a learned log-scale, linear in
@@ -24,14 +24,19 @@
  * momentum m_k, so each tensor moves by nominal_step * exp(sched) in RMS.
  * Why u_nom is built from the existing momenta: the rp unroll (meta/unroll.c) carries
  * the optimizer state as the nmom momentum rows and backpropagates their recursion
- * itself, so a direction made of them needs no new state and no change there. An
- * Adam direction m / sqrt(v) is left out: it needs a second-moment state v that
- * neither the unroll nor the .lopt state carries. Also left out: a schedule per
+ * itself, so a direction made of them needs no new state and no change there.
+ * The Adam direction (LOPT_NOMINAL_ADAM) is torch's Adam step itself,
+ *   v <- 0.999 v + 0.001 g^2,  u_nom = (m_k / (1 - b_k^(t+1))) / (sqrt(v / (1 - 0.999^(t+1))) + 1e-8)
+ * with m_k = momentum nominal_mom (b_k its decay, 0.9 in the preset): a learned
+ * schedule on Adam, at nominal_step as its learning rate. Its second moment v is one
+ * more state row after the momenta (lopt_arch_state_rows). The exact reverse pass
+ * through v is not written: rp and merged refuse it (the es estimators, which need
+ * no reverse pass, train it). Also left out: a schedule per
  * tensor ("per layer"), whose theta size would depend on the task's tensor count,
  * so one .lopt would no longer fit every task.
  * With the MLP's output layer zero (lopt_theta_init does that for this form) d = s = 0
  * and the residual is exactly zero; with a, b zero exp(sched) = 1: an untrained
- * nominal optimizer is exactly normalised momentum (or SGD) at nominal_step.
+ * nominal optimizer is exactly normalised momentum (or SGD, or Adam) at nominal_step.
  */
 #ifndef LOPT_MLP_LOPT_H
 #define LOPT_MLP_LOPT_H
@@ -57,7 +62,11 @@ typedef enum {
 typedef enum {
     LOPT_NOMINAL_GRAD = 0,   /* the per-tensor normalised gradient (normalised SGD) */
     LOPT_NOMINAL_MOM = 1,    /* the per-tensor normalised momentum m_{nominal_mom} */
+    LOPT_NOMINAL_ADAM = 2,   /* Adam's step from m_{nominal_mom} and a second moment */
 } lopt_nominal_dir;
+
+#define LOPT_ADAM_BETA2 0.999f   /* the Adam direction's second-moment decay (torch's) */
+#define LOPT_ADAM_EPS 1e-8f
 
 typedef struct {
     int nmom;                      /* momentum decays */
@@ -76,8 +85,9 @@ typedef struct {
     float nominal_step;            /* RMS step per tensor of the hand-designed rule */
 } lopt_arch;
 
-/* Fills a preset ("paper", "lo" or "nominal": paper's features and MLP in the
- * nominal form, normalised momentum beta = 0.9 at nominal_step 3e-3); LOPT_EUSAGE
+/* Fills a preset ("paper", "lo", "nominal": paper's features and MLP in the
+ * nominal form, normalised momentum beta = 0.9 at nominal_step 3e-3, or
+ * "nominal-adam": the same with the Adam direction at lr 3e-3); LOPT_EUSAGE
  * for another name. The presets' numbers live here and nowhere else. */
 lopt_status lopt_arch_preset(lopt_arch *a, const char *name, lopt_err *err);
 /* Checks ranges (for architectures read from files). */
@@ -85,6 +95,12 @@ lopt_status lopt_arch_validate(const lopt_arch *a, lopt_err *err);
 /* 1 if a and b describe the same optimizer (every field in use equal). */
 int lopt_arch_equal(const lopt_arch *a, const lopt_arch *b);
 int lopt_arch_features(const lopt_arch *a);   /* normalised: 2 + nmom */
+/* Rows of optimizer state per parameter: the nmom momenta, plus Adam's second
+ * moment for the Adam direction. Every state buffer is (state_rows, n). */
+int lopt_arch_state_rows(const lopt_arch *a);
+/* 1 if the exact reverse pass (lopt_mlp_vjp's input adjoints) exists for a: not
+ * for the Adam direction. */
+int lopt_arch_has_vjp(const lopt_arch *a);
 int lopt_arch_inputs(const lopt_arch *a);     /* 2 + nmom + ntime */
 size_t lopt_arch_nparams(const lopt_arch *a); /* |theta|: 610 paper, 1762 lo, 620 nominal */
 /* Offset in theta of the nominal form's schedule (a_1..a_ntime, b); for the mlp form
@@ -155,7 +171,7 @@ lopt_status lopt_mlp_work_try_init(lopt_mlp_work *wk, const lopt_arch *a, size_t
 size_t lopt_mlp_work_bytes(const lopt_arch *a, size_t n);
 void lopt_mlp_work_free(lopt_mlp_work *wk);
 
-/* One update of all n parameters. m (nmom, n) is updated in place with g; then
+/* One update of all n parameters. m (state rows, n) is updated in place with g; then
  * delta (n) = -step_mult * d * exp(exp_mult * s) is written (the nominal form adds
  * -nominal_step * exp(sched(t)) * u_nom; w is not changed:
  * the caller adds delta, so the unroll can keep w_t). The work buffers keep the
@@ -173,15 +189,39 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
                   const float *delta, const float *ddelta, float *dtheta, float *dg,
                   float *dw, float *dm);
 
+/* The time a learned optimizer's features see at step t: min(t, t_max) for t_max > 0
+ * (the clamp at the horizon, docs/design.md), t for t_max 0. */
+int64_t lopt_learned_time(int64_t t, int64_t t_max);
+
+/* One step of a learned optimizer with its non-finite rule - the one place the rule
+ * lives; lopt_learned_create's step and the public lopt_opt (api.c) both call these
+ * two, so the CLI, the comparison and the C API skip the same elements:
+ *   lopt_learned_update is lopt_mlp_update on (state rows, n) state m, except that an
+ *   element whose gradient g[i] is NaN or +-inf enters it as 0 (so it counts as 0 in
+ *   its tensor's normalisers and the rest of the tensor steps as usual), its state
+ *   rows (momenta, and Adam's second moment) are restored afterwards, and its delta[i]
+ *   is NaN. gclean (n) is scratch and may be g itself (then g's non-finite entries
+ *   become 0). If the state rows of the bad elements cannot be kept (out of memory)
+ *   the whole step is skipped: m untouched, every delta NaN. Allocates only when some
+ *   g[i] is not finite. t is the time the features see (lopt_learned_time).
+ *   lopt_learned_apply writes out[i] = w[i] - scale decay w[i] + scale delta[i]
+ *   (exactly w[i] + delta[i] for scale 1, decay 0) where delta[i] is finite, and
+ *   out[i] = w[i] where it is not - a NaN gradient, or an update that came out
+ *   non-finite. out may be w. Returns the number of elements left alone: the count
+ *   lopt_opt_nonfinite and lopt_learned_nonfinite add up. */
+void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                         int ntensors, const float *w, const float *g, float *m, int64_t t,
+                         float *delta, float *gclean);
+size_t lopt_learned_apply(float *out, const float *w, const float *delta, size_t n,
+                          float scale, float decay);
+
 /* A hand-designed-optimizer-shaped wrapper: lopt_optimizer whose step runs the
  * learned optimizer (copies theta and arch; the task's tensors must outlive it).
  * Never aborts on the caller's sizes: tensors that do not tile n, sizes whose sum
  * overflows or n above LOPT_LEARNED_MAX_PARAMS are LOPT_EUSAGE, a failed allocation
- * LOPT_ENOMEM, each with a reason.
- * Its step skips non-finite values element by element: an element whose gradient
- * is NaN/inf keeps its parameter and its momenta (and counts as 0 in its tensor's
- * normalisers); an element whose update is not finite keeps its parameter. Both are
- * counted (lopt_learned_nonfinite); reset sets the count to 0. */
+ * LOPT_ENOMEM, each with a reason. Its step is lopt_learned_update +
+ * lopt_learned_apply (the non-finite rule above); the skipped elements are counted
+ * (lopt_learned_nonfinite); reset sets the count to 0. */
 #define LOPT_LEARNED_MAX_PARAMS ((size_t)INT32_MAX)   /* the matrix products take int sizes */
 lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const float *theta,
                                 const lopt_tensor *tensors, int ntensors, size_t n,
@@ -189,5 +229,9 @@ lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const flo
 /* Elements skipped by a learned optimizer's steps since creation or reset (0 for an
  * optimizer that is not a learned one). */
 uint64_t lopt_learned_nonfinite(const lopt_optimizer *o);
+/* Past step t_max (> 0) the time features see t_max instead of t (the clamp at the
+ * horizon, docs/design.md); 0, the default here, never clamps. o must come from
+ * lopt_learned_create. */
+void lopt_learned_set_t_max(lopt_optimizer *o, int64_t t_max);
 
 #endif

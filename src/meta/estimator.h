@@ -1,6 +1,6 @@
 /* estimator.h - the outer-gradient estimators as three pieces that every caller
  * (meta-training, `lopt pathology gradvar`, tests, the bench) shares
- * (DESIGN.md section 1.3):
+ * (docs/design.md section 1.3):
  *
  *  1. estimate one antithetic pair: theta + eps and theta - eps unrolled from the
  *     caller's two states (copies of one start, or two persistent states for pes

@@ -216,6 +216,12 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
     }
     m->np = lopt_arch_nparams(&m->arch);
     size_t S = (size_t)cfg->samples, np = m->np;
+    if (uses_rp(cfg) && !lopt_arch_has_vjp(&m->arch)) {
+        free(m);
+        return lopt_fail(err, LOPT_EUSAGE, "'%s' has no exact reverse pass (the Adam "
+                         "direction): rp and merged cannot train it; use es, pes, nres or "
+                         "fulles", cfg->arch);
+    }
     if (strcmp(cfg->train, "all") != 0) {
         m->mask = lopt_xcalloc(np, 1);
         if ((st = lopt_arch_train_mask(&m->arch, cfg->train, m->mask, NULL, err)) != LOPT_OK) {
@@ -240,12 +246,23 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
             lopt_meta_free(m);
             return st;
         }
+        if (uses_rp(cfg) && !cfg->first_order && !w->task.hvp) {
+            /* backpropagation through the unroll needs H v at every inner step */
+            st = lopt_fail(err, LOPT_EUSAGE, "estimator '%s' backpropagates through the "
+                           "unroll and needs the task's Hessian-vector product, which task "
+                           "'%s' does not provide: use es, pes, nres or fulles, or give the "
+                           "task an hvp", lopt_est_names[cfg->estimator], cfg->task);
+            w->task.free(&w->task);
+            m->nworkers = i;
+            lopt_meta_free(m);
+            return st;
+        }
         if (uses_rp(cfg))
             lopt_unroll_ws_init(&w->ws, &w->task, &m->arch, m->tape);
         else
             lopt_unroll_ws_init_forward(&w->ws, &w->task, &m->arch, m->tape);
         lopt_pair_ws_init(&w->pair, np);
-        lopt_traj_alloc(&w->minus, w->task.n, m->arch.nmom);
+        lopt_traj_alloc(&w->minus, w->task.n, lopt_arch_state_rows(&m->arch));
     }
     m->n = m->workers[0].task.n;
     m->theta = lopt_floats(np);
@@ -253,10 +270,10 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
     m->adam_v = lopt_floats(np);
     m->best_theta = lopt_floats(np);
     m->plus = lopt_xcalloc(S, sizeof *m->plus);
-    for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->plus[s], m->n, m->arch.nmom);
+    for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->plus[s], m->n, lopt_arch_state_rows(&m->arch));
     if (persistent(cfg)) {
         m->minus = lopt_xcalloc(S, sizeof *m->minus);
-        for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->minus[s], m->n, m->arch.nmom);
+        for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->minus[s], m->n, lopt_arch_state_rows(&m->arch));
     }
     if (cfg->estimator == LOPT_EST_PES) m->xi = lopt_floats(S * np);
     m->eps = lopt_floats(S * np);
@@ -328,6 +345,7 @@ int64_t lopt_meta_steps_done(const lopt_meta *m) { return m->step; }
 static int same_shape(const lopt_arch *a, const lopt_arch *b)
 {
     return a->form == b->form && a->nmom == b->nmom && a->ntime == b->ntime &&
+           lopt_arch_state_rows(a) == lopt_arch_state_rows(b) &&
            a->nhidden == b->nhidden && a->hidden == b->hidden &&
            lopt_arch_nparams(a) == lopt_arch_nparams(b);
 }
@@ -416,7 +434,7 @@ static void run_sample(lopt_meta *m, worker *w, int s, int K)
 {
     const lopt_meta_cfg *c = &m->cfg;
     size_t np = m->np, n = m->n;
-    int M = m->arch.nmom;
+    int M = lopt_arch_state_rows(&m->arch);
     float *eps = m->eps + (size_t)s * np;
     lopt_traj *plus = &m->plus[s];
     lopt_traj *minus = persistent(c) ? &m->minus[s] : &w->minus;
@@ -850,9 +868,9 @@ lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
     ser_f32s(&o, m->theta, m->np);
     ser_f32s(&o, m->adam_m, m->np);
     ser_f32s(&o, m->adam_v, m->np);
-    for (int s = 0; s < c->samples; s++) put_traj(&o, &m->plus[s], m->n, m->arch.nmom);
+    for (int s = 0; s < c->samples; s++) put_traj(&o, &m->plus[s], m->n, lopt_arch_state_rows(&m->arch));
     if (persistent(c))
-        for (int s = 0; s < c->samples; s++) put_traj(&o, &m->minus[s], m->n, m->arch.nmom);
+        for (int s = 0; s < c->samples; s++) put_traj(&o, &m->minus[s], m->n, lopt_arch_state_rows(&m->arch));
     if (c->estimator == LOPT_EST_PES) ser_f32s(&o, m->xi, (size_t)c->samples * m->np);
     put_state_v2(&o, m);
     ser_blob(&o, m->log, m->log_len);
@@ -916,9 +934,9 @@ lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
         ser_get_f32s(&in, m->theta, m->np);
         ser_get_f32s(&in, m->adam_m, m->np);
         ser_get_f32s(&in, m->adam_v, m->np);
-        for (int s = 0; s < cfg.samples; s++) get_traj(&in, &m->plus[s], m->n, m->arch.nmom);
+        for (int s = 0; s < cfg.samples; s++) get_traj(&in, &m->plus[s], m->n, lopt_arch_state_rows(&m->arch));
         if (persistent(&cfg))
-            for (int s = 0; s < cfg.samples; s++) get_traj(&in, &m->minus[s], m->n, m->arch.nmom);
+            for (int s = 0; s < cfg.samples; s++) get_traj(&in, &m->minus[s], m->n, lopt_arch_state_rows(&m->arch));
         if (cfg.estimator == LOPT_EST_PES) ser_get_f32s(&in, m->xi, (size_t)cfg.samples * m->np);
         if (version >= 2) get_state_v2(&in, m);
         size_t loglen;

@@ -1,5 +1,5 @@
 /* meta.h - meta-training: outer steps over the estimators of estimator.h
- * (DESIGN.md sections 1.3 and 1.4), Adam on theta, progress measured at the full
+ * (docs/design.md sections 1.3 and 1.4), Adam on theta, progress measured at the full
  * horizon, checkpoints that resume exactly.
  *
  * One outer step runs S antithetic pairs, one per trajectory s, with common random

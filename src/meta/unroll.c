@@ -23,11 +23,11 @@
 /* outer training batches must differ from the inner ones */
 #define OUTER_TRAIN_SALT 0x6f75746572ULL
 
-void lopt_traj_alloc(lopt_traj *tr, size_t n, int nmom)
+void lopt_traj_alloc(lopt_traj *tr, size_t n, int rows)
 {
     memset(tr, 0, sizeof *tr);
     tr->w = lopt_floats(n);
-    tr->m = lopt_floats((size_t)nmom * n);
+    tr->m = lopt_floats((size_t)rows * n);
     tr->needs_reset = 1;
 }
 
@@ -39,14 +39,14 @@ void lopt_traj_free(lopt_traj *tr)
     memset(tr, 0, sizeof *tr);
 }
 
-void lopt_traj_copy(lopt_traj *dst, const lopt_traj *src, size_t n, int nmom)
+void lopt_traj_copy(lopt_traj *dst, const lopt_traj *src, size_t n, int rows)
 {
     float *w = dst->w, *m = dst->m;
     *dst = *src;
     dst->w = w;
     dst->m = m;
     memcpy(w, src->w, n * sizeof(float));
-    memcpy(m, src->m, (size_t)nmom * n * sizeof(float));
+    memcpy(m, src->m, (size_t)rows * n * sizeof(float));
 }
 
 /* seg: segment length (0: every step); tape: 0 for a forward-only workspace */
@@ -130,7 +130,7 @@ void lopt_traj_start(lopt_unroll_ws *ws, lopt_traj *tr, uint64_t task_seed, int6
 {
     lopt_task *task = ws->task;
     task->init(task, task_seed, tr->w);
-    memset(tr->m, 0, (size_t)ws->arch->nmom * task->n * sizeof(float));
+    memset(tr->m, 0, (size_t)lopt_arch_state_rows(ws->arch) * task->n * sizeof(float));
     tr->t = 0;
     tr->horizon = horizon;
     tr->task_seed = task_seed;
@@ -290,7 +290,7 @@ lopt_unroll_out lopt_unroll(lopt_unroll_ws *ws, const lopt_unroll_cfg *cfg,
     lopt_task *task = ws->task;
     const size_t n = task->n, M = (size_t)ws->arch->nmom;
     LOPT_ASSERT(cfg->K <= ws->K && cfg->K > 0);
-    LOPT_ASSERT(!dtheta || ws->slots > 0);
+    LOPT_ASSERT(!dtheta || (ws->slots > 0 && lopt_arch_has_vjp(ws->arch)));
     if (task->set_instance) task->set_instance(task, tr->task_seed);
 
     int64_t left = tr->horizon - tr->t;

@@ -1,5 +1,5 @@
 /* unroll.h - truncated unrolls of inner training under a learned optimizer
- * (DESIGN.md section 1.2), forward-only (for es) and with exact backpropagation
+ * (docs/design.md section 1.2), forward-only (for es) and with exact backpropagation
  * through the K steps (for rp), including the inner Hessian-vector product at every
  * step.
  *
@@ -53,7 +53,8 @@ typedef struct {
 /* One trajectory's inner state. */
 typedef struct {
     float *w;              /* (n) */
-    float *m;              /* (nmom, n) learned optimizer momenta */
+    float *m;              /* (rows, n) the learned optimizer's state: its momenta (and
+                            * the Adam direction's second moment), lopt_arch_state_rows */
     int64_t t;             /* inner steps taken */
     int64_t horizon;       /* steps before this trajectory restarts */
     uint64_t task_seed;    /* instance, initialisation and data order */
@@ -61,9 +62,10 @@ typedef struct {
     int needs_reset;       /* horizon reached or diverged */
 } lopt_traj;
 
-void lopt_traj_alloc(lopt_traj *tr, size_t n, int nmom);
+/* rows: lopt_arch_state_rows of the optimizer the trajectory runs */
+void lopt_traj_alloc(lopt_traj *tr, size_t n, int rows);
 void lopt_traj_free(lopt_traj *tr);
-void lopt_traj_copy(lopt_traj *dst, const lopt_traj *src, size_t n, int nmom);
+void lopt_traj_copy(lopt_traj *dst, const lopt_traj *src, size_t n, int rows);
 
 /* A workspace for one thread: its own task object, batches, the learned
  * optimizer's scratch and the rp tape.

@@ -5,7 +5,7 @@
  * interface, so training loops and unrolls do not know which one they run.
  * Parameters, gradients and optimizer state are flat float vectors.
  *
- * Learning-rate schedules (DESIGN.md section 1.4) are part of the hyper-parameters
+ * Learning-rate schedules (docs/design.md section 1.4) are part of the hyper-parameters
  * (lopt_hparams.sched): each hand-designed optimizer scales its lr at step t by
  * lopt_schedule_factor(sched, t), using the step count it keeps itself, so training
  * loops and unrolls do not know a schedule is there. The mapping to

@@ -1,4 +1,4 @@
-/* cnn.c - the `fmnist-cnn` task (DESIGN.md section 3), the headline task:
+/* cnn.c - the `fmnist-cnn` task (docs/design.md section 3), the headline task:
  *   x (1,28,28) -> conv3x3 1->16 pad 1 -> ReLU -> maxpool 2
  *               -> conv3x3 16->32 pad 1 -> ReLU -> maxpool 2
  *               -> conv3x3 32->32 pad 1 -> ReLU -> global average pool
@@ -27,16 +27,17 @@ enum { T_W1, T_B1, T_W2, T_B2, T_W3, T_B3, T_WF, T_BF };
 #define OFF_BF (OFF_WF + NCLS * C3)
 #define CNN_N (OFF_BF + NCLS)
 
-static const lopt_tensor cnn_tensors[] = {
-    {"conv1.weight", 0, C1 * 9, 9},
-    {"conv1.bias", OFF_B1, C1, 0},
-    {"conv2.weight", OFF_W2, C2 * C1 * 9, C1 * 9},
-    {"conv2.bias", OFF_B2, C2, 0},
-    {"conv3.weight", OFF_W3, C3 * C2 * 9, C2 * 9},
-    {"conv3.bias", OFF_B3, C3, 0},
-    {"fc.weight", OFF_WF, NCLS * C3, C3},
-    {"fc.bias", OFF_BF, NCLS, 0},
+static const lopt_tensor_spec cnn_tensors[] = {
+    {"conv1.weight", C1 * 9, 9},
+    {"conv1.bias", C1, 0},
+    {"conv2.weight", C2 * C1 * 9, C1 * 9},
+    {"conv2.bias", C2, 0},
+    {"conv3.weight", C3 * C2 * 9, C2 * 9},
+    {"conv3.bias", C3, 0},
+    {"fc.weight", NCLS * C3, C3},
+    {"fc.bias", NCLS, 0},
 };
+static const size_t cnn_offset[] = {0, OFF_B1, OFF_W2, OFF_B2, OFF_W3, OFF_B3, OFF_WF, OFF_BF};
 
 /* Every activation buffer, its adjoint and both tangents share one shape, so they
  * are allocated as four copies of one set of sizes (see cnn_sizes). */
@@ -82,11 +83,11 @@ static cnn_shapes shapes_for(int B)
     return s;
 }
 
-#define P(w, k) ((w) + cnn_tensors[k].offset)
+#define P(w, k) ((w) + cnn_offset[k])
 
-static double cnn_forward(cnn_ctx *c, const float *w, const lopt_batch *b)
+static double cnn_forward(cnn_ctx *c, const float *w, const lopt_batch_view *b)
 {
-    int B = b->B, correct = 0;
+    int B = b->size, correct = 0;
     LOPT_ASSERT(B <= c->cap);
     cnn_shapes s = shapes_for(B);
     float **a = c->act;
@@ -100,7 +101,7 @@ static double cnn_forward(cnn_ctx *c, const float *w, const lopt_batch *b)
     relu_forward(a[A_A3], a[A_A3], (size_t)C3 * B * 49);
     gap_forward(a[A_G], a[A_A3], C3, B, 49);
     dense_forward(a[A_Z], a[A_G], P(w, T_WF), P(w, T_BF), B, C3, NCLS);
-    double loss = softmax_xent_forward(c->prob, &correct, a[A_Z], b->y, B, NCLS);
+    double loss = softmax_xent_forward(c->prob, &correct, a[A_Z], b->labels, B, NCLS);
     c->accuracy = (double)correct / B;
     return loss;
 }
@@ -121,15 +122,15 @@ static void zero_post(float *const *post, int B)
 }
 
 /* backward: grad (n) overwritten; adjoints kept in c->adj / c->dpost */
-static void cnn_backward(cnn_ctx *c, const float *w, const lopt_batch *b, float *grad)
+static void cnn_backward(cnn_ctx *c, const float *w, const lopt_batch_view *b, float *grad)
 {
-    int B = b->B;
+    int B = b->size;
     cnn_shapes s = shapes_for(B);
     float **a = c->act, **d = c->adj, **dp = c->dpost;
     memset(grad, 0, CNN_N * sizeof(float));
     zero_all(d, B);
     zero_post(dp, B);
-    softmax_xent_backward(d[A_Z], c->prob, b->y, B, NCLS);
+    softmax_xent_backward(d[A_Z], c->prob, b->labels, B, NCLS);
     dense_backward(d[A_G], P(grad, T_WF), P(grad, T_BF), d[A_Z], a[A_G], P(w, T_WF), B,
                    C3, NCLS);
     gap_backward(dp[2], d[A_G], C3, B, 49);
@@ -146,20 +147,19 @@ static void cnn_backward(cnn_ctx *c, const float *w, const lopt_batch *b, float 
                     &s.s1, c->scratch);
 }
 
-static double cnn_loss_grad(lopt_task *t, const float *w, const lopt_batch *b,
-                            float *grad)
+static double cnn_loss_grad(void *ctx, const float *w, const lopt_batch_view *b, float *grad)
 {
-    cnn_ctx *c = t->ctx;
+    cnn_ctx *c = ctx;
     double loss = cnn_forward(c, w, b);
     if (grad) cnn_backward(c, w, b, grad);
     return loss;
 }
 
-static double cnn_hvp(lopt_task *t, const float *w, const lopt_batch *b, const float *v,
+static double cnn_hvp(void *ctx, const float *w, const lopt_batch_view *b, const float *v,
                       float *hv, float *grad)
 {
-    cnn_ctx *c = t->ctx;
-    int B = b->B;
+    cnn_ctx *c = ctx;
+    int B = b->size;
     cnn_shapes s = shapes_for(B);
     float **a = c->act, **d = c->adj, **r = c->tan, **rd = c->radj, **rdp = c->rdpost;
     float gbuf[CNN_N];
@@ -204,14 +204,18 @@ static double cnn_hvp(lopt_task *t, const float *w, const lopt_batch *b, const f
     return loss;
 }
 
-static double cnn_accuracy(lopt_task *t) { return ((cnn_ctx *)t->ctx)->accuracy; }
+static double cnn_accuracy(void *ctx) { return ((cnn_ctx *)ctx)->accuracy; }
 
-static void cnn_init(lopt_task *t, uint64_t seed, float *w) { lopt_task_init_he(t, seed, w); }
-
-static void cnn_free(lopt_task *t)
+static void cnn_init(void *ctx, uint64_t seed, float *w)
 {
-    if (!t || !t->ctx) return;
-    cnn_ctx *c = t->ctx;
+    (void)ctx;
+    lopt_init_he(cnn_tensors, 8, seed, w);
+}
+
+static void cnn_free(void *ctx)
+{
+    if (!ctx) return;
+    cnn_ctx *c = ctx;
     for (int i = 0; i < A_COUNT; i++) {
         lopt_free(c->act[i]);
         lopt_free(c->adj[i]);
@@ -228,10 +232,9 @@ static void cnn_free(lopt_task *t)
     lopt_free(c->scratch);
     task_data_release(c->data);
     free(c);
-    t->ctx = NULL;
 }
 
-lopt_status task_cnn_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err)
+lopt_status task_cnn_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *err)
 {
     const lopt_fmnist *fm;
     lopt_status st = task_data_acquire(&fm, 28, o->data_dir, err);
@@ -260,18 +263,18 @@ lopt_status task_cnn_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err
     c->am2 = lopt_xcalloc(sz[A_P2], sizeof(int32_t));
     c->scratch = lopt_floats(sz[A_COL2] > sz[A_COL3] ? sz[A_COL2] : sz[A_COL3]);
     t->name = "fmnist-cnn";
-    t->n = CNN_N;
+    t->nparams = CNN_N;
     t->ntensors = 8;
     t->tensors = cnn_tensors;
-    t->batch = B;
+    t->batch_size = B;
     t->input = 784;
-    t->data = fm;
+    task_data_splits(t->data, fm);
     t->ctx = c;
     t->init = cnn_init;
     t->loss_grad = cnn_loss_grad;
     t->hvp = cnn_hvp;
     t->last_accuracy = cnn_accuracy;
-    t->free = cnn_free;
-    LOPT_ASSERT(t->n == 14378);
+    t->free_ctx = cnn_free;
+    LOPT_ASSERT(t->nparams == 14378);
     return LOPT_OK;
 }

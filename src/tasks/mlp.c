@@ -1,6 +1,6 @@
 /* mlp.c - the `fmnist8-mlp` task: Fashion-MNIST area-averaged to 8x8,
  * MLP 64 -> 32 -> ReLU -> 10, mean softmax cross-entropy, batch 128, 2,410 params
- * (DESIGN.md section 3). Flat parameter order as torch's nn.Sequential:
+ * (docs/design.md section 3). Flat parameter order as torch's nn.Sequential:
  * fc1.weight (32,64), fc1.bias (32), fc2.weight (10,32), fc2.bias (10).
  *
  * hvp runs forward, backward (keeping every adjoint), then the R-pair:
@@ -16,12 +16,14 @@
 enum { MLP_IN = 64, MLP_HID = 32, MLP_OUT = 10, MLP_BATCH = 128 };
 enum { T_W1, T_B1, T_W2, T_B2 };
 
-static const lopt_tensor mlp_tensors[] = {
-    {"fc1.weight", 0, MLP_HID * MLP_IN, MLP_IN},
-    {"fc1.bias", MLP_HID * MLP_IN, MLP_HID, 0},
-    {"fc2.weight", MLP_HID * MLP_IN + MLP_HID, MLP_OUT * MLP_HID, MLP_HID},
-    {"fc2.bias", MLP_HID * MLP_IN + MLP_HID + MLP_OUT * MLP_HID, MLP_OUT, 0},
+static const lopt_tensor_spec mlp_tensors[] = {
+    {"fc1.weight", MLP_HID * MLP_IN, MLP_IN},
+    {"fc1.bias", MLP_HID, 0},
+    {"fc2.weight", MLP_OUT * MLP_HID, MLP_HID},
+    {"fc2.bias", MLP_OUT, 0},
 };
+static const size_t mlp_offset[] = {0, MLP_HID * MLP_IN, MLP_HID * MLP_IN + MLP_HID,
+                                    MLP_HID * MLP_IN + MLP_HID + MLP_OUT * MLP_HID};
 #define MLP_N (MLP_HID * MLP_IN + MLP_HID + MLP_OUT * MLP_HID + MLP_OUT)
 
 typedef struct {
@@ -35,30 +37,30 @@ typedef struct {
     const lopt_fmnist *data;
 } mlp_ctx;
 
-#define P(w, k) ((w) + mlp_tensors[k].offset)
+#define P(w, k) ((w) + mlp_offset[k])
 
 /* forward over the batch; returns the mean loss */
-static double mlp_forward(mlp_ctx *c, const float *w, const lopt_batch *b)
+static double mlp_forward(mlp_ctx *c, const float *w, const lopt_batch_view *b)
 {
-    int B = b->B, correct = 0;
+    int B = b->size, correct = 0;
     LOPT_ASSERT(B <= c->cap);
     dense_forward(c->h, b->x, P(w, T_W1), P(w, T_B1), B, MLP_IN, MLP_HID);
     relu_forward(c->h, c->h, (size_t)B * MLP_HID);
     dense_forward(c->z, c->h, P(w, T_W2), P(w, T_B2), B, MLP_HID, MLP_OUT);
-    double loss = softmax_xent_forward(c->prob, &correct, c->z, b->y, B, MLP_OUT);
+    double loss = softmax_xent_forward(c->prob, &correct, c->z, b->labels, B, MLP_OUT);
     c->accuracy = (double)correct / B;
     return loss;
 }
 
 /* backward; leaves the adjoints dz, dh, da in the context for the R-pair */
-static void mlp_backward(mlp_ctx *c, const float *w, const lopt_batch *b, float *grad)
+static void mlp_backward(mlp_ctx *c, const float *w, const lopt_batch_view *b, float *grad)
 {
-    int B = b->B;
+    int B = b->size;
     memset(grad, 0, MLP_N * sizeof(float));
     memset(c->dz, 0, (size_t)B * MLP_OUT * sizeof(float));
     memset(c->dh, 0, (size_t)B * MLP_HID * sizeof(float));
     memset(c->da, 0, (size_t)B * MLP_HID * sizeof(float));
-    softmax_xent_backward(c->dz, c->prob, b->y, B, MLP_OUT);
+    softmax_xent_backward(c->dz, c->prob, b->labels, B, MLP_OUT);
     dense_backward(c->dh, P(grad, T_W2), P(grad, T_B2), c->dz, c->h, P(w, T_W2), B,
                    MLP_HID, MLP_OUT);
     relu_backward(c->da, c->dh, c->h, (size_t)B * MLP_HID);
@@ -66,20 +68,19 @@ static void mlp_backward(mlp_ctx *c, const float *w, const lopt_batch *b, float 
                    MLP_IN, MLP_HID);
 }
 
-static double mlp_loss_grad(lopt_task *t, const float *w, const lopt_batch *b,
-                            float *grad)
+static double mlp_loss_grad(void *ctx, const float *w, const lopt_batch_view *b, float *grad)
 {
-    mlp_ctx *c = t->ctx;
+    mlp_ctx *c = ctx;
     double loss = mlp_forward(c, w, b);
     if (grad) mlp_backward(c, w, b, grad);
     return loss;
 }
 
-static double mlp_hvp(lopt_task *t, const float *w, const lopt_batch *b, const float *v,
+static double mlp_hvp(void *ctx, const float *w, const lopt_batch_view *b, const float *v,
                       float *hv, float *grad)
 {
-    mlp_ctx *c = t->ctx;
-    int B = b->B;
+    mlp_ctx *c = ctx;
+    int B = b->size;
     float gbuf[MLP_N];
     double loss = mlp_forward(c, w, b);
     mlp_backward(c, w, b, grad ? grad : gbuf);
@@ -103,23 +104,26 @@ static double mlp_hvp(lopt_task *t, const float *w, const lopt_batch *b, const f
     return loss;
 }
 
-static double mlp_accuracy(lopt_task *t) { return ((mlp_ctx *)t->ctx)->accuracy; }
+static double mlp_accuracy(void *ctx) { return ((mlp_ctx *)ctx)->accuracy; }
 
-static void mlp_init(lopt_task *t, uint64_t seed, float *w) { lopt_task_init_he(t, seed, w); }
-
-static void mlp_free(lopt_task *t)
+static void mlp_init(void *ctx, uint64_t seed, float *w)
 {
-    if (!t || !t->ctx) return;
-    mlp_ctx *c = t->ctx;
+    (void)ctx;
+    lopt_init_he(mlp_tensors, 4, seed, w);
+}
+
+static void mlp_free(void *ctx)
+{
+    if (!ctx) return;
+    mlp_ctx *c = ctx;
     float *bufs[] = {c->h, c->z, c->prob, c->dz, c->dh, c->da, c->rh, c->rz,
                      c->rdz, c->rdh, c->rda};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) lopt_free(bufs[i]);
     task_data_release(c->data);
     free(c);
-    t->ctx = NULL;
 }
 
-lopt_status task_mlp_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err)
+lopt_status task_mlp_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *err)
 {
     const lopt_fmnist *fm;
     lopt_status st = task_data_acquire(&fm, 8, o->data_dir, err);
@@ -141,18 +145,18 @@ lopt_status task_mlp_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err
     c->rz = lopt_floats(bo);
     c->rdz = lopt_floats(bo);
     t->name = "fmnist8-mlp";
-    t->n = MLP_N;
+    t->nparams = MLP_N;
     t->ntensors = 4;
     t->tensors = mlp_tensors;
-    t->batch = B;
+    t->batch_size = B;
     t->input = MLP_IN;
-    t->data = fm;
+    task_data_splits(t->data, fm);
     t->ctx = c;
     t->init = mlp_init;
     t->loss_grad = mlp_loss_grad;
     t->hvp = mlp_hvp;
     t->last_accuracy = mlp_accuracy;
-    t->free = mlp_free;
-    LOPT_ASSERT(t->n == 2410);
+    t->free_ctx = mlp_free;
+    LOPT_ASSERT(t->nparams == 2410);
     return LOPT_OK;
 }

@@ -15,11 +15,11 @@ typedef struct {
     float noise;
 } quad_ctx;
 
-static const lopt_tensor quad_tensors[] = {{"w", 0, QUAD_DIM, 0}};
+static const lopt_tensor_spec quad_tensors[] = {{"w", QUAD_DIM, 0}};
 
-static void quad_set_instance(lopt_task *t, uint64_t seed)
+static void quad_set_instance(void *ctx, uint64_t seed)
 {
-    quad_ctx *q = t->ctx;
+    quad_ctx *q = ctx;
     for (int i = 0; i < QUAD_DIM; i++) {
         double u = lopt_rng_uniform(seed, LOPT_STREAM_TASK, (uint64_t)i);
         q->a[i] = (float)pow(10.0, -2.0 + 4.0 * u);
@@ -27,67 +27,62 @@ static void quad_set_instance(lopt_task *t, uint64_t seed)
     }
 }
 
-static void quad_init(lopt_task *t, uint64_t seed, float *w)
+static void quad_init(void *ctx, uint64_t seed, float *w)
 {
-    quad_set_instance(t, seed);
+    quad_set_instance(ctx, seed);
     for (int i = 0; i < QUAD_DIM; i++)
         w[i] = (float)lopt_rng_normal(seed, LOPT_STREAM_INIT, (uint64_t)i);
 }
 
-static double quad_loss_grad(lopt_task *t, const float *w, const lopt_batch *b,
-                             float *grad)
+/* b->size == 0 (the whole split) is the exact loss: no noise */
+static double quad_loss_grad(void *ctx, const float *w, const lopt_batch_view *b, float *grad)
 {
-    quad_ctx *q = t->ctx;
+    quad_ctx *q = ctx;
     double loss = 0.0;
     for (int i = 0; i < QUAD_DIM; i++) {
         float d = w[i] - q->c[i];
         loss += 0.5 * q->a[i] * (double)d * d;
         if (grad) {
             grad[i] = q->a[i] * d;
-            if (q->noise > 0 && b->B > 0)
+            if (q->noise > 0 && b->size > 0)
                 grad[i] += q->noise * (float)lopt_rng_normal(b->key, LOPT_STREAM_NOISE, (uint64_t)i);
         }
     }
     return loss;
 }
 
-static double quad_hvp(lopt_task *t, const float *w, const lopt_batch *b, const float *v,
+static double quad_hvp(void *ctx, const float *w, const lopt_batch_view *b, const float *v,
                        float *hv, float *grad)
 {
-    quad_ctx *q = t->ctx;
+    quad_ctx *q = ctx;
     for (int i = 0; i < QUAD_DIM; i++) hv[i] = q->a[i] * v[i];
-    return quad_loss_grad(t, w, b, grad);
+    return quad_loss_grad(ctx, w, b, grad);
 }
 
-static double quad_accuracy(lopt_task *t) { (void)t; return NAN; }
+static double quad_accuracy(void *ctx) { (void)ctx; return NAN; }
 
-static void quad_free(lopt_task *t)
-{
-    if (!t) return;
-    free(t->ctx);
-    t->ctx = NULL;
-}
+static void quad_free(void *ctx) { free(ctx); }
 
-lopt_status task_quadratic_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err)
+lopt_status task_quadratic_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err)
 {
     (void)err;
     quad_ctx *q = lopt_xcalloc(1, sizeof *q);
     q->noise = o->grad_noise;
-    t->name = "quadratic";
-    t->n = QUAD_DIM;
-    t->ntensors = 1;
-    t->tensors = quad_tensors;
-    t->batch = o->batch > 0 ? o->batch : 1;
-    t->input = 0;
-    t->ctx = q;
-    t->init = quad_init;
-    t->set_instance = quad_set_instance;
-    t->loss_grad = quad_loss_grad;
-    t->hvp = quad_hvp;
-    t->last_accuracy = quad_accuracy;
-    t->free = quad_free;
+    s->name = "quadratic";
+    s->nparams = QUAD_DIM;
+    s->ntensors = 1;
+    s->tensors = quad_tensors;
+    s->batch_size = o->batch > 0 ? o->batch : 1;
+    s->input = 0;   /* data-free: no held-out data, "valid" differs only in its noise */
+    s->ctx = q;
+    s->init = quad_init;
+    s->set_instance = quad_set_instance;
+    s->loss_grad = quad_loss_grad;
+    s->hvp = quad_hvp;
+    s->last_accuracy = quad_accuracy;
+    s->free_ctx = quad_free;
     /* an instance exists from the start, so loss/hvp work before init */
     float w[QUAD_DIM];
-    quad_init(t, 0, w);
+    quad_init(q, 0, w);
     return LOPT_OK;
 }

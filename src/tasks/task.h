@@ -1,9 +1,14 @@
-/* task.h - one interface for every task lopt trains (DESIGN.md section 3):
+/* task.h - one interface for every task lopt trains (docs/design.md section 3):
  * a model, its loss, its data splits, and the exact Hessian-vector product.
  *
- * Standard tasks: quadratic (dim 64), fmnist8-mlp (2,410 parameters),
- * fmnist-cnn (14,378 parameters). A task object owns its scratch buffers, so one
- * object serves one thread; create one per thread.
+ * Every task, built-in or a user's, is defined by the public lopt_task_spec
+ * (include/lopt.h): a struct of callbacks over the flat parameter vector and,
+ * optionally, in-memory data. lopt_task_create turns a spec from the registry
+ * (the built-ins, then lopt_task_register's) into the lopt_task below, the view
+ * the rest of the library uses: its callbacks forward to the spec's with a
+ * lopt_batch_view of the batch. Standard tasks: quadratic (dim 64), fmnist8-mlp
+ * (2,410 parameters), fmnist-cnn (14,378 parameters). A task object owns its
+ * scratch buffers, so one object serves one thread; create one per thread.
  */
 #ifndef LOPT_TASK_H
 #define LOPT_TASK_H
@@ -11,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lopt.h"
 #include "core/core.h"
 #include "data/data.h"
 
@@ -21,14 +27,19 @@ typedef struct {
     int fan_in;     /* for N(0, 2/fan_in) initialisation; 0 marks a bias (zeros) */
 } lopt_tensor;
 
-/* One minibatch: examples gathered from a split, or for data-free tasks only a key
- * for the gradient noise. Allocated by lopt_batch_alloc for a task. */
+/* One minibatch: examples gathered from a split (tasks with in-memory data), or
+ * for tasks that batch themselves only its coordinates (split, seed, step) and a
+ * key. Allocated by lopt_batch_alloc for a task. */
 typedef struct {
-    int B;            /* examples in this batch (<= capacity) */
+    int B;            /* examples in this batch (<= capacity); 0: the whole split */
     int capacity;
     float *x;         /* (B, input size) */
-    int32_t *y;       /* (B) */
+    int32_t *y;       /* (B) labels, if the task's data has them */
+    float *yt;        /* (B, ntargets) regression targets, if the task's data has them */
     uint64_t key;     /* noise key (quadratic) */
+    lopt_split split; /* what lopt_task_sample was asked for */
+    uint64_t seed;
+    int64_t step;
     lopt_sampler sampler;   /* cached epoch order of the last (split, seed) */
     int sampler_split;      /* -1: none yet */
 } lopt_batch;
@@ -40,9 +51,11 @@ struct lopt_task {
     int ntensors;
     const lopt_tensor *tensors;   /* (ntensors), in the flat order */
     int batch;                    /* training batch size */
-    int input;                    /* input size per example (0: no data) */
-    const lopt_fmnist *data;      /* splits, NULL for data-free tasks */
-    void *ctx;
+    int input;                    /* input size per example (0: no in-memory data; then
+                                   * the task batches itself) */
+    void *ctx;                    /* the spec's ctx */
+    lopt_task_spec spec;          /* what the callbacks below forward to (spec.data:
+                                   * the in-memory splits when input > 0) */
 
     /* Samples a task instance from seed: the initial parameters w (n), and for
      * tasks with instance constants (quadratic's a, c) those too. */
@@ -62,6 +75,7 @@ struct lopt_task {
      * the last loss_grad/hvp call. */
     double (*last_accuracy)(lopt_task *t);
     void (*free)(lopt_task *t);
+    lopt_tensor *own_tensors;     /* the tensors array, owned */
 };
 
 typedef struct {
@@ -70,7 +84,11 @@ typedef struct {
     const char *data_dir;  /* NULL: $LOPT_FMNIST_DIR or the Debian path */
 } lopt_task_opts;
 
-/* Creates a standard task by name (loads its data). t->free(t) releases it. */
+/* Creates a task by name: a built-in (loads its data) or one registered with
+ * lopt_task_register. Checks the spec the factory made (sizes, callbacks, data):
+ * LOPT_EUSAGE with the reason. opts->batch and opts->grad_noise apply to the
+ * built-ins only (a registered task with opts->batch > 0 other than its own
+ * batch size is refused). t->free(t) releases it. */
 lopt_status lopt_task_create(lopt_task *t, const char *name, const lopt_task_opts *opts,
                              lopt_err *err);
 
@@ -78,7 +96,10 @@ typedef struct {
     const char *name;
     const char *summary;
 } lopt_task_info;
-extern const lopt_task_info lopt_task_list[];   /* terminated by {NULL, NULL} */
+extern const lopt_task_info lopt_task_list[];   /* the built-ins, terminated by {NULL, NULL} */
+/* Every task by name, the built-ins first, then the registered ones in order of
+ * registration: entry i (0-based) into *info; returns 0 past the end. */
+int lopt_task_nth(int i, lopt_task_info *info);
 
 /* Batches: lopt_batch_alloc sizes a batch for the task (capacity examples);
  * lopt_task_sample fills it with batch number `step` of split for data seed
@@ -88,12 +109,14 @@ void lopt_batch_free(lopt_batch *b);
 void lopt_task_sample(const lopt_task *t, lopt_batch *b, lopt_split split,
                       uint64_t seed, int64_t step);
 
-/* Mean loss and accuracy over a whole split (in batches of the task's size). */
+/* Mean loss and accuracy over a whole split: in batches of the task's size with
+ * in-memory data, otherwise one loss_grad call with B == 0 ("the whole split"). */
 void lopt_task_eval(lopt_task *t, const float *w, lopt_split split, double *loss,
                     double *acc);
 
 /* The initialisation every network task shares: N(0, 2/fan_in) weights, zero
- * biases, drawn from (seed, LOPT_STREAM_INIT). */
+ * biases, drawn from (seed, LOPT_STREAM_INIT) at each tensor's offset
+ * (lopt_init_he over the task's tensors). */
 void lopt_task_init_he(const lopt_task *t, uint64_t seed, float *w);
 
 #endif

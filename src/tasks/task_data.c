@@ -34,3 +34,14 @@ void task_data_release(const lopt_fmnist *fm)
         if (fm == &slots[i].fm && slots[i].refs > 0 && --slots[i].refs == 0)
             lopt_fmnist_free(&slots[i].fm);
 }
+
+void task_data_splits(lopt_split_data data[3], const lopt_fmnist *fm)
+{
+    for (int k = 0; k < 3; k++) {
+        const lopt_dataset *d = &fm->split[k];
+        data[k].n = d->n;
+        data[k].x = d->x;
+        data[k].labels = d->y;
+        data[k].targets = NULL;
+    }
+}

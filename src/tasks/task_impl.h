@@ -1,12 +1,17 @@
-/* task_impl.h - private to src/tasks: the constructors of the standard tasks. */
+/* task_impl.h - private to src/tasks: the factories of the standard tasks. Each
+ * fills a public lopt_task_spec (include/lopt.h), the same struct a user's task
+ * fills; tasks.c checks it and makes the lopt_task. */
 #ifndef LOPT_TASK_IMPL_H
 #define LOPT_TASK_IMPL_H
 
 #include "tasks/task.h"
 
-lopt_status task_quadratic_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err);
-lopt_status task_mlp_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err);
-lopt_status task_cnn_create(lopt_task *t, const lopt_task_opts *o, lopt_err *err);
+lopt_status task_quadratic_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
+lopt_status task_mlp_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
+lopt_status task_cnn_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
+
+/* The in-memory splits of a loaded Fashion-MNIST, for a spec's data. */
+void task_data_splits(lopt_split_data data[3], const lopt_fmnist *fm);
 
 /* Loads Fashion-MNIST at size x size once per process and shares it between
  * tasks (read-only after loading; reference counted). */

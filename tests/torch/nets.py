@@ -1,4 +1,4 @@
-"""nets.py - the standard lopt tasks' networks in PyTorch (DESIGN.md section 3),
+"""nets.py - the standard lopt tasks' networks in PyTorch (docs/design.md section 3),
 parameter order identical to lopt's flat vectors. Shared by the reference fixtures
 and the benchmark peer."""
 import torch
