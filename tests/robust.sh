@@ -37,8 +37,16 @@ expect 2 "checkpoint\) .*a.lopt.ckpt already exists" -- "${mt[@]}" --outer-steps
 cp "$tmp/a.keep" "$tmp/a.lopt"
 expect 2 "--log .*a.csv already exists" -- "${mt[@]}" --outer-steps 3 --out "$tmp/fresh.lopt" --log "$tmp/a.csv"
 expect 2 "not both" -- "${mt[@]}" --out "$tmp/a.lopt" --resume --force
+# a --force run that is then refused (its configuration) removes nothing, not even
+# a stale OUT.best.lopt that an accepted run without evaluation would remove
+cp "$tmp/a.keep" "$tmp/a.best.lopt"
+expect 2 "no exact reverse pass" -- "${mt[@]}" --estimator merged --arch nominal-adam --out "$tmp/a.lopt" --force
+cmp -s "$tmp/a.lopt" "$tmp/a.keep" && cmp -s "$tmp/a.best.lopt" "$tmp/a.keep" \
+  && echo "ok   a refused --force run leaves OUT and OUT.best.lopt as they were" \
+  || { echo "FAIL: a refused --force run changed OUT or removed OUT.best.lopt"; fail=1; }
 expect 0 "meta-train: 3 outer steps" -- "${mt[@]}" --outer-steps 3 --seed 5 --out "$tmp/a.lopt" --force
 cmp -s "$tmp/a.lopt" "$tmp/a.keep" && { echo "FAIL: --force did not replace the run"; fail=1; }
+[ -e "$tmp/a.best.lopt" ] && { echo "FAIL: --force without evaluation kept a stale OUT.best.lopt"; fail=1; }
 expect 0 "wrote" -- init-lopt --out "$tmp/i.lopt"
 expect 2 "--out .*i.lopt already exists: add --force" -- init-lopt --out "$tmp/i.lopt" --seed 4
 expect 0 "wrote" -- init-lopt --out "$tmp/i.lopt" --seed 4 --force

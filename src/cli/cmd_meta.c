@@ -268,8 +268,6 @@ int cmd_meta_train(int argc, char **argv)
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
     best_path(best_file, sizeof best_file, out);
     check_outputs(&spec, resume, force, out, ckpt, best_file, log, init);
-    /* afresh without evaluation: the old run's best optimizer would be mistaken for this one's */
-    if (force && !resume && c.eval_every == 0) remove(best_file);
     lopt_meta *m = NULL;
     lopt_status st;
     if (resume) {
@@ -297,6 +295,9 @@ int cmd_meta_train(int argc, char **argv)
                 cli_fail("meta-train", "--init: %s", err.msg);
             }
         }
+        /* afresh without evaluation: the old run's best optimizer would be mistaken for
+         * this one's. Only now, once the run is accepted: a refused one removes nothing */
+        if (force && c.eval_every == 0) remove(best_file);
     }
     const lopt_meta_cfg *rc = lopt_meta_config(m);
     if (rc->estimator == LOPT_EST_MERGED && (int64_t)rc->samples * rc->pool < 8)
