@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lopt needs that are missing, and says which.
 # Runs apt as root (or through sudo). Idempotent: does nothing when all are present.
-#   scripts/deps.sh       everything: build, data, and PyTorch (tests and benchmarks)
+#   scripts/deps.sh       everything: build, data, PyTorch (tests and benchmarks) and
+#                         clang with its libFuzzer runtime (make fuzz)
 #   scripts/deps.sh run   only what building and running lopt needs (make demo)
 set -euo pipefail
 pkgs=(build-essential libopenblas-dev zlib1g-dev libomp-dev dataset-fashion-mnist)
 case "${1:-all}" in
-  all) pkgs+=(python3-torch python3-numpy) ;;
+  all) pkgs+=(python3-torch python3-numpy clang libclang-rt-dev) ;;
   run) ;;
   *) echo "usage: scripts/deps.sh [all|run]" >&2; exit 2 ;;
 esac
