@@ -8,6 +8,7 @@
 #   MPI=1       meta-train and compare across processes with Open MPI (mpirun; see
 #               docs/scale-out.md). Default: on when $(MPICC) is found. Only the lopt
 #               binary's src/core/dist.c differs; the libraries never need MPI.
+# make fuzz: libFuzzer on the three binary readers (clang; FUZZ_SECONDS each)
 OMP      ?= 1
 DEBUG    ?= 0
 SANITIZE ?= 0
@@ -76,7 +77,7 @@ TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SONAME  := liblopt.so.$(SOVERSION)
 SHLIB   := liblopt.so.$(VERSION)
 
-.PHONY: all test bench demo asan clean install uninstall deps fixtures
+.PHONY: all test bench demo asan fuzz clean install uninstall deps fixtures
 all: $(BUILD)/lopt $(BUILD)/liblopt.a $(BUILD)/liblopt.so
 
 deps:
@@ -134,9 +135,27 @@ test: deps
 	@$(MAKE) --no-print-directory all $(TESTS) fixtures
 	@scripts/run_tests.sh $(BUILD)
 
-# the build without MPI (Open MPI's own allocations would drown LeakSanitizer's report)
+# the whole suite (C tests and shell tests) under ASan + UBSan, OpenMP on, without MPI
+# (Open MPI's own allocations would drown LeakSanitizer's report)
 asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OMP=0 MPI=0 test
+	@LOPT_ASAN=1 $(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OMP=1 MPI=0 test
+
+# libFuzzer harnesses (clang) for the .lopt, checkpoint and IDX readers, each run for
+# FUZZ_SECONDS from the seed corpus in tests/fuzz/corpus (a crash fails the target)
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD   := build-fuzz
+FUZZ_CFLAGS  := -std=c11 -g -O1 -Isrc -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread \
+                -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+                -Wno-unknown-pragmas
+FUZZ_OBJ     := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@ -lopenblas -lz -lm
+fuzz: $(FUZZ_BUILD)/fuzz_lopt $(FUZZ_BUILD)/fuzz_ckpt $(FUZZ_BUILD)/fuzz_idx
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 bench: deps all
 	@scripts/bench.sh $(BUILD)
@@ -177,7 +196,7 @@ uninstall:
 	    $(DESTDIR)$(PYTHONDIR)/lopt_torch.py
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d)
 .SECONDARY:

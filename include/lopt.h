@@ -127,13 +127,25 @@ int lopt_model_write_initial(const char *path,     /* the .lopt file to create *
 
 /* Creates the optimizer state for a program whose parameters are ntensors
  * tensors laid out one after the other in a flat float vector of
- * sum(tensor_sizes) elements: one group, step scale 1, no weight decay. Copies
- * what it needs from the model and the sizes (both may be freed afterwards).
- * Returns NULL if model or tensor_sizes is NULL, ntensors < 1 or a size is 0;
- * lopt_last_error() then says which. Free with lopt_opt_free. */
+ * sum(tensor_sizes) elements: one group, step scale 1, no weight decay (the
+ * one-group case of lopt_opt_new_groups, with its checks). Copies what it needs
+ * from the model and the sizes (both may be freed afterwards). Returns NULL if
+ * model or tensor_sizes is NULL, ntensors < 1, a size is 0, the sizes sum past
+ * SIZE_MAX or to more than 2^31 - 1 parameters, or the optimizer's state cannot be
+ * allocated (4 (2 R + 2 nmom + 2 nhidden hidden + 11) bytes per parameter, R the
+ * state rows: nmom, plus 1 for nominal-adam; 380 for the paper preset);
+ * lopt_last_error() then says which. It never aborts the program. Free with
+ * lopt_opt_free. */
 lopt_opt *lopt_opt_new(const lopt_model *model,      /* a loaded learned optimizer */
                        const size_t *tensor_sizes,   /* (ntensors) element counts */
                        int ntensors);                /* number of tensors, >= 1 */
+
+/* lopt_opt_new, with the one-line reason also in errbuf when it returns NULL. */
+lopt_opt *lopt_opt_new2(const lopt_model *model,      /* a loaded learned optimizer */
+                        const size_t *tensor_sizes,   /* (ntensors) element counts */
+                        int ntensors,                 /* number of tensors, >= 1 */
+                        char *errbuf,                 /* receives the reason, or NULL */
+                        size_t errlen);               /* size of errbuf in bytes */
 
 /* The reason the last failed call on this thread gave (lopt_opt_new and every
  * call with an errbuf set it); "" if none failed yet. Valid until the next failure
@@ -174,7 +186,8 @@ typedef struct {
  * included: they keep their place and are left alone). Every group is
  * normalised per tensor exactly as with lopt_opt_new, so the same tensors in one
  * group or in several give the same updates. Returns NULL with a one-line reason
- * on bad sizes or options (also in lopt_last_error). */
+ * (also in lopt_last_error) on bad sizes or options, as lopt_opt_new does: the
+ * 2^31 - 1 limit and the state's size count the updated (not frozen) parameters. */
 lopt_opt *lopt_opt_new_groups(const lopt_model *model,          /* a loaded learned optimizer */
                               const lopt_param_group *groups,   /* (ngroups) */
                               int ngroups,                      /* >= 1 */
@@ -196,6 +209,15 @@ int lopt_opt_ntensors(const lopt_opt *opt);    /* all groups, frozen included */
  * ones included). */
 size_t lopt_opt_nparams(const lopt_opt *opt);
 
+/* Non-finite values, in every step function below, are skipped element by element,
+ * never spread: where a gradient element is NaN or +-inf, its parameter and its
+ * momenta stay as they were (the element counts as a zero gradient in its tensor's
+ * normalisation, so the rest of the tensor steps as usual); where the computed
+ * update of an element is not finite (e.g. a NaN parameter), the parameter stays as
+ * it was. Groups, step scales, weight decay, frozen and skipped tensors and the
+ * horizon clamp do not change that: a skipped element is not decayed either. Each
+ * skipped element is counted (lopt_opt_nonfinite); the step count advances anyway. */
+
 /* One optimization step over the flat layout: updates params in place from grads
  * (the gradient of your loss at params) and advances the optimizer's momenta and
  * step count. Frozen tensors' entries are neither read nor written. */
@@ -212,9 +234,14 @@ void lopt_opt_step_tensors(lopt_opt *opt,
                            float *const *params,          /* (ntensors) */
                            const float *const *grads);    /* (ntensors), entries may be NULL */
 
-/* Forgets momenta and the step count, as for a freshly created optimizer (use
- * it when you re-initialise your parameters for a new training run). Group
- * options and the horizon clamp are kept. */
+/* Elements skipped by the non-finite rule (see above) since the optimizer was
+ * created or last reset: non-zero means your gradients (or parameters) have NaN/inf
+ * in them. */
+uint64_t lopt_opt_nonfinite(const lopt_opt *opt);
+
+/* Forgets momenta, the step count and the skipped-element count, as for a freshly
+ * created optimizer (use it when you re-initialise your parameters for a new
+ * training run). Group options and the horizon clamp are kept. */
 void lopt_opt_reset(lopt_opt *opt);
 
 /* Steps taken since creation or the last reset. */
@@ -243,7 +270,9 @@ int lopt_opt_past_horizon(const lopt_opt *opt);
  * returns the bytes written, or 0 with a reason if cap is too small.
  * lopt_opt_load_state restores a blob saved from an optimizer with the same tensors
  * (sizes, groups, frozen flags) and the same model; a corrupt, truncated or
- * mismatched blob is refused (-1, a reason, opt unchanged); 0 on success. */
+ * mismatched blob is refused (-1, a reason, opt unchanged); 0 on success.
+ * lopt_opt_nonfinite's count is not part of the state (a diagnostic of the
+ * gradients fed, it shapes no update): a load leaves it as it is. */
 size_t lopt_opt_state_size(const lopt_opt *opt);
 size_t lopt_opt_save_state(const lopt_opt *opt, void *buf, size_t cap, char *errbuf,
                            size_t errlen);

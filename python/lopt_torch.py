@@ -25,6 +25,8 @@ A parameter without a .grad is skipped in a step, as torch.optim does (not moved
 its momenta unchanged). state_dict() carries liblopt's state blob (momenta, step
 count, the horizon clamp; CRC-checked) under "lopt_state"; load_state_dict()
 restores it into an optimizer over the same parameters and .lopt file.
+A NaN or inf in a gradient is skipped for that element (its parameter and momenta
+stay as they were) and counted: .nonfinite (not part of state_dict).
 
 Past its horizon (the number of steps it was meta-trained for, .horizon), the
 optimizer feeds its time features min(t, t_max), with t_max the horizon by default:
@@ -110,6 +112,7 @@ def load_library(path=None):
         "lopt_opt_t_max": (c.c_int64, [P]),
         "lopt_opt_horizon": (c.c_int64, [P]),
         "lopt_opt_past_horizon": (c.c_int, [P]),
+        "lopt_opt_nonfinite": (c.c_uint64, [P]),
         "lopt_opt_state_size": (c.c_size_t, [P]),
         "lopt_opt_save_state": (c.c_size_t, [P, c.c_char_p, c.c_size_t, c.c_char_p, c.c_size_t]),
         "lopt_opt_load_state": (c.c_int, [P, c.c_char_p, c.c_size_t, c.c_char_p, c.c_size_t]),
@@ -295,6 +298,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
     @property
     def past_horizon(self):
         return bool(self._lib.lopt_opt_past_horizon(self._opt))
+
+    @property
+    def nonfinite(self):
+        """Gradient elements skipped as NaN/inf (or whose update was) since creation."""
+        return self._lib.lopt_opt_nonfinite(self._opt)
 
     def describe(self):
         buf = ctypes.create_string_buffer(512)

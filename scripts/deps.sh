@@ -2,11 +2,12 @@
 # Installs the Debian packages lopt needs that are missing, and says which.
 # Runs apt as root (or through sudo). Idempotent: does nothing when all are present.
 #   scripts/deps.sh       everything: build, data, PyTorch and Open MPI (tests and benchmarks)
+#                         and clang with its libFuzzer runtime (make fuzz)
 #   scripts/deps.sh run   only what building and running lopt needs (make demo)
 set -euo pipefail
 pkgs=(build-essential libopenblas-dev zlib1g-dev libomp-dev dataset-fashion-mnist)
 case "${1:-all}" in
-  all) pkgs+=(python3-torch python3-numpy libopenmpi-dev openmpi-bin) ;;
+  all) pkgs+=(python3-torch python3-numpy libopenmpi-dev openmpi-bin clang libclang-rt-dev) ;;
   run) ;;
   *) echo "usage: scripts/deps.sh [all|run]" >&2; exit 2 ;;
 esac

@@ -76,7 +76,12 @@ if cmp -s "$tmp/n1.lopt" "$tmp/n2.lopt" && "$lopt" info "$tmp/n1.lopt" | grep -q
   echo "ok   --init with nominal step 0.002 keeps it, and resumes bit-identically"
 else echo "FAIL: nominal --init with another step: $("$lopt" info "$tmp/n1.lopt" 2>&1 | head -3)"; fail=1; fi
 expect 2 "schedule" -- "${base[@]}" --arch paper --train schedule
-expect 2 "no exact reverse pass" -- "${base[@]}" --arch nominal-adam --estimator merged
+# x.lopt exists by now (the merged runs above): --force gets past the refusal to
+# replace it, and the refused configuration then leaves it as it was
+cp "$tmp/x.lopt" "$tmp/x0.lopt"
+expect 2 "no exact reverse pass" -- "${base[@]}" --force --arch nominal-adam --estimator merged
+cmp -s "$tmp/x.lopt" "$tmp/x0.lopt" && echo "ok   a refused --force run leaves OUT as it was" \
+  || { echo "FAIL: a refused --force run changed OUT"; fail=1; }
 
 # a version-1 checkpoint resumes (its log gains the evaluation columns)
 if [ -f runs/fmnist-cnn/cnn.lopt.ckpt ]; then

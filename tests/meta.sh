@@ -69,7 +69,7 @@ done
 # a warm start from a .lopt of the same architecture; another architecture is refused
 "$lopt" meta-train --task fmnist8-mlp --init "$tmp/a.lopt" --K 4 --samples 2 --outer-steps 1 --out "$tmp/w.lopt" >/dev/null 2>&1 \
   && echo "ok   --init warm start" || { echo "FAIL: --init"; fail=1; }
-"$lopt" meta-train --task fmnist8-mlp --arch lo --init "$tmp/a.lopt" --K 4 --samples 2 --outer-steps 1 --out "$tmp/w.lopt" >/dev/null 2>"$tmp/w.err"
+"$lopt" meta-train --task fmnist8-mlp --arch lo --init "$tmp/a.lopt" --K 4 --samples 2 --outer-steps 1 --out "$tmp/w2.lopt" >/dev/null 2>"$tmp/w.err"
 [ $? -eq 1 ] && grep -q "architecture" "$tmp/w.err" && echo "ok   --init with another architecture: exit 1" \
   || { echo "FAIL: --init arch mismatch accepted"; fail=1; }
 # the result trains a task

@@ -1,11 +1,16 @@
-/* args.c - table-driven option parsing and the progress display for `lopt`. */
+/* args.c - table-driven option parsing, the checks every command makes on its
+ * numbers and paths, signal handling and the progress display for `lopt`. */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -113,22 +118,37 @@ void cli_fail_all(const char *command, const char *fmt, ...)
     lopt_dist_exit(EXIT_RUNTIME);
 }
 
+int cli_float_ok(double x)
+{
+    if (!isfinite(x) || fabs(x) > FLT_MAX) return 0;
+    float f = (float)x;
+    return isfinite(f) && (x == 0 || fabsf(f) >= FLT_MIN);
+}
+
 static void parse_value(const cli_spec *s, cli_opt *o, const char *v)
 {
     char *end = NULL;
     errno = 0;
+    /* strtoll and strtod skip leading white space; a value is the number alone */
+    int space = isspace((unsigned char)v[0]);
     switch (o->kind) {
     case OPT_INT: {
         long long x = strtoll(v, &end, 10);
-        if (errno || end == v || *end)
+        if (space || errno || end == v || *end)
             cli_usage_error(s, "bad value for --%s: '%s' (want an integer)", o->name, v);
         *(int64_t *)o->dest = x;
         break;
     }
     case OPT_FLOAT: {
         double x = strtod(v, &end);
-        if (errno || end == v || *end || !isfinite(x))
-            cli_usage_error(s, "bad value for --%s: '%s' (want a number)", o->name, v);
+        int range = errno == ERANGE;
+        if (space || end == v || *end || (!range && !isfinite(x)))
+            cli_usage_error(s, "bad value for --%s: '%s' (want a finite number)", o->name, v);
+        /* every float option ends up in a float: it must be one */
+        if (range || !cli_float_ok(x))
+            cli_usage_error(s, "bad value for --%s: '%s' (out of range: a single-precision "
+                            "float is 0 or between %g and %g in magnitude)", o->name, v,
+                            FLT_MIN, FLT_MAX);
         *(double *)o->dest = x;
         break;
     }
@@ -152,13 +172,14 @@ const cli_opt *cli_find(const cli_spec *s, const char *name)
 int cli_parse_range(const char *s, double *lo, double *hi)
 {
     char *end;
+    if (isspace((unsigned char)s[0])) return 0;
     double a = strtod(s, &end), b = NAN;
-    if (end != s && *end == ':') {
+    if (end != s && *end == ':' && !isspace((unsigned char)end[1])) {
         char *end2;
         b = strtod(end + 1, &end2);
         if (end2 == end + 1 || *end2) b = NAN;
     }
-    if (!(a > 0 && b > a && isfinite(b))) return 0;
+    if (!(a > 0 && b > a && cli_float_ok(a) && cli_float_ok(b))) return 0;
     *lo = a;
     *hi = b;
     return 1;
@@ -254,4 +275,51 @@ int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint6
         p = end + 1;
     }
     return n;
+}
+
+/* ---- outputs -------------------------------------------------------------------- */
+
+void cli_check_output(const cli_spec *spec, const char *flag, const char *path, int exists_ok,
+                      const char *hint)
+{
+    lopt_err err = {0};
+    lopt_status st = lopt_check_output(path, &err);
+    if (st == LOPT_EUSAGE) cli_usage_error(spec, "--%s: %s", flag, err.msg);
+    if (st != LOPT_OK) cli_fail(spec->command, "%s", err.msg);
+    struct stat sb;
+    if (!exists_ok && lstat(path, &sb) == 0)
+        cli_usage_error(spec, "--%s %s already exists: %s", flag, path,
+                        hint ? hint : "add --force to replace it");
+}
+
+void cli_check_distinct(const cli_spec *spec, const char *what_a, const char *a,
+                        const char *what_b, const char *b)
+{
+    if (a && b && lopt_same_file(a, b))
+        cli_usage_error(spec, "%s and %s are the same file (%s): one would overwrite the "
+                        "other", what_a, what_b, a);
+}
+
+/* ---- signals -------------------------------------------------------------------- */
+
+volatile sig_atomic_t cli_stop = 0;
+volatile sig_atomic_t cli_writing = 0;
+static void (*signal_now)(int sig);
+
+static void on_signal(int sig)
+{
+    if (signal_now && !cli_writing) signal_now(sig);   /* ends the process */
+    cli_stop = sig;
+}
+
+void cli_signals_install(void (*now)(int sig))
+{
+    signal_now = now;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;   /* no SA_RESETHAND: a second signal is handled the same way */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }

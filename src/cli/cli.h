@@ -5,6 +5,7 @@
 #ifndef LOPT_CLI_H
 #define LOPT_CLI_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "core/core.h"
@@ -38,7 +39,13 @@ void cli_parse(cli_spec *spec, int argc, char **argv);
 /* The option called name (without "--") in spec; a programmer error if absent. */
 const cli_opt *cli_find(const cli_spec *spec, const char *name);
 
-/* Parses "LO:HI" with 0 < LO < HI < inf; returns 1 and sets *lo, *hi, or 0. */
+/* 1 if x is a finite double that is also a float without overflow or underflow
+ * to 0 (0 itself, or FLT_MIN <= |x| <= FLT_MAX). Every OPT_FLOAT option and every
+ * number parsed out of a string option goes through it: the values end in floats. */
+int cli_float_ok(double x);
+
+/* Parses "LO:HI" with 0 < LO < HI, both floats (cli_float_ok); returns 1 and sets
+ * *lo, *hi, or 0. */
 int cli_parse_range(const char *s, double *lo, double *hi);
 
 /* Parses a comma-separated list of non-negative integer seeds into seeds (at most
@@ -73,6 +80,28 @@ void cli_fail(const char *command, const char *fmt, ...)
  * rank 0 prints, every rank leaves the job and exits 1. */
 void cli_fail_all(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
+
+/* An output path, before the command spends any time: empty or too long -> exit 2;
+ * an existing non-regular file (device, FIFO, directory, symbolic link) or a
+ * missing / unwritable directory -> exit 1, with the reason. If exists_ok is 0 an
+ * existing file is refused with exit 2, "--FLAG PATH already exists: HINT" (hint
+ * NULL: "add --force to replace it"). */
+void cli_check_output(const cli_spec *spec, const char *flag, const char *path, int exists_ok,
+                      const char *hint);
+/* Exits 2 if a and b (either may be NULL: nothing to check) are the same file
+ * (lopt_same_file: device and inode, or the real path), naming both. */
+void cli_check_distinct(const cli_spec *spec, const char *what_a, const char *a,
+                        const char *what_b, const char *b);
+
+/* SIGINT and SIGTERM, installed with sigaction and kept installed (a second signal
+ * is handled like the first): each sets cli_stop to the signal number, which long
+ * loops check to stop at a consistent point. If now is not NULL and cli_writing is
+ * 0, the handler calls now(sig) first, which must be async-signal-safe and end the
+ * process (_exit) - for commands that have written nothing yet; while cli_writing
+ * is 1 (outputs being written) the signal only sets cli_stop, so a write is never
+ * cut short. */
+extern volatile sig_atomic_t cli_stop, cli_writing;
+void cli_signals_install(void (*now)(int sig));
 
 /* Progress on stderr: a redrawn bar on a TTY, a line every few seconds otherwise. */
 typedef struct {

@@ -5,11 +5,14 @@
  * trains under that learning-rate schedule after --warmup steps of warm-up. The
  * engine is src/eval/compare.c. Under mpirun the ranks split the tuning runs;
  * rank 0 runs the test runs, writes and prints (docs/scale-out.md). */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/dist.h"
@@ -98,6 +101,54 @@ static int split_list(const cli_spec *spec, const char *flag, const char *s, cha
         tok = comma + 1;
     }
     return n;
+}
+
+/* The directories this run creates for --out (deepest first), so a run that fails
+ * or is interrupted before it writes anything leaves no empty folder behind. Filled
+ * before the signal handler may use them; rmdir only removes empty ones. */
+#define MAX_CREATED 32
+static char created[MAX_CREATED][4096];
+static int ncreated;
+
+static void note_created(const char *dir)
+{
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return;
+    ncreated = 0;
+    for (;;) {
+        size_t len = strlen(p);
+        while (len > 1 && p[len - 1] == '/') p[--len] = 0;
+        struct stat sb;
+        if (!len || strcmp(p, ".") == 0 || stat(p, &sb) == 0 || ncreated == MAX_CREATED) break;
+        snprintf(created[ncreated++], sizeof created[0], "%s", p);
+        char *slash = strrchr(p, '/');
+        if (!slash || slash == p) break;
+        *slash = 0;
+    }
+}
+
+static void remove_created(void)
+{
+    for (int i = 0; i < ncreated; i++) rmdir(created[i]);   /* async-signal-safe */
+}
+
+/* SIGINT/SIGTERM before the results are being written: nothing to keep */
+static void on_signal_now(int sig)
+{
+    (void)sig;
+    remove_created();
+    static const char msg[] = "lopt compare: interrupted; nothing written\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(EXIT_RUNTIME);
+}
+
+/* cli_fail after removing the folders this run created (still empty) */
+static void fail_clean(const char *fmt, const char *msg) __attribute__((noreturn));
+static void fail_clean(const char *fmt, const char *msg)
+{
+    remove_created();
+    cli_fail("compare", fmt, msg);
 }
 
 static void free_thetas(float *theta, float **extra, int n)
@@ -266,12 +317,34 @@ int cmd_compare(int argc, char **argv)
     snprintf(defdir, sizeof defdir, "compare-%s", task.name);
     const char *outdir = out ? out : defdir;
     /* rank 0 alone writes */
+    if (lopt_dist_rank() == 0) {
+        note_created(outdir);
+        cli_signals_install(on_signal_now);
+    }
     st = lopt_dist_rank() == 0 ? lopt_compare_outdir(outdir, &err) : LOPT_OK;
     cli_settle(&spec, NULL, st, &err);
     if (st != LOPT_OK) {
         free_thetas(theta, extra_theta, nx);
         task.free(&task);
-        cli_fail("compare", "%s", err.msg);
+        fail_clean("%s", err.msg);
+    }
+    /* the files it will write: regular files or absent, and none of them an input */
+    static const char *const outputs[] = {
+        "curves.csv", "tuning.csv", "summary.json", "summary.md", "valid_loss_vs_step.svg",
+        "valid_loss_vs_step.png", "valid_loss_vs_time.svg", "valid_loss_vs_time.png",
+        "train_loss_vs_step.svg", "train_loss_vs_step.png"};
+    for (size_t i = 0; i < sizeof outputs / sizeof *outputs; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", outdir, outputs[i]);
+        lopt_err oerr = {0};
+        if (lopt_check_output(path, &oerr) != LOPT_OK) fail_clean("%s", oerr.msg);
+        const char *in[1 + LOPT_COMPARE_MAX_EXTRA] = {lopt_path};
+        for (int k = 0; k < nx; k++) in[1 + k] = extra[k].source;
+        for (int k = 0; k <= nx; k++)
+            if (in[k] && lopt_same_file(in[k], path)) {
+                remove_created();
+                cli_usage_error(&spec, "--out %s would overwrite the input %s", outdir, in[k]);
+            }
     }
 
     cli_progress_init(&ui.bar, "compare");
@@ -289,9 +362,12 @@ int cmd_compare(int argc, char **argv)
         lopt_compare_free(&res);
         /* the other ranks are leaving too (tuning failures are shared, the test
          * runs are rank 0's): no abort needed */
+        remove_created();
         cli_fail_all("compare", "%s", err.msg);
     }
+    cli_writing = 1;   /* from here a signal waits for the files to be complete */
     st = lopt_compare_write(&res, outdir, &err);
+    cli_writing = 0;
     char *md = lopt_compare_markdown(&res);
     lopt_compare_free(&res);
     if (st != LOPT_OK) {

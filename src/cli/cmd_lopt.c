@@ -21,6 +21,7 @@ int cmd_init_lopt(int argc, char **argv)
 {
     const char *arch_name = "paper", *out = NULL, *like = "random";
     int64_t seed = 0, nominal_mom = 0;
+    int force = 0;
     double lr = 1e-3, beta = 0.9, noise = 0.01, nominal_step = 0;
     cli_opt opts[] = {
         {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal|nominal-adam (default paper)", 0, 0},
@@ -36,11 +37,13 @@ int cmd_init_lopt(int argc, char **argv)
         {"noise", OPT_FLOAT, &noise, "with --like sgd|momentum: std of the noise on every weight "
                                      "(default 0.01)", 0, 0},
         {"seed", OPT_INT, &seed, "seed of the random weights (default 0)", 0, 0},
-        {"out", OPT_STR, &out, "the .lopt file to write", 1, 0},
+        {"out", OPT_STR, &out, "the .lopt file to write (an existing file only with --force)",
+         1, 0},
+        {"force", OPT_FLAG, &force, "replace an existing --out", 0, 0},
     };
     cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo|nominal|nominal-adam] [--like random|sgd|momentum] "
                      "[--lr X] [--beta B] [--noise X] [--nominal-step X] [--nominal-mom K] "
-                     "[--seed S] --out FILE.lopt",
+                     "[--seed S] --out FILE.lopt [--force]",
                      "Writes an untrained learned optimizer: random weights, or a hand-designed "
                      "normalised SGD / momentum to start meta-training from. --arch nominal "
                      "starts as exactly its hand-designed step (normalised momentum at "
@@ -48,6 +51,17 @@ int cmd_init_lopt(int argc, char **argv)
                      opts, (int)(sizeof opts / sizeof *opts)};
     cli_parse(&spec, argc, argv);
     if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
+    /* a .lopt may be the result of a long meta-training run: never replaced unasked */
+    cli_check_output(&spec, "out", out, force, "add --force to replace it");
+    if (strcmp(like, "random") == 0)
+        for (int i = 0; i < spec.nopts; i++)
+            if (opts[i].seen && (strcmp(opts[i].name, "lr") == 0 ||
+                                 strcmp(opts[i].name, "beta") == 0 ||
+                                 strcmp(opts[i].name, "noise") == 0))
+                cli_usage_error(&spec, "--%s applies to --like sgd|momentum, not to random "
+                                "weights", opts[i].name);
+    if (strcmp(like, "sgd") == 0 && cli_find(&spec, "beta")->seen)
+        cli_usage_error(&spec, "--beta applies to --like momentum, not sgd");
 
     lopt_err err = {0};
     lopt_arch a;

@@ -19,9 +19,6 @@
 #include "lopt/lopt_file.h"
 #include "meta/meta.h"
 
-static volatile sig_atomic_t stop_signal = 0;
-static void on_signal(int sig) { stop_signal = sig; }
-
 /* OUT.best.lopt beside OUT */
 static void best_path(char *buf, size_t cap, const char *out)
 {
@@ -68,7 +65,7 @@ static lopt_status write_best(const lopt_meta *m, const char *out, lopt_err *err
     size_t len = strlen(p.note);
     snprintf(p.note + len, sizeof p.note - len, "; best by --eval-every: outer step %lld, "
              "mean final validation loss %.6f", (long long)step, final);
-    char path[600];
+    char path[4096];
     best_path(path, sizeof path, out);
     return lopt_file_write(path, lopt_meta_arch(m), theta, &p, err);
 }
@@ -105,7 +102,9 @@ static lopt_status load_ckpt(lopt_meta **m, const char *path, lopt_err *err)
     unsigned char *data = NULL;
     size_t len = 0;
     lopt_status st = LOPT_OK;
-    if (lopt_dist_rank() == 0) st = lopt_read_file(path, &data, &len, err);
+    if (lopt_dist_rank() == 0)
+        st = lopt_read_file_max(path, LOPT_META_CKPT_MAX, "LOPTCKPT", 8,
+                                "a lopt meta-training checkpoint", &data, &len, err);
     int32_t code = (int32_t)st;
     lopt_dist_bcast(&code, sizeof code, 0);
     if (code != LOPT_OK) {
@@ -138,6 +137,48 @@ static void check_agreement(const lopt_meta *m, int64_t ckpt_every)
                      (unsigned long long)state);
 }
 
+/* The outputs before anything runs. Without --resume an existing OUT, OUT.ckpt,
+ * OUT.best.lopt or log is a finished (or interrupted) run: refused unless --force.
+ * With or without, no two of them and no input (--init) may be the same file, and
+ * each must be writable. */
+static void check_outputs(const cli_spec *spec, int resume, int force, const char *out,
+                          const char *ckpt, const char *best, const char *log,
+                          const char *init)
+{
+    char hint[160];
+    snprintf(hint, sizeof hint, "continue that run with --resume, or start afresh over it "
+             "with --force");
+    const char *flag[4] = {"out", "out (its checkpoint)", "out (its best optimizer)", "log"};
+    const char *name[4] = {"--out", "OUT.ckpt", "OUT.best.lopt", "--log"};
+    const char *path[4] = {out, ckpt, best, log};
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < i; j++) cli_check_distinct(spec, name[j], path[j], name[i], path[i]);
+        cli_check_distinct(spec, "--init", init, name[i], path[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        if (path[i]) cli_check_output(spec, flag[i], path[i], resume || force, hint);
+}
+
+/* --resume keeps the checkpoint's settings: say which flags it does not use */
+static void warn_resume_ignores(const cli_spec *spec)
+{
+    static const char *const used[] = {"resume", "out", "outer-steps", "eval-every", "log",
+                                       "checkpoint-every", "eval-seeds"};
+    char list[512] = "";
+    for (int i = 0; i < spec->nopts; i++) {
+        if (!spec->opts[i].seen) continue;
+        int u = 0;
+        for (size_t k = 0; k < sizeof used / sizeof *used; k++)
+            u |= strcmp(spec->opts[i].name, used[k]) == 0;
+        size_t len = strlen(list);
+        if (!u) snprintf(list + len, sizeof list - len, "%s--%s", len ? ", " : "",
+                         spec->opts[i].name);
+    }
+    if (*list)
+        fprintf(stderr, "meta-train: warning: --resume continues with the checkpoint's "
+                "settings; ignoring %s\n", list);
+}
+
 static int seen(const cli_spec *spec, const char *name)
 {
     for (int i = 0; i < spec->nopts; i++)
@@ -160,7 +201,7 @@ int cmd_meta_train(int argc, char **argv)
     int64_t eval_every = 0, eval_points = c.eval_points;
     double sigma = c.sigma, outer_lr = c.outer_lr, grad_clip = c.grad_clip;
     double loss_clip = c.loss_clip, diverge = c.diverge_factor;
-    int resume = 0, first_order = 0;
+    int resume = 0, first_order = 0, force = 0;
     cli_opt opts[] = {
         {"task", OPT_STR, &task, "task to meta-train on (default fmnist8-mlp)", 0, 0},
         {"estimator", OPT_STR, &est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
@@ -202,6 +243,8 @@ int cmd_meta_train(int argc, char **argv)
         {"checkpoint-every", OPT_INT, &ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
         {"resume", OPT_FLAG, &resume, "continue from OUT.ckpt (its settings; --outer-steps may "
          "raise the target, --eval-every may turn evaluation on or change its interval)", 0, 0},
+        {"force", OPT_FLAG, &force, "start afresh over an existing OUT, OUT.ckpt, OUT.best.lopt "
+         "or --log (without it they are never replaced)", 0, 0},
         {"log", OPT_STR, &log, "CSV log, a row per outer step (plots beside it)", 0, 0},
         {"init", OPT_STR, &init, "start from this .lopt's theta (same arch) instead of a "
          "random one", 0, 0},
@@ -211,7 +254,7 @@ int cmd_meta_train(int argc, char **argv)
                      "[--arch paper|lo|nominal|nominal-adam] [--train all|nominal|schedule] [--K 20] "
                      "[--samples S] [--sigma X] [--outer-loss train|valid] "
                      "[--outer-weight mean|end|tail:F] [--outer-lr X] [--outer-steps N] "
-                     "[--horizon N] [--eval-every N] [--out FILE.lopt] [--resume] [--log FILE.csv]",
+                     "[--horizon N] [--eval-every N] [--out FILE.lopt] [--resume | --force] [--log FILE.csv]",
                      "Meta-trains a learned optimizer by truncated unrolls (or full-horizon "
                      "es); with --eval-every, measures it at the full horizon as it goes.",
                      opts, (int)(sizeof opts / sizeof *opts)};
@@ -228,6 +271,11 @@ int cmd_meta_train(int argc, char **argv)
         if (strcmp(shape, lopt_shape_names[i]) == 0) sh = i;
     if (sh < 0) cli_usage_error(&spec, "unknown --shape '%s' (none|sign|rank)", shape);
     if (ckpt_every < 1) cli_usage_error(&spec, "--checkpoint-every must be positive");
+    if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
+    if (outer_steps < 0) cli_usage_error(&spec, "--outer-steps must be >= 0");
+    if (out && !*out) cli_usage_error(&spec, "--out needs a file name");
+    if (resume && force)
+        cli_usage_error(&spec, "--resume continues OUT's run, --force starts it afresh: not both");
     if (strlen(task) >= sizeof c.task || strlen(arch) >= sizeof c.arch ||
         strlen(train) >= sizeof c.train)
         cli_usage_error(&spec, "task, arch or train name too long");
@@ -262,17 +310,22 @@ int cmd_meta_train(int argc, char **argv)
         c.neval = cli_parse_seeds(&spec, "eval-seeds", eval_seeds, c.eval_seeds,
                                   LOPT_META_MAX_EVAL);
 
-    char outbuf[512], ckpt[600];
+    char outbuf[512], ckpt[4096], best_file[4096];
     if (!out) {
         snprintf(outbuf, sizeof outbuf, "lopt-%s.lopt", c.task);
         out = outbuf;
     }
+    if (strlen(out) + 16 >= sizeof ckpt)
+        cli_usage_error(&spec, "--out too long (%zu characters)", strlen(out));
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
+    best_path(best_file, sizeof best_file, out);
+    check_outputs(&spec, resume, force, out, ckpt, best_file, log, init);
     lopt_meta *m = NULL;
     lopt_status st;
     if (resume) {
         if (eval_seeds) cli_usage_error(&spec, "--eval-seeds is fixed when a run starts "
                                         "(the best optimizer is chosen on them)");
+        if (lopt_dist_rank() == 0) warn_resume_ignores(&spec);
         st = load_ckpt(&m, ckpt, &err);
         cli_settle(&spec, "cannot resume", st, &err);
         if (st != LOPT_OK) cli_fail("meta-train", "cannot resume: %s", err.msg);
@@ -298,6 +351,9 @@ int cmd_meta_train(int argc, char **argv)
                 cli_fail("meta-train", "--init: %s", err.msg);
             }
         }
+        /* afresh without evaluation: the old run's best optimizer would be mistaken for
+         * this one's. Only now, once the run is accepted: a refused one removes nothing */
+        if (force && c.eval_every == 0 && rank == 0) remove(best_file);
     }
     check_agreement(m, ckpt_every);
     const lopt_meta_cfg *rc = lopt_meta_config(m);
@@ -324,17 +380,25 @@ int cmd_meta_train(int argc, char **argv)
         }
         lopt_meta_set_evaluator(m, lopt_horizon_eval_fn, he);
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    /* kept installed: a second signal while a checkpoint is written only repeats the
+     * request, the write finishes */
+    cli_signals_install(NULL);
     cli_progress bar;
     cli_progress_init(&bar, "meta-train");
-    int64_t start = lopt_meta_steps_done(m), best_seen = -1;
+    int64_t start = lopt_meta_steps_done(m), best_seen = -1, all_clipped = 0;
     double last_eval = NAN;
     /* every rank takes part in the same steps: a signal on one rank stops all of
      * them after the same step (lopt_dist_any is the vote) */
-    while (lopt_meta_steps_done(m) < rc->outer_steps && !lopt_dist_any(stop_signal != 0)) {
+    while (lopt_meta_steps_done(m) < rc->outer_steps && !lopt_dist_any(cli_stop != 0)) {
         lopt_meta_row row;
         if ((st = lopt_meta_step(m, &row, &err)) != LOPT_OK) break;
+        /* every loss at the clip: the gradient is exactly 0, nothing is learned */
+        if (rc->loss_clip > 0 && row.outer_loss >= rc->loss_clip * (1 - 1e-6) &&
+            all_clipped++ == 0 && rank == 0)
+            fprintf(stderr, "%smeta-train: warning: every outer loss of outer step %lld is at "
+                    "--loss-clip %g, so its gradient is 0 (use --loss-clip 0 or a value above "
+                    "the task's losses)\n", bar.tty ? "\r\033[K" : "", (long long)row.step,
+                    rc->loss_clip);
         if (!isnan(row.eval_final)) last_eval = row.eval_final;
         int64_t best_step;
         double best;
@@ -362,7 +426,7 @@ int cmd_meta_train(int argc, char **argv)
         }
     }
     cli_progress_end(&bar);
-    int stopped = lopt_dist_any(stop_signal != 0);
+    int stopped = lopt_dist_any(cli_stop != 0);
     lopt_dist_stats ds;   /* the steps' (and their checkpoints'), not the last write's */
     lopt_dist_get_stats(&ds);
     if (st == LOPT_OK) {
@@ -382,6 +446,7 @@ int cmd_meta_train(int argc, char **argv)
     int64_t best_step = -1;
     double best = NAN;
     int has_best = lopt_meta_best(m, NULL, &best_step, &best);
+    const double clip = rc->loss_clip;   /* rc lives in m */
     lopt_meta_free(m);
     lopt_horizon_eval_free(he);
     /* the failures left are shared by every rank (evaluation results are gathered) */
@@ -390,13 +455,15 @@ int cmd_meta_train(int argc, char **argv)
         cli_fail_all("meta-train", "interrupted at outer step %lld; checkpoint %s written "
                      "(continue with --resume)", (long long)done, ckpt);
     if (rank != 0) return 0;
+    if (done > start && all_clipped == done - start)
+        cli_fail("meta-train", "learned nothing: every outer loss was clipped at --loss-clip %g "
+                 "(all %lld steps), so every gradient was 0; start again with --loss-clip 0 (off) "
+                 "or above the task's losses, and --force", clip,
+                 (long long)all_clipped);
     printf("meta-train: %lld outer steps; optimizer %s, checkpoint %s%s%s\n", (long long)done,
            out, ckpt, log ? ", log " : "", log ? log : "");
-    if (has_best) {
-        char path[600];
-        best_path(path, sizeof path, out);
+    if (has_best)
         printf("meta-train: best at the horizon: outer step %lld, mean final validation loss "
-               "%.6f -> %s\n", (long long)best_step, best, path);
-    }
+               "%.6f -> %s\n", (long long)best_step, best, best_file);
     return 0;
 }

@@ -77,7 +77,8 @@ int cmd_train(int argc, char **argv)
                      opts, (int)(sizeof opts / sizeof *opts)};
     cli_parse(&spec, argc, argv);
     if (steps <= 0) cli_usage_error(&spec, "--steps must be positive");
-    if (batch < 0 || batch > 65536) cli_usage_error(&spec, "--batch must be in 1..65536");
+    if (batch < 0 || batch > 65536 || (batch == 0 && cli_find(&spec, "batch")->seen))
+        cli_usage_error(&spec, "--batch must be in 1..65536");
     if (eval_every < 0) cli_usage_error(&spec, "--eval-every must be positive");
     if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
     if (!isnan(lr) && !(lr > 0)) cli_usage_error(&spec, "--lr must be positive");
@@ -111,6 +112,12 @@ int cmd_train(int argc, char **argv)
                             (long long)warmup, (long long)steps);
         hp.sched.warmup = warmup;
         hp.sched.steps = steps;
+    }
+
+    /* the log's path before anything slow: never an input, never a device */
+    if (log) {
+        cli_check_distinct(&spec, "--log", log, "--opt learned:", lopt_path);
+        cli_check_output(&spec, "log", log, 1, NULL);
     }
 
     lopt_task task;
@@ -149,18 +156,26 @@ int cmd_train(int argc, char **argv)
     }
 
     train_ui ui = {.last_valid = NAN};
+    /* SIGINT/SIGTERM stop the run between two steps; the log keeps the rows so far */
+    cli_signals_install(NULL);
     cli_progress_init(&ui.bar, "train");
     lopt_train_opts to = {.steps = steps,
                           .eval_every = eval_every ? eval_every : (steps >= 20 ? steps / 20 : 1),
                           .seed = (uint64_t)seed,
                           .on_step = on_step,
                           .on_eval = on_eval,
-                          .user = &ui};
+                          .user = &ui,
+                          .stop = &cli_stop};
     lopt_train_result res;
     st = lopt_train_run(&task, &opt, &to, &res, NULL, &err);
     cli_progress_end(&ui.bar);
     lopt_err werr = {0};
+    cli_writing = 1;
     lopt_status wst = log ? lopt_curve_write_csv(log, &res, &werr) : LOPT_OK;
+    cli_writing = 0;
+    if (st == LOPT_EINTR && log && wst == LOPT_OK)
+        snprintf(err.msg + strlen(err.msg), sizeof err.msg - strlen(err.msg),
+                 "; %s has the rows so far", log);
     if (st == LOPT_OK && res.nrows > 0) {
         const lopt_curve_row *r = &res.rows[res.nrows - 1];
         if (lopt_path)

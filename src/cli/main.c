@@ -1,8 +1,28 @@
 /* main.c - `lopt`: dispatches to the subcommands (docs/design.md section 4). */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/core.h"
+
+static const char *command = "";
+
+/* Out of memory anywhere in the library: one line and exit 1, not an abort. */
+static void on_oom(size_t bytes)
+{
+    fflush(stdout);
+    if (bytes == SIZE_MAX)
+        fprintf(stderr, "lopt%s%s: out of memory (a size beyond the address space)\n",
+                *command ? " " : "", command);
+    else
+        fprintf(stderr, "lopt%s%s: out of memory (an allocation of %.4g MB failed; a smaller "
+                "--batch, fewer --samples or a smaller task needs less)\n", *command ? " " : "",
+                command, (double)bytes / 1e6);
+    fflush(stderr);
+    _exit(EXIT_RUNTIME);
+}
 
 static const struct {
     const char *name;
@@ -37,9 +57,12 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    lopt_set_oom_handler(on_oom);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (strcmp(argv[1], commands[i].name) == 0)
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            command = commands[i].name;
             return commands[i].run(argc - 2, argv + 2);
+        }
     fprintf(stderr, "lopt: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;

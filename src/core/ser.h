@@ -21,9 +21,7 @@ static inline void ser_bytes(ser_out *o, const void *src, size_t n)
     if (o->len + n > o->cap) {
         size_t cap = o->cap ? o->cap : 4096;
         while (cap < o->len + n) cap *= 2;
-        unsigned char *p = realloc(o->p, cap);
-        LOPT_ASSERT(p);
-        o->p = p;
+        o->p = lopt_xrealloc(o->p, cap);
         o->cap = cap;
     }
     memcpy(o->p + o->len, src, n);

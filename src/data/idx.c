@@ -208,13 +208,31 @@ lopt_status lopt_idx_read(const char *path, int *ndim, int dims[4],
     }
     for (int i = nd; i < 4; i++) dims[i] = 1;
 
-    unsigned char *buf = malloc(total ? (size_t)total : 1);
+    /* the buffer grows with the data that actually arrives (doubling, up to what
+     * the header declares), so a short file claiming 1e9 bytes costs no 1 GB */
+    size_t cap = total < ((size_t)1 << 20) ? (size_t)total : (size_t)1 << 20;
+    unsigned char *buf = malloc(cap ? cap : 1);
+    got = 0;
+    while (buf && st == LOPT_OK) {
+        size_t r = 0;
+        st = src_read(&s, buf + got, cap - got, &r, err);
+        got += r;
+        if (st != LOPT_OK || got < cap || cap == total) break;
+        size_t ncap = cap * 2 < total ? cap * 2 : (size_t)total;
+        unsigned char *nb = realloc(buf, ncap);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap = ncap;
+    }
     if (!buf) {
         st = lopt_fail(err, LOPT_ENOMEM, "out of memory reading %s (%llu bytes)", path,
                        (unsigned long long)total);
         goto fail;
     }
-    st = src_read(&s, buf, (size_t)total, &got, err);
     if (st == LOPT_OK && got < total)
         st = lopt_fail(err, LOPT_EFORMAT,
                        "%s: truncated payload (header declares %llu bytes, file has %zu)",

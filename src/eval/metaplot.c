@@ -64,9 +64,8 @@ static lopt_status plot_eval(const double *step, const double *fin, const double
                              const char *base, lopt_err *err)
 {
     /* only the rows that were evaluated */
-    double *x = malloc((size_t)n * sizeof *x), *yf = malloc((size_t)n * sizeof *yf),
-           *ym = malloc((size_t)n * sizeof *ym);
-    LOPT_ASSERT(x && yf && ym);
+    double *x = lopt_xcalloc((size_t)n, sizeof *x), *yf = lopt_xcalloc((size_t)n, sizeof *yf),
+           *ym = lopt_xcalloc((size_t)n, sizeof *ym);
     int k = 0;
     for (int i = 0; i < n; i++)
         if (!isnan(fin[i])) {
@@ -97,16 +96,14 @@ lopt_status lopt_meta_plot(const char *csv, const char *base, lopt_err *err)
     int cap = 1024, n = 0;
     double *v[NWANT];
     for (int w = 0; w < NWANT; w++) {
-        v[w] = malloc((size_t)cap * sizeof(double));
-        LOPT_ASSERT(v[w]);
+        v[w] = lopt_xcalloc((size_t)cap, sizeof(double));
     }
     for (const char *p = strchr(csv, '\n'); p && p[1]; p = strchr(p, '\n')) {
         p++;
         if (n == cap) {
             cap *= 2;
             for (int w = 0; w < NWANT; w++) {
-                v[w] = realloc(v[w], (size_t)cap * sizeof(double));
-                LOPT_ASSERT(v[w]);
+                v[w] = lopt_xrealloc(v[w], (size_t)cap * sizeof(double));
             }
         }
         for (int w = 0; w < NWANT; w++) v[w][n] = field(p, col[w]);
@@ -114,8 +111,7 @@ lopt_status lopt_meta_plot(const char *csv, const char *base, lopt_err *err)
     }
     lopt_status st = LOPT_OK;
     if (n > 0) {
-        double *sl = malloc((size_t)n * sizeof *sl), *sw = malloc((size_t)n * sizeof *sw);
-        LOPT_ASSERT(sl && sw);
+        double *sl = lopt_xcalloc((size_t)n, sizeof *sl), *sw = lopt_xcalloc((size_t)n, sizeof *sw);
         smooth(v[C_LOSS], n, sl);
         smooth(v[C_WES], n, sw);
         char path[1024];

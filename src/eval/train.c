@@ -9,8 +9,7 @@
 static void add_row(lopt_train_result *res, lopt_task *t, const float *w, int64_t step,
                     double train_loss, double time_s, const lopt_train_opts *opts)
 {
-    res->rows = realloc(res->rows, (size_t)(res->nrows + 1) * sizeof *res->rows);
-    LOPT_ASSERT(res->rows);
+    res->rows = lopt_xrealloc(res->rows, (size_t)(res->nrows + 1) * sizeof *res->rows);
     lopt_curve_row *r = &res->rows[res->nrows++];
     r->step = step;
     r->train_loss = train_loss;
@@ -38,13 +37,26 @@ lopt_status lopt_train_run(lopt_task *t, lopt_optimizer *o, const lopt_train_opt
     int64_t since = 0;
     lopt_status st = LOPT_OK;
     for (int64_t step = 1; step <= opts->steps; step++) {
+        if (opts->stop && *opts->stop) {
+            if (since > 0)
+                add_row(res, t, w, step - 1, loss_sum / (double)since, train_time, opts);
+            st = lopt_fail(err, LOPT_EINTR, "interrupted after step %lld", (long long)(step - 1));
+            break;
+        }
         double t0 = lopt_now();
         lopt_task_sample(t, &b, LOPT_SPLIT_TRAIN, opts->seed, step - 1);
         double loss = t->loss_grad(t, w, &b, g);
-        if (!isfinite(loss)) {
+        size_t bad = 0;
+        if (isfinite(loss))
+            while (bad < t->n && isfinite(g[bad])) bad++;
+        if (!isfinite(loss) || bad < t->n) {
             res->diverged_at = step;
-            st = lopt_fail(err, LOPT_EDIVERGED, "training diverged at step %lld (loss %g)",
-                           (long long)step, loss);
+            if (isfinite(loss))
+                st = lopt_fail(err, LOPT_EDIVERGED, "training diverged at step %lld (gradient "
+                               "element %zu is %g)", (long long)step, bad, g[bad]);
+            else
+                st = lopt_fail(err, LOPT_EDIVERGED, "training diverged at step %lld (loss %g)",
+                               (long long)step, loss);
             break;
         }
         o->step(o, w, g);
@@ -75,18 +87,29 @@ void lopt_train_result_free(lopt_train_result *res)
     res->nrows = 0;
 }
 
+/* a CSV number; a value that is not finite as "inf", "-inf" or "nan" (never "-nan"),
+ * which every CSV reader that reads floats understands */
+static void csv_value(lopt_sbuf *b, double v)
+{
+    if (isnan(v)) lopt_sb_printf(b, "nan");
+    else if (isinf(v)) lopt_sb_printf(b, v > 0 ? "inf" : "-inf");
+    else lopt_sb_printf(b, "%.6f", v);
+}
+
 lopt_status lopt_curve_write_csv(const char *path, const lopt_train_result *res,
                                  lopt_err *err)
 {
-    size_t cap = 64 + (size_t)res->nrows * 96, len = 0;
-    char *buf = lopt_xcalloc(cap, 1);
-    len += (size_t)snprintf(buf + len, cap - len, "step,train_loss,valid_loss,time_s\n");
+    lopt_sbuf b = {NULL, 0, 0};
+    lopt_sb_printf(&b, "step,train_loss,valid_loss,time_s\n");
     for (int i = 0; i < res->nrows; i++) {
         const lopt_curve_row *r = &res->rows[i];
-        len += (size_t)snprintf(buf + len, cap - len, "%lld,%.6f,%.6f,%.4f\n",
-                                (long long)r->step, r->train_loss, r->valid_loss, r->time_s);
+        lopt_sb_printf(&b, "%lld,", (long long)r->step);
+        csv_value(&b, r->train_loss);
+        lopt_sb_printf(&b, ",");
+        csv_value(&b, r->valid_loss);
+        lopt_sb_printf(&b, ",%.4f\n", r->time_s);
     }
-    lopt_status st = lopt_write_atomic(path, buf, len, err);
-    free(buf);
+    lopt_status st = lopt_write_atomic(path, b.s, b.len, err);
+    free(b.s);
     return st;
 }

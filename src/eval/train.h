@@ -4,6 +4,7 @@
 #ifndef LOPT_TRAIN_H
 #define LOPT_TRAIN_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "optim/optim.h"
@@ -26,6 +27,8 @@ typedef struct {
     /* called after each evaluation row (may be NULL) */
     void (*on_eval)(void *user, const lopt_curve_row *row);
     void *user;
+    /* if not NULL, checked before every step: non-zero stops the run (a signal) */
+    const volatile sig_atomic_t *stop;
 } lopt_train_opts;
 
 typedef struct {
@@ -36,8 +39,11 @@ typedef struct {
 } lopt_train_result;
 
 /* Trains from a fresh initialisation. Stops early, with diverged_at set and status
- * LOPT_EDIVERGED, when a minibatch loss is NaN/inf. The rows up to then are kept.
- * w (t->n) receives the final parameters if not NULL. */
+ * LOPT_EDIVERGED, when a minibatch loss or an element of its gradient is NaN/inf
+ * (the step is not taken). When *opts->stop becomes non-zero it stops before the
+ * next step with LOPT_EINTR, after a row for the steps since the last one. The rows
+ * up to then are kept either way. w (t->n) receives the final parameters if not
+ * NULL. */
 lopt_status lopt_train_run(lopt_task *t, lopt_optimizer *o, const lopt_train_opts *opts,
                            lopt_train_result *res, float *w, lopt_err *err);
 void lopt_train_result_free(lopt_train_result *res);

@@ -13,12 +13,24 @@
  * a skipped tensor (no gradient this step) can be computed and then discarded,
  * and groups need nothing but per-tensor options.
  *
+ * Robustness (docs/reliability.md): the one constructor, lopt_opt_new_groups,
+ * checks the sizes (their sum within SIZE_MAX, at most LOPT_LEARNED_MAX_PARAMS
+ * updated parameters) and every allocation, and returns NULL with a reason instead
+ * of aborting; all the state is allocated there, so a step allocates nothing (but
+ * a few bytes per bad element when a gradient has NaN/inf). The non-finite rule
+ * itself is the learned optimizer's (lopt_learned_update / lopt_learned_apply in
+ * mlp_lopt.c), shared with `lopt train`; this file only adds up its count.
+ *
  * The state blob (lopt_opt_save_state), little-endian, every field a u64 unless
  * marked:
- *   magic "LOPTSTAT", version (1), CRC-32 of the model's theta, nmom, ntensors,
- *   ngroups, per tensor: size, group, frozen; per group: f32 step_scale,
- *   f32 weight_decay; t, t_max; f32 momenta (nmom, n active parameters);
- *   CRC-32 of everything before it.
+ *   magic "LOPTSTAT", version (1), CRC-32 of the model's theta, R (state rows per
+ *   parameter: nmom, plus 1 for the Adam direction), ntensors, ngroups, per tensor:
+ *   size, group, frozen; per group: f32 step_scale, f32 weight_decay; t, t_max;
+ *   f32 state (R, n active parameters); CRC-32 of everything before it.
+ * The count of skipped non-finite elements (lopt_opt_nonfinite) is not in it: it is
+ * a diagnostic of the gradients this process fed, not state that shapes a later
+ * update, so a resumed run is bit-identical without it and the layout stays at
+ * version 1 (a load leaves the count as it is).
  */
 #include <math.h>
 #include <stdio.h>
@@ -50,14 +62,18 @@ struct lopt_opt {
     lopt_tensor *act;         /* (nact) views of the active vector, in order */
     int *act_src;             /* (nact) the tensor index of each active tensor */
     size_t n_flat, n;         /* all parameters; the active ones */
-    float *m;                 /* (nmom, n) momenta */
+    int rows;                 /* state rows per parameter (lopt_arch_state_rows) */
+    float *m;                 /* (rows, n) momenta, and Adam's second moment */
     float *delta;             /* (n) */
-    float *wbuf, *gbuf;       /* (n) gathered parameters and gradients (allocated on
-                               * first use: only tensors apart need them) */
-    float *msave;             /* (nmom, n) momenta of skipped tensors, on first use */
+    float *wbuf, *gbuf;       /* (n) gathered parameters and gradients; gbuf is also
+                               * the non-finite rule's scratch */
+    float *msave;             /* (rows, n) state of skipped tensors */
     unsigned char *skip;      /* (nact) this step: no gradient */
+    float **pview;            /* (ntensors) lopt_opt_step's views of a flat vector */
+    const float **gview;      /* (ntensors) */
     lopt_mlp_work wk;
     int64_t t, t_max, horizon;
+    uint64_t nonfinite;       /* elements skipped since creation or the last reset */
 };
 
 /* ---- models ------------------------------------------------------------------- */
@@ -79,7 +95,11 @@ lopt_model *lopt_model_load(const char *path, char *errbuf, size_t errlen)
         lopt_report_msg(errbuf, errlen, "lopt_model_load: path is NULL");
         return NULL;
     }
-    lopt_model *m = lopt_xcalloc(1, sizeof *m);
+    lopt_model *m = lopt_try_calloc(1, sizeof *m);
+    if (!m) {
+        lopt_report_msg(errbuf, errlen, "lopt_model_load: out of memory");
+        return NULL;
+    }
     lopt_err err = {0};
     if (lopt_file_read(path, &m->arch, &m->theta, &m->prov, &err) != LOPT_OK) {
         lopt_report(errbuf, errlen, &err);
@@ -200,87 +220,6 @@ static int check_opts(const lopt_group_opts *o, int g, char *errbuf, size_t errl
     return 0;
 }
 
-lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *groups,
-                              int ngroups, char *errbuf, size_t errlen)
-{
-    if (!model || !groups || ngroups < 1) {
-        lopt_report_msg(errbuf, errlen, "lopt_opt_new_groups: %s", !model ? "model is NULL"
-                        : !groups ? "groups is NULL" : "ngroups must be >= 1");
-        return NULL;
-    }
-    int ntensors = 0;
-    for (int g = 0; g < ngroups; g++) {
-        const lopt_param_group *G = &groups[g];
-        if (!G->tensor_sizes || G->ntensors < 1) {
-            lopt_report_msg(errbuf, errlen, "group %d: %s", g, !G->tensor_sizes
-                            ? "tensor_sizes is NULL" : "ntensors must be >= 1");
-            return NULL;
-        }
-        for (int i = 0; i < G->ntensors; i++)
-            if (G->tensor_sizes[i] == 0) {
-                lopt_report_msg(errbuf, errlen, "group %d: tensor %d has size 0", g, i);
-                return NULL;
-            }
-        if (check_opts(&G->opts, g, errbuf, errlen) != 0) return NULL;
-        if (G->ntensors > (1 << 24) - ntensors) {
-            lopt_report_msg(errbuf, errlen, "too many tensors");
-            return NULL;
-        }
-        ntensors += G->ntensors;
-    }
-    lopt_opt *o = lopt_xcalloc(1, sizeof *o);
-    o->arch = model->arch;
-    o->np = lopt_arch_nparams(&o->arch);
-    o->theta = lopt_floats(o->np);
-    memcpy(o->theta, model->theta, o->np * sizeof(float));
-    o->theta_crc = (uint32_t)crc32(0L, (const Bytef *)o->theta, (uInt)(o->np * sizeof(float)));
-    o->ntensors = ntensors;
-    o->ngroups = ngroups;
-    o->tens = lopt_xcalloc((size_t)ntensors, sizeof *o->tens);
-    o->gopts = lopt_xcalloc((size_t)ngroups, sizeof *o->gopts);
-    int k = 0;
-    for (int g = 0; g < ngroups; g++) {
-        o->gopts[g] = groups[g].opts;
-        for (int i = 0; i < groups[g].ntensors; i++, k++) {
-            opt_tensor *T = &o->tens[k];
-            T->size = groups[g].tensor_sizes[i];
-            T->flat_off = o->n_flat;
-            T->group = g;
-            T->active = groups[g].opts.frozen ? -1 : o->nact++;
-            o->n_flat += T->size;
-        }
-    }
-    o->act = lopt_xcalloc((size_t)(o->nact ? o->nact : 1), sizeof *o->act);
-    o->act_src = lopt_xcalloc((size_t)(o->nact ? o->nact : 1), sizeof *o->act_src);
-    for (int i = 0; i < ntensors; i++) {
-        opt_tensor *T = &o->tens[i];
-        if (T->active < 0) continue;
-        o->act[T->active].name = "";
-        o->act[T->active].offset = o->n;
-        o->act[T->active].size = T->size;
-        o->act_src[T->active] = i;
-        o->n += T->size;
-    }
-    o->m = lopt_floats((size_t)o->arch.nmom * o->n);
-    o->delta = lopt_floats(o->n);
-    o->skip = lopt_xcalloc((size_t)(o->nact ? o->nact : 1), 1);
-    lopt_mlp_work_init(&o->wk, &o->arch, o->n, o->nact);
-    o->horizon = model->prov.horizon <= (uint64_t)INT64_MAX ? (int64_t)model->prov.horizon : 0;
-    o->t_max = o->horizon;
-    return o;
-}
-
-lopt_opt *lopt_opt_new(const lopt_model *model, const size_t *tensor_sizes, int ntensors)
-{
-    if (!tensor_sizes || ntensors < 1) {
-        lopt_report_msg(NULL, 0, "lopt_opt_new: %s", !tensor_sizes ? "tensor_sizes is NULL"
-                        : "ntensors must be >= 1");
-        return NULL;
-    }
-    lopt_param_group g = {tensor_sizes, ntensors, {1.0f, 0.0f, 0}};
-    return lopt_opt_new_groups(model, &g, 1, NULL, 0);
-}
-
 void lopt_opt_free(lopt_opt *o)
 {
     if (!o) return;
@@ -292,7 +231,138 @@ void lopt_opt_free(lopt_opt *o)
     free(o->act);
     free(o->act_src);
     free(o->skip);
+    free(o->pview);
+    free(o->gview);
     free(o);
+}
+
+/* n * k floats, NULL if that overflows or the allocation fails */
+static float *floats_nk(size_t n, size_t k)
+{
+    return k && n > SIZE_MAX / k ? NULL : lopt_try_floats(n * k);
+}
+
+/* The one constructor: lopt_opt_new and lopt_opt_new2 are its one-group case. */
+lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *groups,
+                              int ngroups, char *errbuf, size_t errlen)
+{
+    if (!model || !groups || ngroups < 1) {
+        lopt_report_msg(errbuf, errlen, "lopt_opt_new_groups: %s", !model ? "model is NULL"
+                        : !groups ? "groups is NULL" : "ngroups must be >= 1");
+        return NULL;
+    }
+    int ntensors = 0, nact = 0;
+    size_t n_flat = 0, n_act = 0;
+    for (int g = 0; g < ngroups; g++) {
+        const lopt_param_group *G = &groups[g];
+        if (!G->tensor_sizes || G->ntensors < 1) {
+            lopt_report_msg(errbuf, errlen, "group %d: %s", g, !G->tensor_sizes
+                            ? "tensor_sizes is NULL" : "ntensors must be >= 1");
+            return NULL;
+        }
+        if (check_opts(&G->opts, g, errbuf, errlen) != 0) return NULL;
+        if (G->ntensors > (1 << 24) - ntensors) {
+            lopt_report_msg(errbuf, errlen, "too many tensors");
+            return NULL;
+        }
+        for (int i = 0; i < G->ntensors; i++) {
+            size_t sz = G->tensor_sizes[i];
+            if (sz == 0) {
+                lopt_report_msg(errbuf, errlen, "group %d: tensor %d has size 0", g, i);
+                return NULL;
+            }
+            if (sz > SIZE_MAX - n_flat) {
+                lopt_report_msg(errbuf, errlen, "group %d: the tensor sizes overflow size_t "
+                                "(their sum passes SIZE_MAX at tensor %d)", g, i);
+                return NULL;
+            }
+            n_flat += sz;
+            if (!G->opts.frozen) n_act += sz;
+        }
+        ntensors += G->ntensors;
+        if (!G->opts.frozen) nact += G->ntensors;
+    }
+    if (n_act > LOPT_LEARNED_MAX_PARAMS) {
+        lopt_report_msg(errbuf, errlen, "%zu parameters to update: a learned optimizer "
+                        "updates at most %zu", n_act, (size_t)LOPT_LEARNED_MAX_PARAMS);
+        return NULL;
+    }
+    const int R = lopt_arch_state_rows(&model->arch);
+    const size_t T = (size_t)ntensors;
+    lopt_opt *o = lopt_try_calloc(1, sizeof *o);
+    int ok = o != NULL;
+    if (ok) {
+        o->arch = model->arch;
+        o->np = lopt_arch_nparams(&o->arch);
+        o->rows = R;
+        o->ntensors = ntensors;
+        o->ngroups = ngroups;
+        ok = (o->theta = lopt_try_floats(o->np)) &&
+             (o->tens = lopt_try_calloc(T, sizeof *o->tens)) &&
+             (o->gopts = lopt_try_calloc((size_t)ngroups, sizeof *o->gopts)) &&
+             (o->act = lopt_try_calloc(T, sizeof *o->act)) &&
+             (o->act_src = lopt_try_calloc(T, sizeof *o->act_src)) &&
+             (o->skip = lopt_try_calloc(T, 1)) &&
+             (o->pview = lopt_try_calloc(T, sizeof *o->pview)) &&
+             (o->gview = lopt_try_calloc(T, sizeof *o->gview)) &&
+             (o->m = floats_nk(n_act, (size_t)R)) && (o->msave = floats_nk(n_act, (size_t)R)) &&
+             (o->delta = lopt_try_floats(n_act)) && (o->wbuf = lopt_try_floats(n_act)) &&
+             (o->gbuf = lopt_try_floats(n_act)) &&
+             lopt_mlp_work_try_init(&o->wk, &o->arch, n_act, nact) == LOPT_OK;
+    }
+    if (!ok) {
+        lopt_opt_free(o);
+        /* m and msave (R rows each), delta, wbuf, gbuf, and the MLP's work space */
+        double gb = ((double)lopt_mlp_work_bytes(&model->arch, n_act) +
+                     (2.0 * R + 3.0) * (double)n_act * sizeof(float)) / 1e9;
+        lopt_report_msg(errbuf, errlen, "out of memory: the learned optimizer's state for "
+                        "%zu parameters needs about %.3g GB", n_act, gb);
+        return NULL;
+    }
+    memcpy(o->theta, model->theta, o->np * sizeof(float));
+    o->theta_crc = (uint32_t)crc32(0L, (const Bytef *)o->theta, (uInt)(o->np * sizeof(float)));
+    int k = 0;
+    for (int g = 0; g < ngroups; g++) {
+        o->gopts[g] = groups[g].opts;
+        for (int i = 0; i < groups[g].ntensors; i++, k++) {
+            opt_tensor *t = &o->tens[k];
+            t->size = groups[g].tensor_sizes[i];
+            t->flat_off = o->n_flat;
+            t->group = g;
+            t->active = groups[g].opts.frozen ? -1 : o->nact++;
+            o->n_flat += t->size;
+        }
+    }
+    for (int i = 0; i < ntensors; i++) {
+        opt_tensor *t = &o->tens[i];
+        if (t->active < 0) continue;
+        o->act[t->active].name = "";
+        o->act[t->active].offset = o->n;
+        o->act[t->active].size = t->size;
+        o->act_src[t->active] = i;
+        o->n += t->size;
+    }
+    LOPT_ASSERT(o->nact == nact && o->n == n_act && o->n_flat == n_flat);
+    o->horizon = model->prov.horizon <= (uint64_t)INT64_MAX ? (int64_t)model->prov.horizon : 0;
+    o->t_max = o->horizon;
+    return o;
+}
+
+lopt_opt *lopt_opt_new2(const lopt_model *model, const size_t *tensor_sizes, int ntensors,
+                        char *errbuf, size_t errlen)
+{
+    if (!tensor_sizes || ntensors < 1) {
+        lopt_report_msg(errbuf, errlen, "lopt_opt_new: %s", !tensor_sizes
+                        ? "tensor_sizes is NULL" : "ntensors must be >= 1");
+        return NULL;
+    }
+    lopt_param_group g = {tensor_sizes, ntensors, {1.0f, 0.0f, 0}};
+    return lopt_opt_new_groups(model, &g, 1, errbuf, errlen);
+}
+
+lopt_opt *lopt_opt_new(const lopt_model *model, const size_t *tensor_sizes, int ntensors)
+{
+    return lopt_opt_new2(model, tensor_sizes, ntensors, NULL, 0);
 }
 
 /* ---- groups, counters, the clamp ----------------------------------------------- */
@@ -326,66 +396,54 @@ void lopt_opt_set_t_max(lopt_opt *o, int64_t t_max) { o->t_max = t_max > 0 ? t_m
 int64_t lopt_opt_t_max(const lopt_opt *o) { return o->t_max; }
 int64_t lopt_opt_horizon(const lopt_opt *o) { return o->horizon; }
 int lopt_opt_past_horizon(const lopt_opt *o) { return o->horizon > 0 && o->t > o->horizon; }
+uint64_t lopt_opt_nonfinite(const lopt_opt *o) { return o->nonfinite; }
 
 void lopt_opt_reset(lopt_opt *o)
 {
-    memset(o->m, 0, (size_t)o->arch.nmom * o->n * sizeof(float));
+    memset(o->m, 0, (size_t)o->rows * o->n * sizeof(float));
     o->t = 0;
+    o->nonfinite = 0;
 }
 
 /* ---- steps ----------------------------------------------------------------------- */
 
-/* delta (n) from the active vectors w, g; advances the momenta, except those of
- * skipped tensors (o->skip), which are restored. */
+/* delta (n) from the active vectors w, g under the non-finite rule (NaN where an
+ * element is to be left alone); advances the state, except that of skipped tensors
+ * (o->skip), which is restored. g may be o->gbuf, the rule's scratch. */
 static void compute_update(lopt_opt *o, const float *w, const float *g, int any_skip)
 {
     if (o->nact == 0) return;
-    const size_t M = (size_t)o->arch.nmom, n = o->n;
-    if (any_skip) {
-        if (!o->msave) o->msave = lopt_floats(M * n);
-        for (int a = 0; a < o->nact; a++)
-            if (o->skip[a])
-                for (size_t k = 0; k < M; k++)
-                    memcpy(o->msave + k * n + o->act[a].offset, o->m + k * n + o->act[a].offset,
-                           o->act[a].size * sizeof(float));
-    }
-    /* past t_max the time features see t_max: the optimizer keeps doing what it did
-     * at the end of the runs it was meta-trained on */
-    int64_t t = o->t_max > 0 && o->t > o->t_max ? o->t_max : o->t;
-    lopt_mlp_update(&o->wk, o->theta, o->act, o->nact, w, g, o->m, t, o->delta);
+    const size_t R = (size_t)o->rows, n = o->n;
     if (any_skip)
         for (int a = 0; a < o->nact; a++)
             if (o->skip[a])
-                for (size_t k = 0; k < M; k++)
+                for (size_t k = 0; k < R; k++)
+                    memcpy(o->msave + k * n + o->act[a].offset, o->m + k * n + o->act[a].offset,
+                           o->act[a].size * sizeof(float));
+    /* past t_max the time features see t_max: the optimizer keeps doing what it did
+     * at the end of the runs it was meta-trained on */
+    lopt_learned_update(&o->wk, o->theta, o->act, o->nact, w, g, o->m,
+                        lopt_learned_time(o->t, o->t_max), o->delta, o->gbuf);
+    if (any_skip)
+        for (int a = 0; a < o->nact; a++)
+            if (o->skip[a])
+                for (size_t k = 0; k < R; k++)
                     memcpy(o->m + k * n + o->act[a].offset, o->msave + k * n + o->act[a].offset,
                            o->act[a].size * sizeof(float));
 }
 
-/* out[j] = w[j] - step_scale * weight_decay * w[j] + step_scale * delta[j] over one
- * tensor (out may be w); without decay exactly w + step_scale * delta. */
-static void apply(const lopt_group_opts *go, float *out, const float *w, const float *delta,
-                  size_t size)
+/* active tensor a's update from w into out (out may be w): its group's step scale
+ * and decoupled decay (lopt_learned_apply), the elements the rule skips counted */
+static void apply(lopt_opt *o, int a, float *out, const float *w)
 {
-    const float s = go->step_scale, dec = go->step_scale * go->weight_decay;
-    if (dec != 0.0f) {
-        for (size_t j = 0; j < size; j++) {
-            float wj = w[j];
-            out[j] = wj - dec * wj + s * delta[j];
-        }
-    } else if (s == 1.0f) {
-        for (size_t j = 0; j < size; j++) out[j] = w[j] + delta[j];
-    } else {
-        for (size_t j = 0; j < size; j++) out[j] = w[j] + s * delta[j];
-    }
+    const lopt_group_opts *go = &o->gopts[o->tens[o->act_src[a]].group];
+    o->nonfinite += lopt_learned_apply(out, w, o->delta + o->act[a].offset, o->act[a].size,
+                                       go->step_scale, go->weight_decay);
 }
 
 void lopt_opt_step_tensors(lopt_opt *o, float *const *params, const float *const *grads)
 {
     LOPT_ASSERT(o && params && grads);
-    if (!o->wbuf && o->n > 0) {
-        o->wbuf = lopt_floats(o->n);
-        o->gbuf = lopt_floats(o->n);
-    }
     int any_skip = 0;
     for (int a = 0; a < o->nact; a++) {
         int i = o->act_src[a];
@@ -402,13 +460,8 @@ void lopt_opt_step_tensors(lopt_opt *o, float *const *params, const float *const
         memcpy(o->gbuf + off, grads[i], sz * sizeof(float));
     }
     compute_update(o, o->wbuf, o->gbuf, any_skip);
-    for (int a = 0; a < o->nact; a++) {
-        if (o->skip[a]) continue;
-        int i = o->act_src[a];
-        size_t off = o->act[a].offset;
-        apply(&o->gopts[o->tens[i].group], params[i], o->wbuf + off, o->delta + off,
-              o->act[a].size);
-    }
+    for (int a = 0; a < o->nact; a++)
+        if (!o->skip[a]) apply(o, a, params[o->act_src[a]], o->wbuf + o->act[a].offset);
     o->t++;
 }
 
@@ -417,25 +470,20 @@ void lopt_opt_step(lopt_opt *o, float *params, const float *grads)
     LOPT_ASSERT(o && params && grads);
     if (o->n == o->n_flat) {
         /* nothing frozen: the flat vector is the optimizer's own, no copies */
-        memset(o->skip, 0, (size_t)(o->nact ? o->nact : 1));
+        memset(o->skip, 0, (size_t)o->ntensors);
         compute_update(o, params, grads, 0);
         for (int a = 0; a < o->nact; a++) {
-            size_t off = o->act[a].offset;
-            apply(&o->gopts[o->tens[o->act_src[a]].group], params + off, params + off,
-                  o->delta + off, o->act[a].size);
+            float *p = params + o->act[a].offset;
+            apply(o, a, p, p);
         }
         o->t++;
         return;
     }
-    float **p = lopt_xcalloc((size_t)o->ntensors, sizeof *p);
-    const float **g = lopt_xcalloc((size_t)o->ntensors, sizeof *g);
     for (int i = 0; i < o->ntensors; i++) {
-        p[i] = params + o->tens[i].flat_off;
-        g[i] = grads + o->tens[i].flat_off;
+        o->pview[i] = params + o->tens[i].flat_off;
+        o->gview[i] = grads + o->tens[i].flat_off;
     }
-    lopt_opt_step_tensors(o, p, g);
-    free(p);
-    free(g);
+    lopt_opt_step_tensors(o, o->pview, o->gview);
 }
 
 /* ---- state ----------------------------------------------------------------------- */
@@ -443,7 +491,7 @@ void lopt_opt_step(lopt_opt *o, float *params, const float *grads)
 size_t lopt_opt_state_size(const lopt_opt *o)
 {
     return 8 + 8 * 5 + 24 * (size_t)o->ntensors + 8 * (size_t)o->ngroups + 16 +
-           4 * (size_t)o->arch.nmom * o->n + 8;
+           4 * (size_t)o->rows * o->n + 8;
 }
 
 static void state_encode(const lopt_opt *o, ser_out *out)
@@ -451,7 +499,7 @@ static void state_encode(const lopt_opt *o, ser_out *out)
     ser_bytes(out, STATE_MAGIC, 8);
     ser_u64(out, STATE_VERSION);
     ser_u64(out, o->theta_crc);
-    ser_u64(out, (uint64_t)o->arch.nmom);
+    ser_u64(out, (uint64_t)o->rows);
     ser_u64(out, (uint64_t)o->ntensors);
     ser_u64(out, (uint64_t)o->ngroups);
     for (int i = 0; i < o->ntensors; i++) {
@@ -465,7 +513,7 @@ static void state_encode(const lopt_opt *o, ser_out *out)
     }
     ser_u64(out, (uint64_t)o->t);
     ser_u64(out, (uint64_t)o->t_max);
-    ser_f32s(out, o->m, (size_t)o->arch.nmom * o->n);
+    ser_f32s(out, o->m, (size_t)o->rows * o->n);
     ser_u64(out, (uint32_t)crc32(0L, out->p, (uInt)out->len));
 }
 
@@ -504,9 +552,9 @@ int lopt_opt_load_state(lopt_opt *o, const void *buf, size_t len, char *errbuf, 
     if (ser_get_u64(&in) != o->theta_crc)
         return lopt_report_msg(errbuf, errlen, "the state was saved from another learned "
                                "optimizer (different weights)");
-    if (ser_get_u64(&in) != (uint64_t)o->arch.nmom || ser_get_u64(&in) != (uint64_t)o->ntensors ||
+    if (ser_get_u64(&in) != (uint64_t)o->rows || ser_get_u64(&in) != (uint64_t)o->ntensors ||
         ser_get_u64(&in) != (uint64_t)o->ngroups)
-        return lopt_report_msg(errbuf, errlen, "the state has another number of momenta, "
+        return lopt_report_msg(errbuf, errlen, "the state has another number of state rows, "
                                "tensors or groups");
     for (int i = 0; i < o->ntensors; i++) {
         uint64_t size = ser_get_u64(&in), group = ser_get_u64(&in), frozen = ser_get_u64(&in);
@@ -515,23 +563,30 @@ int lopt_opt_load_state(lopt_opt *o, const void *buf, size_t len, char *errbuf, 
             return lopt_report_msg(errbuf, errlen, "the state's tensor %d differs (size, group "
                                    "or frozen) from this optimizer's", i);
     }
-    lopt_group_opts *go = lopt_xcalloc((size_t)o->ngroups, sizeof *go);
+    const size_t nm = (size_t)o->rows * o->n;
+    lopt_group_opts *go = lopt_try_calloc((size_t)o->ngroups, sizeof *go);
+    float *m = lopt_try_floats(nm);
+    if (!go || !m) {
+        free(go);
+        lopt_free(m);
+        return lopt_report_msg(errbuf, errlen, "lopt_opt_load_state: out of memory");
+    }
     for (int g = 0; g < o->ngroups; g++) {
         ser_get_f32s(&in, &go[g].step_scale, 1);
         ser_get_f32s(&in, &go[g].weight_decay, 1);
         go[g].frozen = o->gopts[g].frozen;
         if (check_opts(&go[g], g, errbuf, errlen) != 0) {
             free(go);
+            lopt_free(m);
             return -1;
         }
     }
     int64_t t = (int64_t)ser_get_u64(&in), t_max = (int64_t)ser_get_u64(&in);
     if (t < 0 || t_max < 0 || in.bad) {
         free(go);
+        lopt_free(m);
         return lopt_report_msg(errbuf, errlen, "invalid optimizer state");
     }
-    const size_t nm = (size_t)o->arch.nmom * o->n;
-    float *m = lopt_floats(nm);
     ser_get_f32s(&in, m, nm);
     if (in.bad || in.pos != in.len) {
         free(go);

@@ -69,13 +69,35 @@ static void put_str(wbuf *b, const char *s)
 
 static int field_ok(const char *s, size_t cap) { return memchr(s, 0, cap) != NULL; }
 
+/* The file's own ranges for the two output multipliers, beyond finiteness: a step
+ * multiplier above 1 (the presets: 0.001) or an exponent multiplier above 1 only
+ * blows training up, and a non-positive step multiplier turns descent around. */
+static lopt_status file_ranges(const lopt_arch *a, lopt_err *err)
+{
+    if (!(a->step_mult > 0 && a->step_mult <= 1))
+        return lopt_fail(err, LOPT_EFORMAT, "step multiplier %g outside (0, 1]", a->step_mult);
+    if (!(a->exp_mult >= 0 && a->exp_mult <= 1))
+        return lopt_fail(err, LOPT_EFORMAT, "exponent multiplier %g outside [0, 1]",
+                         a->exp_mult);
+    return LOPT_OK;
+}
+
+size_t lopt_file_max_bytes(void)
+{
+    lopt_arch a = {.nmom = LOPT_MAX_MOM, .ntime = LOPT_MAX_TIME, .nhidden = LOPT_MAX_LAYERS,
+                   .hidden = 4096, .form = LOPT_FORM_NOMINAL};
+    return HEADER_BYTES + 4 + 4 * LOPT_MAX_MOM + 4 + 4 * LOPT_MAX_TIME + 4 + 4 + 4 + 4 + 4 * 4 +
+           8 + 4 * lopt_arch_nparams(&a) + 3 * (4 + LOPT_PROV_NAME - 1) + 8 + 8 +
+           4 + LOPT_PROV_NOTE - 1 + 4;
+}
+
 lopt_status lopt_file_encode(const lopt_arch *a, const float *theta, const lopt_provenance *p,
                              unsigned char **data, size_t *n, lopt_err *err)
 {
     *data = NULL;
     *n = 0;
     lopt_err verr;
-    if (lopt_arch_validate(a, &verr) != LOPT_OK)
+    if (lopt_arch_validate(a, &verr) != LOPT_OK || file_ranges(a, &verr) != LOPT_OK)
         return lopt_fail(err, LOPT_EUSAGE, "cannot save learned optimizer: %s", verr.msg);
     size_t np = lopt_arch_nparams(a);
     for (size_t i = 0; i < np; i++)
@@ -220,6 +242,7 @@ static lopt_status decode_body(rbuf *b, uint32_t version, lopt_arch *a, float **
     }
     if (b->overrun) return lopt_fail(err, LOPT_EFORMAT, "%s", overrun);
     lopt_status st = lopt_arch_validate(a, err);
+    if (st == LOPT_OK) st = file_ranges(a, err);
     if (st != LOPT_OK) return st;
 
     uint64_t ntheta = get_u64(b);
@@ -229,7 +252,8 @@ static lopt_status decode_body(rbuf *b, uint32_t version, lopt_arch *a, float **
         return lopt_fail(err, LOPT_EFORMAT, "theta has %llu values, the architecture needs %zu",
                          (unsigned long long)ntheta, want);
     if (want > (b->len - b->pos) / 4) return lopt_fail(err, LOPT_EFORMAT, "%s", overrun);
-    float *th = lopt_floats(want);
+    float *th = lopt_try_floats(want);
+    if (!th) return lopt_fail(err, LOPT_ENOMEM, "out of memory for %zu weights", want);
     for (size_t i = 0; i < want; i++) {
         th[i] = get_f32(b);
         if (!isfinite(th[i])) {
@@ -328,7 +352,8 @@ lopt_status lopt_file_read(const char *path, lopt_arch *a, float **theta, lopt_p
     if (p) memset(p, 0, sizeof *p);
     unsigned char *data;
     size_t n;
-    lopt_status st = lopt_read_file(path, &data, &n, err);
+    lopt_status st = lopt_read_file_max(path, lopt_file_max_bytes(), MAGIC, sizeof MAGIC,
+                                        "a .lopt file", &data, &n, err);
     if (st != LOPT_OK) return st;
     lopt_err derr = {0};
     st = lopt_file_decode(data, n, a, theta, p, &derr);

@@ -17,8 +17,8 @@
  *           4 ntime   f32 tau[ntime]
  *           4         u32 nhidden                    (1 .. LOPT_MAX_LAYERS)
  *           4         u32 hidden                     (1 .. 4096)
- *           4         f32 step_mult
- *           4         f32 exp_mult
+ *           4         f32 step_mult                  ((0, 1]; the presets 0.001)
+ *           4         f32 exp_mult                   ([0, 1]; the presets 0.001)
  *     v2    4         u32 form                       (0 mlp, 1 nominal)
  *     v2    4         u32 nominal_dir                (nominal: 0 gradient, 1 momentum; mlp: 0)
  *     v2    4         u32 nominal_mom                (momentum: < nmom; otherwise 0)
@@ -92,11 +92,16 @@ lopt_status lopt_file_decode(const unsigned char *data, size_t n, lopt_arch *a, 
 lopt_status lopt_file_write(const char *path, const lopt_arch *a, const float *theta,
                             const lopt_provenance *p, lopt_err *err);
 
-/* lopt_read_file + lopt_file_decode; messages are prefixed with the path. LOPT_EIO
- * for a missing or unreadable file, LOPT_EFORMAT for a bad one. Outputs as
- * lopt_file_decode. */
+/* lopt_read_file_max (at most lopt_file_max_bytes, the magic checked as soon as it
+ * is read, so /dev/zero or an endless FIFO is refused at once) + lopt_file_decode;
+ * messages are prefixed with the path. LOPT_EIO for a missing or unreadable file,
+ * LOPT_EFORMAT for a bad one. Outputs as lopt_file_decode. */
 lopt_status lopt_file_read(const char *path, lopt_arch *a, float **theta, lopt_provenance *p,
                            lopt_err *err);
+
+/* The largest well-formed .lopt file: every architecture field at its maximum
+ * (about 202 MB; the presets' files are 3-8 kB). */
+size_t lopt_file_max_bytes(void);
 
 /* Copies src into a provenance field of cap bytes, truncating if needed (a
  * convenience for callers filling lopt_provenance from arbitrary strings). */

@@ -217,23 +217,44 @@ void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, f
     lopt_theta_normalized(a, 0, 1.0f, noise, seed, theta);
 }
 
-void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int ntensors)
+/* n * k floats, NULL if that overflows or the allocation fails */
+static float *floats_nk(size_t n, size_t k)
+{
+    return k && n > SIZE_MAX / k ? NULL : lopt_try_floats(n * k);
+}
+
+size_t lopt_mlp_work_bytes(const lopt_arch *a, size_t n)
+{
+    double per = 2.0 * lopt_arch_features(a);
+    for (int l = 0; l <= a->nhidden; l++) per += 2.0 * layer_out(a, l);
+    double b = per * (double)n * sizeof(float);
+    return b >= (double)SIZE_MAX ? SIZE_MAX : (size_t)b;
+}
+
+lopt_status lopt_mlp_work_try_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n,
+                                   int ntensors)
 {
     memset(wk, 0, sizeof *wk);
     wk->arch = a;
     wk->n = n;
     wk->ntensors = ntensors;
-    int F = lopt_arch_features(a);
-    wk->x = lopt_floats(n * (size_t)F);
-    wk->dx = lopt_floats(n * (size_t)F);
-    for (int l = 0; l <= a->nhidden; l++) {
-        wk->act[l] = lopt_floats(n * (size_t)layer_out(a, l));
-        wk->dact[l] = lopt_floats(n * (size_t)layer_out(a, l));
-    }
-    wk->scale = lopt_floats((size_t)ntensors * F);
-    wk->coef = lopt_floats((size_t)ntensors * F);
-    wk->bias0 = lopt_floats((size_t)a->hidden);
-    wk->w0t = lopt_floats((size_t)lopt_arch_features(a) * a->hidden);
+    size_t F = (size_t)lopt_arch_features(a), T = (size_t)ntensors;
+    int ok = (wk->x = floats_nk(n, F)) && (wk->dx = floats_nk(n, F));
+    for (int l = 0; ok && l <= a->nhidden; l++)
+        ok = (wk->act[l] = floats_nk(n, (size_t)layer_out(a, l))) &&
+             (wk->dact[l] = floats_nk(n, (size_t)layer_out(a, l)));
+    ok = ok && (wk->scale = floats_nk(T, F)) && (wk->coef = floats_nk(T, F)) &&
+         (wk->bias0 = lopt_try_floats((size_t)a->hidden)) &&
+         (wk->w0t = floats_nk(F, (size_t)a->hidden));
+    if (ok) return LOPT_OK;
+    lopt_mlp_work_free(wk);
+    return LOPT_ENOMEM;
+}
+
+void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int ntensors)
+{
+    if (lopt_mlp_work_try_init(wk, a, n, ntensors) != LOPT_OK)
+        lopt_out_of_memory(lopt_mlp_work_bytes(a, n));
 }
 
 void lopt_mlp_work_free(lopt_mlp_work *wk)
@@ -460,6 +481,81 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     }
 }
 
+/* ---- the step of a learned optimizer, with the non-finite rule ------------------ */
+
+int64_t lopt_learned_time(int64_t t, int64_t t_max)
+{
+    return t_max > 0 && t > t_max ? t_max : t;
+}
+
+void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                         int ntensors, const float *w, const float *g, float *m, int64_t t,
+                         float *delta, float *gclean)
+{
+    const size_t n = wk->n;
+    const size_t R = (size_t)lopt_arch_state_rows(wk->arch);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
+    if (!bad) {
+        lopt_mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta);
+        return;
+    }
+    /* the bad elements' indices, then their state rows (bad, R), kept across the
+     * update; gclean may be g, so the indices are recorded before it is written */
+    size_t *idx = bad > (SIZE_MAX / 2) / (sizeof *idx + R * sizeof(float)) ? NULL
+                  : lopt_try_calloc(bad, sizeof *idx + R * sizeof(float));
+    if (!idx) {   /* no memory to keep them: the whole step is skipped, state untouched */
+        for (size_t i = 0; i < n; i++) delta[i] = NAN;
+        return;
+    }
+    float *rows = (float *)(idx + bad);
+    for (size_t i = 0, j = 0; i < n; i++) {
+        if (isfinite(g[i])) {
+            gclean[i] = g[i];
+            continue;
+        }
+        idx[j] = i;
+        for (size_t k = 0; k < R; k++) rows[j * R + k] = m[k * n + i];
+        gclean[i] = 0.0f;
+        j++;
+    }
+    lopt_mlp_update(wk, theta, tensors, ntensors, w, gclean, m, t, delta);
+    for (size_t j = 0; j < bad; j++) {
+        size_t i = idx[j];
+        for (size_t k = 0; k < R; k++) m[k * n + i] = rows[j * R + k];
+        delta[i] = NAN;
+    }
+    free(idx);
+}
+
+size_t lopt_learned_apply(float *out, const float *w, const float *delta, size_t n,
+                          float scale, float decay)
+{
+    const float s = scale, dec = scale * decay;
+    size_t skipped = 0;
+    if (dec != 0.0f) {
+        for (size_t j = 0; j < n; j++) {
+            float wj = w[j];
+            int ok = isfinite(delta[j]) != 0;
+            out[j] = ok ? wj - dec * wj + s * delta[j] : wj;
+            skipped += !ok;
+        }
+    } else if (s == 1.0f) {
+        for (size_t j = 0; j < n; j++) {
+            int ok = isfinite(delta[j]) != 0;
+            out[j] = ok ? w[j] + delta[j] : w[j];
+            skipped += !ok;
+        }
+    } else {
+        for (size_t j = 0; j < n; j++) {
+            int ok = isfinite(delta[j]) != 0;
+            out[j] = ok ? w[j] + s * delta[j] : w[j];
+            skipped += !ok;
+        }
+    }
+    return skipped;
+}
+
 /* ---- as an lopt_optimizer ------------------------------------------------------- */
 
 typedef struct {
@@ -468,17 +564,19 @@ typedef struct {
     const lopt_tensor *tensors;
     int ntensors;
     float *m, *delta;     /* (state rows, n), (n) */
+    float *gclean;        /* (n) scratch of the non-finite rule */
     int64_t t;
     int64_t t_max;        /* > 0: the time features see min(t, t_max) */
+    uint64_t nonfinite;   /* elements skipped since creation or the last reset */
     lopt_mlp_work wk;
 } learned_ctx;
 
 static void learned_step(lopt_optimizer *o, float *w, const float *g)
 {
     learned_ctx *c = o->ctx;
-    int64_t t = c->t_max > 0 && c->t > c->t_max ? c->t_max : c->t;
-    lopt_mlp_update(&c->wk, c->theta, c->tensors, c->ntensors, w, g, c->m, t, c->delta);
-    for (size_t i = 0; i < o->n; i++) w[i] += c->delta[i];
+    lopt_learned_update(&c->wk, c->theta, c->tensors, c->ntensors, w, g, c->m,
+                        lopt_learned_time(c->t, c->t_max), c->delta, c->gclean);
+    c->nonfinite += lopt_learned_apply(w, w, c->delta, o->n, 1.0f, 0.0f);
     c->t++;
 }
 
@@ -493,6 +591,12 @@ static void learned_reset(lopt_optimizer *o)
     learned_ctx *c = o->ctx;
     memset(c->m, 0, (size_t)lopt_arch_state_rows(&c->arch) * o->n * sizeof(float));
     c->t = 0;
+    c->nonfinite = 0;
+}
+
+uint64_t lopt_learned_nonfinite(const lopt_optimizer *o)
+{
+    return o && o->step == learned_step ? ((const learned_ctx *)o->ctx)->nonfinite : 0;
 }
 
 static void learned_free(lopt_optimizer *o)
@@ -503,6 +607,7 @@ static void learned_free(lopt_optimizer *o)
     lopt_free(c->theta);
     lopt_free(c->m);
     lopt_free(c->delta);
+    lopt_free(c->gclean);
     free(c);
     o->ctx = NULL;
 }
@@ -513,24 +618,44 @@ lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const flo
 {
     lopt_status st = lopt_arch_validate(a, err);
     if (st != LOPT_OK) return st;
+    if (ntensors < 1) return lopt_fail(err, LOPT_EUSAGE, "no tensors");
     size_t covered = 0;
     for (int T = 0; T < ntensors; T++) {
         if (tensors[T].offset != covered || tensors[T].size == 0)
             return lopt_fail(err, LOPT_EUSAGE, "tensors must tile the parameter vector");
+        if (tensors[T].size > SIZE_MAX - covered)
+            return lopt_fail(err, LOPT_EUSAGE, "tensor sizes overflow (their sum exceeds "
+                             "SIZE_MAX at tensor %d)", T);
         covered += tensors[T].size;
     }
     if (covered != n)
         return lopt_fail(err, LOPT_EUSAGE, "tensors cover %zu of %zu parameters", covered, n);
-    learned_ctx *c = lopt_xcalloc(1, sizeof *c);
-    c->arch = *a;
+    if (n > LOPT_LEARNED_MAX_PARAMS)
+        return lopt_fail(err, LOPT_EUSAGE, "%zu parameters: a learned optimizer updates at "
+                         "most %zu", n, (size_t)LOPT_LEARNED_MAX_PARAMS);
     size_t np = lopt_arch_nparams(a);
-    c->theta = lopt_floats(np);
+    learned_ctx *c = lopt_try_calloc(1, sizeof *c);
+    if (c) {
+        c->arch = *a;
+        c->tensors = tensors;
+        c->ntensors = ntensors;
+    }
+    const size_t R = (size_t)lopt_arch_state_rows(a);
+    if (!c || !(c->theta = lopt_try_floats(np)) || !(c->m = floats_nk(n, R)) ||
+        !(c->delta = lopt_try_floats(n)) || !(c->gclean = lopt_try_floats(n)) ||
+        lopt_mlp_work_try_init(&c->wk, &c->arch, n, ntensors) != LOPT_OK) {
+        if (c) {
+            lopt_free(c->theta);
+            lopt_free(c->m);
+            lopt_free(c->delta);
+            lopt_free(c->gclean);
+            free(c);
+        }
+        double gb = ((double)lopt_mlp_work_bytes(a, n) + (R + 2.0) * (double)n * 4) / 1e9;
+        return lopt_fail(err, LOPT_ENOMEM, "out of memory: the learned optimizer's state for "
+                         "%zu parameters needs about %.3g GB", n, gb);
+    }
     memcpy(c->theta, theta, np * sizeof(float));
-    c->tensors = tensors;
-    c->ntensors = ntensors;
-    c->m = lopt_floats((size_t)lopt_arch_state_rows(a) * n);
-    c->delta = lopt_floats(n);
-    lopt_mlp_work_init(&c->wk, &c->arch, n, ntensors);
     memset(o, 0, sizeof *o);
     o->name = "learned";
     o->n = n;

@@ -164,9 +164,14 @@ typedef struct {
 } lopt_mlp_work;
 
 void lopt_mlp_work_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n, int ntensors);
+/* The same, returning LOPT_ENOMEM (wk freed) instead of calling the out-of-memory
+ * handler; lopt_mlp_work_bytes is about what it allocates. */
+lopt_status lopt_mlp_work_try_init(lopt_mlp_work *wk, const lopt_arch *a, size_t n,
+                                   int ntensors);
+size_t lopt_mlp_work_bytes(const lopt_arch *a, size_t n);
 void lopt_mlp_work_free(lopt_mlp_work *wk);
 
-/* One update of all n parameters. m (nmom, n) is updated in place with g; then
+/* One update of all n parameters. m (state rows, n) is updated in place with g; then
  * delta (n) = -step_mult * d * exp(exp_mult * s) is written (the nominal form adds
  * -nominal_step * exp(sched(t)) * u_nom; w is not changed:
  * the caller adds delta, so the unroll can keep w_t). The work buffers keep the
@@ -184,11 +189,46 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
                   const float *delta, const float *ddelta, float *dtheta, float *dg,
                   float *dw, float *dm);
 
+/* The time a learned optimizer's features see at step t: min(t, t_max) for t_max > 0
+ * (the clamp at the horizon, docs/design.md), t for t_max 0. */
+int64_t lopt_learned_time(int64_t t, int64_t t_max);
+
+/* One step of a learned optimizer with its non-finite rule - the one place the rule
+ * lives; lopt_learned_create's step and the public lopt_opt (api.c) both call these
+ * two, so the CLI, the comparison and the C API skip the same elements:
+ *   lopt_learned_update is lopt_mlp_update on (state rows, n) state m, except that an
+ *   element whose gradient g[i] is NaN or +-inf enters it as 0 (so it counts as 0 in
+ *   its tensor's normalisers and the rest of the tensor steps as usual), its state
+ *   rows (momenta, and Adam's second moment) are restored afterwards, and its delta[i]
+ *   is NaN. gclean (n) is scratch and may be g itself (then g's non-finite entries
+ *   become 0). If the state rows of the bad elements cannot be kept (out of memory)
+ *   the whole step is skipped: m untouched, every delta NaN. Allocates only when some
+ *   g[i] is not finite. t is the time the features see (lopt_learned_time).
+ *   lopt_learned_apply writes out[i] = w[i] - scale decay w[i] + scale delta[i]
+ *   (exactly w[i] + delta[i] for scale 1, decay 0) where delta[i] is finite, and
+ *   out[i] = w[i] where it is not - a NaN gradient, or an update that came out
+ *   non-finite. out may be w. Returns the number of elements left alone: the count
+ *   lopt_opt_nonfinite and lopt_learned_nonfinite add up. */
+void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                         int ntensors, const float *w, const float *g, float *m, int64_t t,
+                         float *delta, float *gclean);
+size_t lopt_learned_apply(float *out, const float *w, const float *delta, size_t n,
+                          float scale, float decay);
+
 /* A hand-designed-optimizer-shaped wrapper: lopt_optimizer whose step runs the
- * learned optimizer (copies theta and arch; the task's tensors must outlive it). */
+ * learned optimizer (copies theta and arch; the task's tensors must outlive it).
+ * Never aborts on the caller's sizes: tensors that do not tile n, sizes whose sum
+ * overflows or n above LOPT_LEARNED_MAX_PARAMS are LOPT_EUSAGE, a failed allocation
+ * LOPT_ENOMEM, each with a reason. Its step is lopt_learned_update +
+ * lopt_learned_apply (the non-finite rule above); the skipped elements are counted
+ * (lopt_learned_nonfinite); reset sets the count to 0. */
+#define LOPT_LEARNED_MAX_PARAMS ((size_t)INT32_MAX)   /* the matrix products take int sizes */
 lopt_status lopt_learned_create(lopt_optimizer *o, const lopt_arch *a, const float *theta,
                                 const lopt_tensor *tensors, int ntensors, size_t n,
                                 lopt_err *err);
+/* Elements skipped by a learned optimizer's steps since creation or reset (0 for an
+ * optimizer that is not a learned one). */
+uint64_t lopt_learned_nonfinite(const lopt_optimizer *o);
 /* Past step t_max (> 0) the time features see t_max instead of t (the clamp at the
  * horizon, docs/design.md); 0, the default here, never clamps. o must come from
  * lopt_learned_create. */

@@ -147,8 +147,7 @@ static void log_append(lopt_meta *m, const char *s)
     size_t n = strlen(s);
     if (m->log_len + n + 1 > m->log_cap) {
         m->log_cap = (m->log_len + n + 1) * 2;
-        m->log = realloc(m->log, m->log_cap);
-        LOPT_ASSERT(m->log);
+        m->log = lopt_xrealloc(m->log, m->log_cap);
     }
     memcpy(m->log + m->log_len, s, n + 1);
     m->log_len += n;
@@ -168,7 +167,16 @@ static lopt_status check_cfg(const lopt_meta_cfg *c, lopt_err *err)
         return lopt_fail(err, LOPT_EUSAGE, "merged needs --samples >= 2 (it uses variances)");
     if (!(c->sigma >= 0) || (uses_es(c) && !(c->sigma > 0)))
         return lopt_fail(err, LOPT_EUSAGE, "--sigma must be positive for the es estimators");
-    if (!(c->outer_lr > 0)) return lopt_fail(err, LOPT_EUSAGE, "--outer-lr must be positive");
+    if (!isfinite(c->sigma)) return lopt_fail(err, LOPT_EUSAGE, "--sigma must be finite");
+    if (!(c->outer_lr > 0 && isfinite(c->outer_lr)))
+        return lopt_fail(err, LOPT_EUSAGE, "--outer-lr must be positive");
+    if (!(c->grad_clip >= 0 && isfinite(c->grad_clip)))
+        return lopt_fail(err, LOPT_EUSAGE, "--grad-clip must be >= 0 (0: off)");
+    if (!(c->loss_clip >= 0 && isfinite(c->loss_clip)))
+        return lopt_fail(err, LOPT_EUSAGE, "--loss-clip must be >= 0 (0: off)");
+    if (!(c->diverge_factor >= 1 && isfinite(c->diverge_factor)))
+        return lopt_fail(err, LOPT_EUSAGE, "--diverge must be >= 1 (a factor on the initial "
+                         "inner loss)");
     if (c->horizon < 1) return lopt_fail(err, LOPT_EUSAGE, "--horizon must be positive");
     if (c->estimator == LOPT_EST_FULLES && c->horizon > 1000000)
         return lopt_fail(err, LOPT_EUSAGE, "fulles: --horizon must be <= 1000000");
@@ -358,7 +366,11 @@ lopt_status lopt_meta_set_theta(lopt_meta *m, const lopt_arch *a, const float *t
     return LOPT_OK;
 }
 
-void lopt_meta_set_outer_steps(lopt_meta *m, int64_t steps) { m->cfg.outer_steps = steps; }
+void lopt_meta_set_outer_steps(lopt_meta *m, int64_t steps)
+{
+    LOPT_ASSERT(steps >= 0);   /* a checkpoint with a negative target could not resume */
+    m->cfg.outer_steps = steps;
+}
 void lopt_meta_set_eval_every(lopt_meta *m, int64_t every)
 {
     m->cfg.eval_every = every > 0 ? every : 0;
@@ -523,7 +535,8 @@ static void reduce_samples(lopt_meta *m, lopt_meta_row *row)
 }
 
 /* Adam on the trained coordinates of theta, the gradient clipped by value; a
- * non-finite gradient is refused (returns 0). */
+ * non-finite gradient, or an update that would make theta non-finite, is refused
+ * (returns 0, nothing changes). */
 static int outer_update(lopt_meta *m)
 {
     const lopt_meta_cfg *c = &m->cfg;
@@ -531,17 +544,27 @@ static int outer_update(lopt_meta *m)
     for (size_t i = 0; i < np; i++)
         if (!isfinite(m->g[i])) return 0;
     const double b1 = 0.9, b2 = 0.999, e = 1e-8;
-    m->adam_t++;
-    double bc1 = 1 - pow(b1, (double)m->adam_t), bc2 = 1 - pow(b2, (double)m->adam_t);
-    for (size_t i = 0; i < np; i++) {
-        if (m->mask && !m->mask[i]) continue;
-        float g = m->g[i];
-        if (c->grad_clip > 0) g = fminf(fmaxf(g, -c->grad_clip), c->grad_clip);
-        m->adam_m[i] = (float)(b1 * m->adam_m[i] + (1 - b1) * g);
-        m->adam_v[i] = (float)(b2 * m->adam_v[i] + (1 - b2) * (double)g * g);
-        double upd = (m->adam_m[i] / bc1) / (sqrt(m->adam_v[i] / bc2) + e);
-        m->theta[i] -= (float)(c->outer_lr * upd);
+    const int64_t t = m->adam_t + 1;
+    double bc1 = 1 - pow(b1, (double)t), bc2 = 1 - pow(b2, (double)t);
+    for (int pass = 0; pass < 2; pass++) {   /* 0: check, 1: apply */
+        for (size_t i = 0; i < np; i++) {
+            if (m->mask && !m->mask[i]) continue;
+            float g = m->g[i];
+            if (c->grad_clip > 0) g = fminf(fmaxf(g, -c->grad_clip), c->grad_clip);
+            float am = (float)(b1 * m->adam_m[i] + (1 - b1) * g);
+            float av = (float)(b2 * m->adam_v[i] + (1 - b2) * (double)g * g);
+            double upd = (am / bc1) / (sqrt(av / bc2) + e);
+            float th = m->theta[i] - (float)(c->outer_lr * upd);
+            if (pass == 0) {
+                if (!isfinite(th)) return 0;
+                continue;
+            }
+            m->adam_m[i] = am;
+            m->adam_v[i] = av;
+            m->theta[i] = th;
+        }
     }
+    m->adam_t = t;
     return 1;
 }
 
@@ -880,7 +903,11 @@ lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
     ser_blob(&o, m->log, m->log_len);
     uint32_t crc = (uint32_t)crc32(0L, o.p, (uInt)o.len);
     ser_u64(&o, crc);
-    lopt_status st = lopt_write_atomic(path, o.p, o.len, err);
+    /* never a checkpoint that lopt_meta_load would refuse as too large */
+    lopt_status st = o.len > LOPT_META_CKPT_MAX
+        ? lopt_fail(err, LOPT_EUSAGE, "cannot checkpoint: %zu bytes, above the %zu a checkpoint "
+                    "may have (fewer --samples)", o.len, (size_t)LOPT_META_CKPT_MAX)
+        : lopt_write_atomic(path, o.p, o.len, err);
     free(o.p);
     return st;
 }
@@ -940,8 +967,7 @@ static lopt_status load_owned(lopt_meta **out, unsigned char *data, size_t len, 
         size_t loglen;
         const unsigned char *log = ser_get_blob(&in, &loglen);
         if (log) {
-            m->log = malloc(loglen + 1);
-            LOPT_ASSERT(m->log);
+            m->log = lopt_xrealloc(NULL, loglen + 1);
             memcpy(m->log, log, loglen);
             m->log[loglen] = 0;
             m->log_len = loglen;
@@ -964,7 +990,8 @@ lopt_status lopt_meta_load(lopt_meta **out, const char *path, lopt_err *err)
     *out = NULL;
     unsigned char *data;
     size_t len;
-    lopt_status st = lopt_read_file(path, &data, &len, err);
+    lopt_status st = lopt_read_file_max(path, LOPT_META_CKPT_MAX, CKPT_MAGIC, 8,
+                                        "a lopt meta-training checkpoint", &data, &len, err);
     if (st != LOPT_OK) return st;
     return load_owned(out, data, len, path, err);
 }

@@ -138,7 +138,10 @@ void lopt_meta_set_eval_every(lopt_meta *m, int64_t every);
 const char *lopt_meta_log(const lopt_meta *m);
 
 /* Checkpoint: everything needed to continue exactly (config, theta, Adam state,
- * RNG counters, live trajectories, the log), CRC-checked, written atomically. */
+ * RNG counters, live trajectories, the log), CRC-checked, written atomically, at most
+ * LOPT_META_CKPT_MAX bytes (a larger one is neither written nor read; the reader
+ * refuses a file without the checkpoint magic before reading further). */
+#define LOPT_META_CKPT_MAX ((size_t)2 << 30)
 lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err);
 lopt_status lopt_meta_load(lopt_meta **m, const char *path, lopt_err *err);
 /* The same from a checkpoint's bytes in memory (path: its name in messages). */

@@ -167,6 +167,18 @@ F.cross_entropy(d(x), y).backward()
 od.step()
 check(torch.equal(w_conv, d.conv.weight) and not torch.equal(w_fc, d.fc.weight),
       "a parameter without a gradient is skipped, the others move")
+e = Net()
+oe = make_opt(e)
+oe.zero_grad()
+F.cross_entropy(e(x), y).backward()
+e.fc.weight.grad[0, 0] = float("nan")
+w_fc = e.fc.weight.clone()
+oe.step()
+moved = e.fc.weight != w_fc
+check(not moved[0, 0] and moved.sum().item() == moved.numel() - 1 and oe.nonfinite == 1 and
+      all(torch.isfinite(p).all() for p in e.parameters()),
+      "a NaN gradient element is skipped and counted (nonfinite %d); the rest of its "
+      "tensor moves" % oe.nonfinite)
 info = oc.info
 check(oc.horizon > 0 and oc.horizon == info["horizon"] and oc.t_max == oc.horizon and
       info["nweights"] > 0,
