@@ -20,6 +20,7 @@ lopt_status lopt_task_create(lopt_task *t, const char *name, const lopt_task_opt
 {
     static const lopt_task_opts none = {0};
     if (!opts) opts = &none;
+    lopt_threads_init();
     memset(t, 0, sizeof *t);
     if (strcmp(name, "quadratic") == 0) return task_quadratic_create(t, opts, err);
     if (strcmp(name, "fmnist8-mlp") == 0) return task_mlp_create(t, opts, err);
