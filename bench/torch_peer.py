@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "torch"))
+sys.path.insert(0, os.path.dirname(__file__))
 from nets import FmnistCnn, fmnist8_mlp, he_init  # noqa: E402
 
 
@@ -200,6 +201,33 @@ def main():
             torch.set_num_threads(1 if name.endswith("-1t") else a.threads)
             measure(name, fn, a.runs, iters, batch, gf)
     torch.set_num_threads(a.threads)
+    for S, K in ES_ROWS:
+        name = "fmnist8-mlp/es-outer-step"
+        if a.only in name:
+            es_outer(name, S, K, a.runs)
+
+
+# the es outer steps lopt bench times (cmd_bench.c meta_rows, es on fmnist8-mlp)
+ES_ROWS = ((8, 20),)
+
+
+def es_outer(name, S, K, runs):
+    """bench/torch_es.py's batched es outer step, as inner steps per second"""
+    import torch_es
+    es = torch_es.EsOuterStep(torch_es.load_data(), S=S, K=K)
+    es.step()
+    ms, rate = [], []
+    for _ in range(runs):
+        n0 = es.steps_taken
+        t0 = time.perf_counter()
+        es.step()
+        dt = time.perf_counter() - t0
+        ms.append(1e3 * dt)
+        rate.append((es.steps_taken - n0) / dt)
+    emit(name, ms, runs, 1, 128, {"task": "fmnist8-mlp", "estimator": "es", "samples": S, "K": K,
+                                 "inner_steps_per_s": round(median(rate), 1),
+                                 "inner_steps_per_s_min": round(min(rate), 1),
+                                 "inner_steps_per_s_max": round(max(rate), 1)})
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
  * Labels are trusted to lie in [0, K) (the data module validates them). */
 #include <math.h>
 
+#include "core/core.h"
 #include "nn/nn.h"
 
 double softmax_xent_forward(float *prob, int *correct, const float *z,
@@ -19,9 +20,11 @@ double softmax_xent_forward(float *prob, int *correct, const float *z,
         int arg = 0;
         for (int k = 1; k < K; k++)
             if (zb[k] > zb[arg]) arg = k;
-        double m = zb[arg], sum = 0.0;
-        for (int k = 0; k < K; k++) sum += exp((double)zb[k] - m);
-        for (int k = 0; k < K; k++) pb[k] = (float)(exp((double)zb[k] - m) / sum);
+        /* one exp per logit (kept in double until normalised), not two */
+        double m = zb[arg], sum = 0.0, e[64];
+        LOPT_ASSERT(K <= 64);
+        for (int k = 0; k < K; k++) sum += e[k] = exp((double)zb[k] - m);
+        for (int k = 0; k < K; k++) pb[k] = (float)(e[k] / sum);
         loss += log(sum) + m - zb[labels[b]];
         hits += arg == labels[b];
     }
