@@ -360,6 +360,47 @@ static void test_dense(int data_input)
     lopt_free(th);
 }
 
+/* The dense layer's AVX-512 tiles against CBLAS (the path every other ISA takes)
+ * at the standard tasks' sizes and at ragged ones (rows not a multiple of the tile,
+ * 1..4 column vectors with a masked last one): the four functions, to rounding. */
+static void test_dense_tiles(int B, int I, int O)
+{
+    if (!nn_isa_supported(NN_ISA_AVX512)) return;
+    size_t nx = (size_t)B * I, ny = (size_t)B * O, nw = (size_t)O * I;
+    size_t tot = 2 * ny + 2 * nx + 2 * nw + 2 * (size_t)O;
+    float *x = lopt_floats(nx), *rx = lopt_floats(nx), *W = lopt_floats(nw), *rW = lopt_floats(nw),
+          *b = lopt_floats(O), *dy = lopt_floats(ny), *rdy = lopt_floats(ny);
+    fill_normal(x, nx, 1.0f);
+    fill_normal(rx, nx, 1.0f);
+    fill_normal(W, nw, 0.3f);
+    fill_normal(rW, nw, 0.3f);
+    fill_normal(b, O, 1.0f);
+    fill_normal(dy, ny, 1.0f);
+    fill_normal(rdy, ny, 1.0f);
+    float *out[2];
+    const nn_isa isa[2] = {NN_ISA_AVX2, NN_ISA_AVX512};
+    for (int k = 0; k < 2; k++) {
+        nn_isa old = nn_isa_force(isa[k]);
+        float *o = out[k] = lopt_floats(tot);
+        float *y = o, *ry = y + ny, *dx = ry + ny, *rdx = dx + nx, *dW = rdx + nx, *rdW = dW + nw,
+              *db = rdW + nw, *rdb = db + O;
+        dense_forward(y, x, W, b, B, I, O);
+        dense_rforward(ry, rx, x, W, rW, b, B, I, O);
+        dense_backward(dx, dW, db, dy, x, W, B, I, O);
+        dense_rbackward(rdx, rdW, rdb, rdy, dy, x, rx, W, rW, B, I, O);
+        nn_isa_force(old);
+    }
+    double *g = calloc(tot, sizeof(double)), *w = calloc(tot, sizeof(double));
+    for (size_t i = 0; i < tot; i++) g[i] = out[1][i], w[i] = out[0][i];
+    char name[96];
+    snprintf(name, sizeof name, "dense tiles %dx%dx%d vs cblas (4 functions)", B, I, O);
+    check_close(name, g, w, tot, 1e-5, 1e-5 * max_abs(w, tot));
+    float *f[] = {x, rx, W, rW, b, dy, rdy, out[0], out[1]};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) lopt_free(f[i]);
+    free(g);
+    free(w);
+}
+
 /* ---- conv2d ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -1333,6 +1374,10 @@ int main(void)
 {
     test_dense(0);
     test_dense(1);
+    test_dense_tiles(128, 64, 32);
+    test_dense_tiles(128, 32, 10);
+    test_dense_tiles(37, 70, 45);
+    test_dense_tiles(5, 9, 130);
 
     /* the fast path, then the general one on shapes that stress its index ranges */
     test_conv("3x3 p1 s1 5x6", conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1), 0);
