@@ -3,7 +3,11 @@
 #   OMP=1       OpenMP in the kernels that are not matrix products (default on)
 #   DEBUG=1     -O0 -g
 #   SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer (also: make asan)
+#   MARCH=cpu   the -march of the build (default native: the build machine's
+#               instruction set; MARCH=x86-64-v2 for a binary that runs on any recent
+#               x86-64 - the hot kernels pick AVX-512/AVX2 at run time either way)
 OMP      ?= 1
+MARCH    ?= native
 DEBUG    ?= 0
 SANITIZE ?= 0
 BUILD    ?= build
@@ -11,7 +15,7 @@ PY       ?= /usr/bin/python3
 
 CC      ?= gcc
 CFLAGS  := -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-           -Isrc -Iinclude -MMD -MP -march=native
+           -Isrc -Iinclude -MMD -MP -march=$(MARCH)
 LDLIBS  := -lopenblas -lz -lm
 ifeq ($(DEBUG),1)
   CFLAGS += -O0 -g
