@@ -203,6 +203,39 @@ static void thread_count_independent(const char *name)
 #endif
 }
 
+/* A batch object serving many trajectories in turn (its cache of epoch orders
+ * full, slots reused) gives the same batches as a fresh object per trajectory. */
+static void batch_order_cache(void)
+{
+    lopt_task t;
+    lopt_err err = {0};
+    if (lopt_task_create(&t, "fmnist8-mlp", NULL, &err) != LOPT_OK) {
+        CHECK(0, "fmnist8-mlp: %s", err.msg);
+        return;
+    }
+    lopt_batch shared, fresh;
+    lopt_batch_alloc(&shared, &t, t.batch);
+    size_t nx = (size_t)t.batch * t.input;
+    int bad = 0;
+    for (int round = 0; round < 3; round++)
+        for (int k = 0; k < LOPT_BATCH_ORDERS + 3; k++) {
+            uint64_t seed = 1000 + (uint64_t)(k * 7 % (LOPT_BATCH_ORDERS + 3));
+            lopt_split split = k % 3 == 0 ? LOPT_SPLIT_VALID : LOPT_SPLIT_TRAIN;
+            int64_t step = round * 200 + k;   /* round 1 and 2 cross epoch boundaries */
+            lopt_task_sample(&t, &shared, split, seed, step);
+            lopt_batch_alloc(&fresh, &t, t.batch);
+            lopt_task_sample(&t, &fresh, split, seed, step);
+            bad += memcmp(shared.x, fresh.x, nx * sizeof(float)) != 0 ||
+                   memcmp(shared.y, fresh.y, (size_t)t.batch * sizeof(int32_t)) != 0;
+            lopt_batch_free(&fresh);
+        }
+    CHECK(bad == 0, "batch order cache: %d batches differ from a fresh batch object's", bad);
+    printf("ok   batch order cache: %d (split, seed) in turn give the batches of fresh objects\n",
+           LOPT_BATCH_ORDERS + 3);
+    lopt_batch_free(&shared);
+    t.free(&t);
+}
+
 static void quadratic(void)
 {
     lopt_task t;
@@ -249,6 +282,7 @@ int main(void)
     }
     ref_free(&rf);
     thread_count_independent("fmnist-cnn");
+    batch_order_cache();
     symmetry("fmnist8-mlp");
     symmetry("fmnist-cnn");
     quadratic();
