@@ -1264,6 +1264,39 @@ static void xent_rbwd(lcase *L, const float *th, const float *v, const float *dy
     softmax_xent_rbackward(hv, c->prob, v, c->B, c->K);   /* rz = v */
 }
 
+/* the vectorised exp of the AVX-512 path against glibc's (the reference path):
+ * loss to double rounding, probabilities to float rounding, a NaN logit still makes
+ * the loss NaN and a -inf logit gets probability 0 */
+static void test_xent_isas(void)
+{
+    enum { B = 128, K = 10 };
+    if (!nn_isa_supported(NN_ISA_AVX512)) return;
+    float z[B * K], p[2][B * K];
+    int32_t labels[B];
+    fill_normal(z, B * K, 4.0f);
+    for (int b = 0; b < B; b++) labels[b] = b % K;
+    double loss[2];
+    int correct[2];
+    for (int k = 0; k < 2; k++) {
+        nn_isa old = nn_isa_force(k ? NN_ISA_AVX512 : NN_ISA_REF);
+        loss[k] = softmax_xent_forward(p[k], &correct[k], z, labels, B, K);
+        nn_isa_force(old);
+    }
+    check_close("softmax-xent avx512 exp: loss vs glibc", &loss[1], &loss[0], 1, 1e-14, 0);
+    double g[B * K], w[B * K];
+    for (int i = 0; i < B * K; i++) g[i] = p[1][i], w[i] = p[0][i];
+    check_close("softmax-xent avx512 exp: prob vs glibc", g, w, B * K, 1e-6, 1e-9);
+    CHECK(correct[0] == correct[1], "softmax-xent avx512: %d correct vs %d", correct[1],
+          correct[0]);
+    z[3] = -INFINITY;
+    float q[B * K];
+    double l = softmax_xent_forward(q, NULL, z, labels, B, K);
+    CHECK(isfinite(l) && q[3] == 0.0f, "softmax-xent: -inf logit gives loss %g, prob %g", l, q[3]);
+    z[K + 2] = NAN;
+    l = softmax_xent_forward(q, NULL, z, labels, B, K);
+    CHECK(isnan(l), "softmax-xent: a NaN logit gives loss %g", l);
+}
+
 static void test_xent(void)
 {
     enum { B = 4, K = 5 };
@@ -1423,6 +1456,7 @@ int main(void)
     test_act(0);
     test_act(1);
     test_xent();
+    test_xent_isas();
     test_parallel_loops();
     return check_done("test_nn");
 }
