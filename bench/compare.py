@@ -18,6 +18,7 @@ TARGETS = {
     "fmnist-cnn/train-step": 0.6,
     "fmnist-cnn/hvp": 0.6,
     "fmnist8-mlp/es-outer-step": 1 / 3,
+    "fmnist8-mlp/es-outer-step-1t": 1 / 3,
 }
 STABLE = 1.3
 

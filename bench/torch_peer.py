@@ -201,20 +201,29 @@ def main():
             torch.set_num_threads(1 if name.endswith("-1t") else a.threads)
             measure(name, fn, a.runs, iters, batch, gf)
     torch.set_num_threads(a.threads)
-    for S, K in ES_ROWS:
-        name = "fmnist8-mlp/es-outer-step"
+    for S, K, threads in ES_ROWS:
+        name = "fmnist8-mlp/es-outer-step" + ("-1t" if threads == 1 else "")
         if a.only in name:
+            torch.set_num_threads(threads or a.threads)
             es_outer(name, S, K, a.runs)
+    torch.set_num_threads(a.threads)
 
 
-# the es outer steps lopt bench times (cmd_bench.c meta_rows, es on fmnist8-mlp)
-ES_ROWS = ((8, 20),)
+# the es outer steps lopt bench times (cmd_bench.c meta_rows, es on fmnist8-mlp);
+# threads 0: the peer's --threads
+ES_ROWS = ((8, 20, 0), (8, 20, 1))
+
+
+ES_DATA = None
 
 
 def es_outer(name, S, K, runs):
     """bench/torch_es.py's batched es outer step, as inner steps per second"""
     import torch_es
-    es = torch_es.EsOuterStep(torch_es.load_data(), S=S, K=K)
+    global ES_DATA
+    if ES_DATA is None:
+        ES_DATA = torch_es.load_data()
+    es = torch_es.EsOuterStep(ES_DATA, S=S, K=K)
     es.step()
     ms, rate = [], []
     for _ in range(runs):

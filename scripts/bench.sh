@@ -20,7 +20,7 @@ set -euo pipefail
 build=${1:-build}
 rounds=${ROUNDS:-3}
 runs=${RUNS:-7}
-wait_max=${BENCH_WAIT:-60}
+wait_max=${BENCH_WAIT:-20}
 out=${BENCH_OUT:-$build/bench.jsonl}
 only=()
 [ -n "${ONLY:-}" ] && only=(--only "$ONLY")

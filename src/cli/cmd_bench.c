@@ -372,17 +372,19 @@ static const struct {
  * lopt_meta_step as `meta-train` runs it (every worker thread, the estimator's
  * samples spread over them), from the default configuration with the task,
  * estimator, K and S of the row. The rate counts the inner steps both sides of
- * every pair took. runs = 0: the command's --runs. */
+ * every pair took. runs = 0: the command's --runs; threads = 1: one worker (the
+ * -1t row, the single-core rate). */
 static const struct {
     const char *task, *estimator;
-    int samples, K, runs;
+    int samples, K, runs, threads;
 } meta_rows[] = {
-    {"fmnist8-mlp", "es", 8, 20, 0},
-    {"fmnist8-mlp", "pes", 8, 20, 0},
-    {"fmnist8-mlp", "merged", 8, 20, 0},
-    {"fmnist-cnn", "es", 2, 20, 3},
-    {"fmnist-cnn", "pes", 2, 20, 3},
-    {"fmnist-cnn", "merged", 2, 20, 3},
+    {"fmnist8-mlp", "es", 8, 20, 0, 0},
+    {"fmnist8-mlp", "es", 8, 20, 0, 1},
+    {"fmnist8-mlp", "pes", 8, 20, 0, 0},
+    {"fmnist8-mlp", "merged", 8, 20, 0, 0},
+    {"fmnist-cnn", "es", 2, 20, 2, 0},
+    {"fmnist-cnn", "pes", 2, 20, 2, 0},
+    {"fmnist-cnn", "merged", 2, 20, 2, 0},
 };
 
 static int estimator_by_name(const char *s)
@@ -393,7 +395,7 @@ static int estimator_by_name(const char *s)
 }
 
 static void bench_meta_row(const char *name, const char *task, const char *est, int S, int K,
-                           int runs)
+                           int runs, int threads)
 {
     lopt_err err = {0};
     lopt_meta_cfg mc;
@@ -404,6 +406,7 @@ static void bench_meta_row(const char *name, const char *task, const char *est, 
     mc.estimator = (lopt_est_kind)e;
     mc.samples = S;
     mc.K = K;
+    mc.threads = threads;
     lopt_meta *m;
     if (lopt_meta_create(&m, &mc, &err) != LOPT_OK) cli_fail("bench", "%s", err.msg);
     lopt_meta_row row;
@@ -423,12 +426,14 @@ static void bench_meta_row(const char *name, const char *task, const char *est, 
     t.min = ms[0];
     t.max = ms[runs - 1];
     double rmed = median_of(rate, runs);
-    char extra[256];
+    char extra[320];
+    int workers = threads > 0 ? threads : omp_threads();
+    if (workers > S) workers = S;
     snprintf(extra, sizeof extra,
              ", \"task\": \"%s\", \"estimator\": \"%s\", \"samples\": %d, \"K\": %d, "
-             "\"batch\": 128, \"inner_steps_per_s\": %.1f, \"inner_steps_per_s_min\": %.1f, "
-             "\"inner_steps_per_s_max\": %.1f",
-             task, est, S, K, rmed, rate[0], rate[runs - 1]);
+             "\"batch\": 128, \"workers\": %d, \"inner_steps_per_s\": %.1f, "
+             "\"inner_steps_per_s_min\": %.1f, \"inner_steps_per_s_max\": %.1f",
+             task, est, S, K, workers, rmed, rate[0], rate[runs - 1]);
     print_timing(name, t, runs, 1, 0, extra);
     free(ms);
     free(rate);
@@ -544,11 +549,12 @@ int cmd_bench(int argc, char **argv)
     /* last: the estimators make OpenBLAS single-threaded for the process */
     for (size_t i = 0; i < sizeof meta_rows / sizeof *meta_rows; i++) {
         char name[96];
-        snprintf(name, sizeof name, "%s/%s-outer-step", meta_rows[i].task,
-                 meta_rows[i].estimator);
+        snprintf(name, sizeof name, "%s/%s-outer-step%s", meta_rows[i].task,
+                 meta_rows[i].estimator, meta_rows[i].threads == 1 ? "-1t" : "");
         if (!wanted(name, only)) continue;
         bench_meta_row(name, meta_rows[i].task, meta_rows[i].estimator, meta_rows[i].samples,
-                       meta_rows[i].K, meta_rows[i].runs > 0 ? meta_rows[i].runs : (int)runs);
+                       meta_rows[i].K, meta_rows[i].runs > 0 ? meta_rows[i].runs : (int)runs,
+                       meta_rows[i].threads);
     }
     return 0;
 }
