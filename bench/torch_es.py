@@ -108,10 +108,11 @@ class EsOuterStep:
         return W1, b1, W2, b2
 
     def loss_grad(self, w, x, y, need_grad):
-        """mean cross-entropy per trajectory (T,) and its gradient (T, n), batched"""
+        """mean cross-entropy per trajectory (T,) and its gradient (T, n), batched
+        (bmm then a broadcast add: torch 1.13's baddbmm loops over the batch)"""
         W1, b1, W2, b2 = self.views(w)
-        h = torch.baddbmm(b1.unsqueeze(1), x, W1.transpose(1, 2)).clamp_min_(0)  # (T,B,32)
-        z = torch.baddbmm(b2.unsqueeze(1), h, W2.transpose(1, 2))                # (T,B,10)
+        h = torch.bmm(x, W1.transpose(1, 2)).add_(b1.unsqueeze(1)).clamp_min_(0)  # (T,B,32)
+        z = torch.bmm(h, W2.transpose(1, 2)).add_(b2.unsqueeze(1))                # (T,B,10)
         logp = torch.log_softmax(z, -1)
         yy = y.unsqueeze(-1)
         loss = -logp.gather(-1, yy).squeeze(-1).mean(1)
@@ -127,7 +128,10 @@ class EsOuterStep:
         return loss, torch.cat([gW1.flatten(1), gb1, gW2.flatten(1), gb2], 1)
 
     def delta(self, th, w, g, m, t):
-        """the paper preset's update for every parameter of every trajectory"""
+        """the paper preset's update for every parameter of every trajectory; features
+        (T, 7, n) and hidden units (T, 32, n) feature-major, so each layer is one bmm
+        (H x F) x (F x n) plus a broadcast add (torch 1.13's baddbmm loops over the
+        batch; this layout measured at least as fast as the others tried)"""
         T = w.shape[0]
         feats = torch.cat([g.unsqueeze(1), w.unsqueeze(1), m], 1)                 # (T,7,n)
         ms = torch.matmul(feats * feats, self.seg) * self.inv_sizes               # (T,7,4)
@@ -138,10 +142,9 @@ class EsOuterStep:
         bo = th[:, 608:610]
         tf = torch.tanh(t.unsqueeze(1) / self.taus - 1.0)                          # (T,9)
         bias = b0 + torch.bmm(W0[:, :, NFEAT:], tf.unsqueeze(2)).squeeze(2)        # (T,32)
-        hid = torch.baddbmm(bias.unsqueeze(1), x.transpose(1, 2),
-                            W0[:, :, :NFEAT].transpose(1, 2)).clamp_min_(0)       # (T,n,32)
-        out = torch.baddbmm(bo.unsqueeze(1), hid, Wo.transpose(1, 2))              # (T,n,2)
-        return -0.001 * out[..., 0] * torch.exp(0.001 * out[..., 1])
+        hid = torch.bmm(W0[:, :, :NFEAT], x).add_(bias.unsqueeze(2)).clamp_min_(0)  # (T,32,n)
+        out = torch.bmm(Wo, hid).add_(bo.unsqueeze(2))                              # (T,2,n)
+        return -0.001 * out[:, 0] * torch.exp(0.001 * out[:, 1])
 
     def step(self):
         S, K = self.S, self.K
