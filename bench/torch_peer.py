@@ -1,12 +1,15 @@
 """torch_peer.py - the PyTorch peer of `lopt bench` (docs/design.md section 6).
 
 Same measurements, same names, same JSON lines (impl "torch"): a warm-up, then
-RUNS timed runs of ITERS repetitions, per-repetition median/min/max.
-Set-up: torch.set_num_threads(THREADS) (default 2); run it with
-OPENBLAS_NUM_THREADS=1, the fastest set-up of Debian's torch on this CPU.
+RUNS timed runs of ITERS repetitions, per-repetition median/min/max. Every line
+carries its set-up: torch's threads, OPENBLAS_NUM_THREADS, OPENBLAS_CORETYPE and the
+kernel set OpenBLAS chose (asked from the libblas.so.3 torch is linked with).
+Set-up: torch.set_num_threads(THREADS) (default 2); rows ending in -1t run with one
+thread. scripts/bench.sh runs it with and without OPENBLAS_NUM_THREADS=1.
 Usage: torch_peer.py [--runs N] [--threads T] [--only S]
 """
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -17,10 +20,44 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "torch"))
+sys.path.insert(0, os.path.dirname(__file__))
 from nets import FmnistCnn, fmnist8_mlp, he_init  # noqa: E402
 
 
-def measure(name, fn, runs, iters, batch, threads, gflop=0.0):
+def openblas_core():
+    """the kernel set of the OpenBLAS torch runs on (libblas.so.3 is OpenBLAS here)"""
+    try:
+        lib = ctypes.CDLL("libblas.so.3")
+        f = lib.openblas_get_corename
+        f.restype = ctypes.c_char_p
+        return f().decode()
+    except (OSError, AttributeError):
+        return "unknown"
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def emit(name, ms, runs, iters, batch, extra):
+    ms = sorted(ms)
+    med = median(ms)
+    out = {"bench": name, "impl": "torch", "median_ms": round(med, 4),
+           "min_ms": round(ms[0], 4), "max_ms": round(ms[-1], 4), "runs": runs,
+           "iters": iters, "threads": torch.get_num_threads(),
+           "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+           "coretype": os.environ.get("OPENBLAS_CORETYPE") or "unset",
+           "openblas_core": openblas_core(),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "batch": batch, "torch": torch.__version__}
+    out.update(extra)
+    print(json.dumps(out), flush=True)
+    return med
+
+
+def measure(name, fn, runs, iters, batch, gflop=0.0):
     for _ in range(iters):
         fn()
     ms = []
@@ -29,19 +66,12 @@ def measure(name, fn, runs, iters, batch, threads, gflop=0.0):
         for _ in range(iters):
             fn()
         ms.append(1e3 * (time.perf_counter() - t0) / iters)
-    ms.sort()
-    n = len(ms)
-    med = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
-    out = {"bench": name, "impl": "torch", "median_ms": round(med, 4),
-           "min_ms": round(ms[0], 4), "max_ms": round(ms[-1], 4), "runs": runs,
-           "iters": iters, "threads": threads,
-           "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "batch": batch, "torch": torch.__version__}
+    med = median(ms)
+    extra = {"steps_per_s": round(1e3 / med, 1)}
     if gflop:
-        out["gflop"] = gflop
-        out["gflops"] = round(gflop / (med * 1e-3), 2)
-    print(json.dumps(out), flush=True)
+        extra["gflop"] = round(gflop, 4)
+        extra["gflops"] = round(gflop / (med * 1e-3), 2)
+    emit(name, ms, runs, iters, batch, extra)
 
 
 def setups(model, x, y):
@@ -65,6 +95,15 @@ def setups(model, x, y):
         torch.autograd.grad(gv, params)
 
     return train_step, forward, hvp
+
+
+def cnn_gflop(units, dense_units, B=128):
+    """the FLOP count lopt uses (cmd_bench.c: cnn_gflop), in forward-product units
+    per conv layer"""
+    f = 0.0
+    for u, (hw, ci, co) in zip(units, ((784, 1, 16), (196, 16, 32), (49, 32, 32))):
+        f += u * 2.0 * co * ci * 9 * B * hw
+    return (f + dense_units * 2.0 * 32 * 10 * B) * 1e-9
 
 
 BETAS = (0.5, 0.9, 0.99, 0.999, 0.9999)
@@ -143,23 +182,61 @@ def main():
     x = torch.randn(128, 1, 28, 28, generator=gen)
     y = torch.randint(0, 10, (128,), generator=gen)
     step, fwd, hvp = setups(cnn, x, y)
-    # the same FLOP count as lopt's (cmd_bench.c: cnn_step_gflop)
-    gflop = 0.0
-    for hw, ci, co, k in ((784, 1, 16, 2), (196, 16, 32, 3), (49, 32, 32, 3)):
-        gflop += k * 2.0 * co * ci * 9 * 128 * hw
-    gflop = (gflop + 3 * 2.0 * 32 * 10 * 128) * 1e-9
-    todo = [("fmnist-cnn/train-step", step, 10, 128, gflop), ("fmnist-cnn/forward", fwd, 10, 128, 0),
-            ("fmnist-cnn/hvp", hvp, 5, 128, 0)]
+    todo = [("fmnist-cnn/train-step", step, 10, 128, cnn_gflop((2, 3, 3), 3)),
+            ("fmnist-cnn/train-step-1t", step, 5, 128, cnn_gflop((2, 3, 3), 3)),
+            ("fmnist-cnn/forward", fwd, 10, 128, cnn_gflop((1, 1, 1), 1)),
+            ("fmnist-cnn/hvp", hvp, 5, 128, cnn_gflop((4, 9, 9), 9)),
+            ("fmnist-cnn/hvp-1t", hvp, 3, 128, cnn_gflop((4, 9, 9), 9))]
     mlp = fmnist8_mlp()
     he_init(mlp, gen)
     x8 = torch.randn(128, 64, generator=gen)
     step8, _, hvp8 = setups(mlp, x8, y)
-    todo += [("fmnist8-mlp/train-step", step8, 200, 128, 0), ("fmnist8-mlp/hvp", hvp8, 200, 128, 0)]
+    todo += [("fmnist8-mlp/train-step", step8, 200, 128, 0),
+             ("fmnist8-mlp/train-step-1t", step8, 200, 128, 0),
+             ("fmnist8-mlp/hvp", hvp8, 200, 128, 0)]
     rp, es = lopt_setups(gen)
     todo += [("fmnist8-mlp/rp-truncation", rp, 5, 128, 0), ("fmnist8-mlp/es-pair", es, 5, 128, 0)]
     for name, fn, iters, batch, gf in todo:
         if a.only in name:
-            measure(name, fn, a.runs, iters, batch, a.threads, gf)
+            torch.set_num_threads(1 if name.endswith("-1t") else a.threads)
+            measure(name, fn, a.runs, iters, batch, gf)
+    torch.set_num_threads(a.threads)
+    for S, K, threads in ES_ROWS:
+        name = "fmnist8-mlp/es-outer-step" + ("-1t" if threads == 1 else "")
+        if a.only in name:
+            torch.set_num_threads(threads or a.threads)
+            es_outer(name, S, K, a.runs)
+    torch.set_num_threads(a.threads)
+
+
+# the es outer steps lopt bench times (cmd_bench.c meta_rows, es on fmnist8-mlp);
+# threads 0: the peer's --threads
+ES_ROWS = ((8, 20, 0), (8, 20, 1))
+
+
+ES_DATA = None
+
+
+def es_outer(name, S, K, runs):
+    """bench/torch_es.py's batched es outer step, as inner steps per second"""
+    import torch_es
+    global ES_DATA
+    if ES_DATA is None:
+        ES_DATA = torch_es.load_data()
+    es = torch_es.EsOuterStep(ES_DATA, S=S, K=K)
+    es.step()
+    ms, rate = [], []
+    for _ in range(runs):
+        n0 = es.steps_taken
+        t0 = time.perf_counter()
+        es.step()
+        dt = time.perf_counter() - t0
+        ms.append(1e3 * dt)
+        rate.append((es.steps_taken - n0) / dt)
+    emit(name, ms, runs, 1, 128, {"task": "fmnist8-mlp", "estimator": "es", "samples": S, "K": K,
+                                 "inner_steps_per_s": round(median(rate), 1),
+                                 "inner_steps_per_s_min": round(min(rate), 1),
+                                 "inner_steps_per_s_max": round(max(rate), 1)})
 
 
 if __name__ == "__main__":

@@ -360,6 +360,47 @@ static void test_dense(int data_input)
     lopt_free(th);
 }
 
+/* The dense layer's AVX-512 tiles against CBLAS (the path every other ISA takes)
+ * at the standard tasks' sizes and at ragged ones (rows not a multiple of the tile,
+ * 1..4 column vectors with a masked last one): the four functions, to rounding. */
+static void test_dense_tiles(int B, int I, int O)
+{
+    if (!nn_isa_supported(NN_ISA_AVX512)) return;
+    size_t nx = (size_t)B * I, ny = (size_t)B * O, nw = (size_t)O * I;
+    size_t tot = 2 * ny + 2 * nx + 2 * nw + 2 * (size_t)O;
+    float *x = lopt_floats(nx), *rx = lopt_floats(nx), *W = lopt_floats(nw), *rW = lopt_floats(nw),
+          *b = lopt_floats(O), *dy = lopt_floats(ny), *rdy = lopt_floats(ny);
+    fill_normal(x, nx, 1.0f);
+    fill_normal(rx, nx, 1.0f);
+    fill_normal(W, nw, 0.3f);
+    fill_normal(rW, nw, 0.3f);
+    fill_normal(b, O, 1.0f);
+    fill_normal(dy, ny, 1.0f);
+    fill_normal(rdy, ny, 1.0f);
+    float *out[2];
+    const nn_isa isa[2] = {NN_ISA_AVX2, NN_ISA_AVX512};
+    for (int k = 0; k < 2; k++) {
+        nn_isa old = nn_isa_force(isa[k]);
+        float *o = out[k] = lopt_floats(tot);
+        float *y = o, *ry = y + ny, *dx = ry + ny, *rdx = dx + nx, *dW = rdx + nx, *rdW = dW + nw,
+              *db = rdW + nw, *rdb = db + O;
+        dense_forward(y, x, W, b, B, I, O);
+        dense_rforward(ry, rx, x, W, rW, b, B, I, O);
+        dense_backward(dx, dW, db, dy, x, W, B, I, O);
+        dense_rbackward(rdx, rdW, rdb, rdy, dy, x, rx, W, rW, B, I, O);
+        nn_isa_force(old);
+    }
+    double *g = calloc(tot, sizeof(double)), *w = calloc(tot, sizeof(double));
+    for (size_t i = 0; i < tot; i++) g[i] = out[1][i], w[i] = out[0][i];
+    char name[96];
+    snprintf(name, sizeof name, "dense tiles %dx%dx%d vs cblas (4 functions)", B, I, O);
+    check_close(name, g, w, tot, 1e-5, 1e-5 * max_abs(w, tot));
+    float *f[] = {x, rx, W, rW, b, dy, rdy, out[0], out[1]};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) lopt_free(f[i]);
+    free(g);
+    free(w);
+}
+
 /* ---- conv2d ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -591,6 +632,365 @@ static void test_conv_reference(const char *tag, conv_shape s)
     lopt_free(scratch);
     free(want);
     free(got);
+}
+
+/* ---- NHWC 3x3 convolution and its fused neighbours --------------------------------------
+ * Every implementation the CPU has (nn_isa: ref, sse, avx2, avx512) against the
+ * im2col convolution above (itself checked against finite differences and a naive
+ * convolution): forward, backward (dx, dW, db), R-forward and R-backward, at the
+ * fmnist-cnn layer sizes and at shapes that leave partial tiles, fall back to the
+ * reference, or split the output channels into several blocks. */
+
+static const nn_isa all_isas[] = {NN_ISA_REF, NN_ISA_SSE, NN_ISA_AVX2, NN_ISA_AVX512};
+
+/* x (C,B,H,W) -> xp (B,H+2,W+2,C) interior (border left as is) */
+static void cbhw_to_padded(float *xp, const float *x, int B, int H, int W, int C)
+{
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++)
+                    xp[(((size_t)b * (H + 2) + h + 1) * (W + 2) + w + 1) * C + c] =
+                        x[(((size_t)c * B + b) * H + h) * W + w];
+}
+
+/* y (B,H,W,C) -> (C,B,H,W) as double */
+static void nhwc_to_cbhw(double *y, const float *x, int B, int H, int W, int C)
+{
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++)
+                    y[(((size_t)c * B + b) * H + h) * W + w] =
+                        x[(((size_t)b * H + h) * W + w) * C + c];
+}
+
+static void to_double(double *d, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+}
+
+static void test_conv3_vs_im2col(const char *tag, int B, int H, int W, int C, int O)
+{
+    conv_shape s = conv_shape_make(B, C, H, W, O, 3, 3, 1, 1);
+    conv3_shape s3 = {B, H, W, C, O};
+    size_t nx = (size_t)C * B * H * W, ny = (size_t)O * B * H * W, nw = (size_t)O * C * 9;
+    size_t px = conv3_padded_floats(B, H, W, C), py = conv3_padded_floats(B, H, W, O);
+    size_t ncol = conv_col_floats(&s);
+    float *x = lopt_floats(nx), *rx = lopt_floats(nx), *dy = lopt_floats(ny),
+          *rdy = lopt_floats(ny), *Wt_ = lopt_floats(nw), *rW = lopt_floats(nw),
+          *b = lopt_floats(O), *rb = lopt_floats(O);
+    fill_normal(x, nx, 1.0f);
+    fill_normal(rx, nx, 1.0f);
+    fill_normal(dy, ny, 1.0f);
+    fill_normal(rdy, ny, 1.0f);
+    fill_normal(Wt_, nw, 0.3f);
+    fill_normal(rW, nw, 0.3f);
+    fill_normal(b, O, 1.0f);
+    fill_normal(rb, O, 1.0f);
+
+    /* the im2col layer's four results */
+    float *col = lopt_floats(ncol), *rcol = lopt_floats(ncol), *scr = lopt_floats(ncol);
+    float *y0 = lopt_floats(ny), *ry0 = lopt_floats(ny), *dx0 = lopt_floats(nx),
+          *rdx0 = lopt_floats(nx), *dW0 = lopt_floats(nw), *rdW0 = lopt_floats(nw),
+          *db0 = lopt_floats(O), *rdb0 = lopt_floats(O);
+    conv2d_forward(y0, col, x, Wt_, b, &s);
+    conv2d_backward(dx0, dW0, db0, dy, col, Wt_, &s, scr);
+    conv2d_rforward(ry0, rcol, rx, col, Wt_, rW, rb, &s);
+    conv2d_rbackward(rdx0, rdW0, rdb0, rdy, dy, col, rcol, Wt_, rW, &s, scr);
+
+    /* the same in NHWC */
+    float *xp = lopt_floats(px), *rxp = lopt_floats(px), *dyp = lopt_floats(py),
+          *rdyp = lopt_floats(py);
+    cbhw_to_padded(xp, x, B, H, W, C);
+    cbhw_to_padded(rxp, rx, B, H, W, C);
+    cbhw_to_padded(dyp, dy, B, H, W, O);
+    cbhw_to_padded(rdyp, rdy, B, H, W, O);
+    float *Wp = lopt_floats(nw), *Wt = lopt_floats(nw), *rWp = lopt_floats(nw),
+          *rWt = lopt_floats(nw);
+    conv3_pack(Wp, Wt_, C, O);
+    conv3_pack_adjoint(Wt, Wt_, C, O);
+    conv3_pack(rWp, rW, C, O);
+    conv3_pack_adjoint(rWt, rW, C, O);
+    float *y = lopt_floats(ny), *dx = lopt_floats(nx), *dWp = lopt_floats(nw),
+          *dW = lopt_floats(nw), *db = lopt_floats(O);
+    double *got = calloc(ny + nx + nw + O, sizeof(double)),
+           *want = calloc(ny + nx + nw + O, sizeof(double));
+    char name[160];
+    for (size_t k = 0; k < sizeof all_isas / sizeof *all_isas; k++) {
+        if (!nn_isa_supported(all_isas[k])) continue;
+        nn_isa old = nn_isa_force(all_isas[k]);
+        const char *in = nn_isa_name(all_isas[k]);
+
+        fill_nan(y, ny);
+        conv3_forward(y, xp, Wp, b, &s3);
+        nhwc_to_cbhw(got, y, B, H, W, O);
+        to_double(want, y0, ny);
+        snprintf(name, sizeof name, "conv3 %s %s forward vs im2col", in, tag);
+        check_close(name, got, want, ny, 1e-5, 1e-5 * max_abs(want, ny));
+
+        fill_nan(y, ny);
+        conv3_rforward(y, rxp, xp, Wp, rWp, rb, &s3);
+        nhwc_to_cbhw(got, y, B, H, W, O);
+        to_double(want, ry0, ny);
+        snprintf(name, sizeof name, "conv3 %s %s rforward vs im2col", in, tag);
+        check_close(name, got, want, ny, 1e-5, 1e-5 * max_abs(want, ny));
+
+        /* backward: dx overwritten, dW and db accumulated onto a pattern */
+        for (size_t r = 0; r < 2; r++) {
+            fill_nan(dx, nx);
+            for (size_t i = 0; i < nw; i++) dWp[i] = (float)(0.25 * sin(1.0 + (double)i));
+            for (int o = 0; o < O; o++) db[o] = 0.5f;
+            if (r == 0)
+                conv3_backward(dx, dWp, db, dyp, xp, Wt, &s3);
+            else
+                conv3_rbackward(dx, dWp, db, rdyp, dyp, xp, rxp, Wt, rWt, &s3);
+            for (size_t i = 0; i < nw; i++) dWp[i] -= (float)(0.25 * sin(1.0 + (double)i));
+            memset(dW, 0, nw * sizeof(float));
+            conv3_unpack_grad(dW, dWp, C, O);
+            nhwc_to_cbhw(got, dx, B, H, W, C);
+            to_double(got + nx, dW, nw);
+            for (int o = 0; o < O; o++) got[nx + nw + o] = (double)db[o] - 0.5;
+            to_double(want, r == 0 ? dx0 : rdx0, nx);
+            to_double(want + nx, r == 0 ? dW0 : rdW0, nw);
+            to_double(want + nx + nw, r == 0 ? db0 : rdb0, O);
+            snprintf(name, sizeof name, "conv3 %s %s %s dx vs im2col", in, tag,
+                     r == 0 ? "backward" : "rbackward");
+            check_close(name, got, want, nx, 1e-5, 1e-5 * max_abs(want, nx));
+            snprintf(name, sizeof name, "conv3 %s %s %s dW,db vs im2col", in, tag,
+                     r == 0 ? "backward" : "rbackward");
+            check_close(name, got + nx, want + nx, nw + O, 1e-4,
+                        1e-5 * max_abs(want + nx, nw + O));
+        }
+        nn_isa_force(old);
+    }
+    float *f[] = {x, rx, dy, rdy, Wt_, rW, b, rb, col, rcol, scr, y0, ry0, dx0, rdx0, dW0,
+                  rdW0, db0, rdb0, xp, rxp, dyp, rdyp, Wp, Wt, rWp, rWt, y, dx, dWp, dW, db};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) lopt_free(f[i]);
+    free(got);
+    free(want);
+}
+
+/* a data input (rx = NULL, dx = NULL), as fmnist-cnn's first layer: every
+ * implementation against the reference */
+static void test_conv3_data_input(void)
+{
+    const int B = 2, H = 28, W = 28, C = 1, O = 16;
+    conv3_shape s = {B, H, W, C, O};
+    size_t px = conv3_padded_floats(B, H, W, C), py = conv3_padded_floats(B, H, W, O);
+    size_t ny = (size_t)B * H * W * O, nw = 9 * C * O;
+    float *xp = lopt_floats(px), *dyp = lopt_floats(py), *rdyp = lopt_floats(py);
+    float *W0 = lopt_floats(nw), *rW = lopt_floats(nw), *Wp = lopt_floats(nw),
+          *rWp = lopt_floats(nw), *rb = lopt_floats(O);
+    float *x = lopt_floats((size_t)B * H * W), *d = lopt_floats(ny);
+    fill_normal(x, (size_t)B * H * W, 1.0f);
+    nhwc_pad(xp, x, B, H, W, C);
+    fill_normal(d, ny, 1.0f);
+    nhwc_pad(dyp, d, B, H, W, O);
+    fill_normal(d, ny, 1.0f);
+    nhwc_pad(rdyp, d, B, H, W, O);
+    fill_normal(W0, nw, 0.3f);
+    fill_normal(rW, nw, 0.3f);
+    fill_normal(rb, O, 1.0f);
+    conv3_pack(Wp, W0, C, O);
+    conv3_pack(rWp, rW, C, O);
+    double *want = calloc(ny + 2 * (nw + O), sizeof(double)),
+           *got = calloc(ny + 2 * (nw + O), sizeof(double));
+    float *ry = lopt_floats(ny), *g = lopt_floats(2 * (nw + O));
+    for (size_t k = 0; k < sizeof all_isas / sizeof *all_isas; k++) {
+        if (!nn_isa_supported(all_isas[k])) continue;
+        nn_isa old = nn_isa_force(all_isas[k]);
+        conv3_rforward(ry, NULL, xp, Wp, rWp, rb, &s);
+        memset(g, 0, 2 * (nw + O) * sizeof(float));
+        conv3_backward(NULL, g, g + nw, dyp, xp, NULL, &s);
+        conv3_rbackward(NULL, g + nw + O, g + 2 * nw + O, rdyp, dyp, xp, NULL, NULL, NULL, &s);
+        double *dst = k == 0 ? want : got;
+        to_double(dst, ry, ny);
+        to_double(dst + ny, g, 2 * (nw + O));
+        if (k > 0) {
+            char name[96];
+            snprintf(name, sizeof name, "conv3 %s data input (C=1) vs ref",
+                     nn_isa_name(all_isas[k]));
+            check_close(name, got, want, ny + 2 * (nw + O), 1e-5,
+                        1e-5 * max_abs(want, ny + 2 * (nw + O)));
+        }
+        nn_isa_force(old);
+    }
+    float *f[] = {xp, dyp, rdyp, W0, rW, Wp, rWp, rb, x, d, ry, g};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) lopt_free(f[i]);
+    free(want);
+    free(got);
+}
+
+/* ReLU + 2x2 max-pool and ReLU + global average pool as layers theta -> y, for the
+ * finite-difference checks (NHWC; y the pooled interior) */
+typedef struct {
+    int B, H, W, C;
+    float *P, *dA, *rP;   /* padded scratch */
+    int32_t *am;
+    float *A;             /* relu_gap: relu'd copy of the input */
+} fused_ctx;
+
+static void interior(float *dst, const float *pad, int B, int H, int W, int C, int add)
+{
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++)
+                for (int c = 0; c < C; c++) {
+                    float v = pad[(((size_t)b * (H + 2) + h + 1) * (W + 2) + w + 1) * C + c];
+                    size_t i = (((size_t)b * H + h) * W + w) * C + c;
+                    dst[i] = add ? dst[i] + v : v;
+                }
+}
+
+static void rmp_fwd(lcase *L, const float *th, float *y)
+{
+    fused_ctx *c = L->ctx;
+    relu_maxpool2_forward(c->P, c->am, th, c->B, c->H, c->W, c->C);
+    interior(y, c->P, c->B, c->H / 2, c->W / 2, c->C, 0);
+}
+
+static void rmp_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    fused_ctx *c = L->ctx;
+    relu_maxpool2_backward(c->dA, dy, c->am, c->P, c->B, c->H, c->W, c->C);
+    interior(g, c->dA, c->B, c->H, c->W, c->C, 1);
+}
+
+static void rmp_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    fused_ctx *c = L->ctx;
+    relu_maxpool2_rforward(c->rP, v, c->am, c->P, c->B, c->H, c->W, c->C);
+    interior(ry, c->rP, c->B, c->H / 2, c->W / 2, c->C, 0);
+}
+
+static void rmp_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                     const float *rdy, float *hv)
+{
+    rmp_bwd(L, th, rdy, hv);
+}
+
+static void rgap_fwd(lcase *L, const float *th, float *y)
+{
+    fused_ctx *c = L->ctx;
+    memcpy(c->A, th, L->n * sizeof(float));
+    relu_gap_forward(y, c->A, c->B, c->H * c->W, c->C);
+}
+
+static void rgap_bwd(lcase *L, const float *th, const float *dy, float *g)
+{
+    fused_ctx *c = L->ctx;
+    relu_gap_backward(c->dA, dy, c->A, c->B, c->H, c->W, c->C);
+    interior(g, c->dA, c->B, c->H, c->W, c->C, 1);
+}
+
+static void rgap_rfwd(lcase *L, const float *th, const float *v, float *ry)
+{
+    fused_ctx *c = L->ctx;
+    memcpy(c->rP, v, L->n * sizeof(float));
+    relu_gap_rforward(ry, c->rP, c->A, c->B, c->H * c->W, c->C);
+}
+
+static void rgap_rbwd(lcase *L, const float *th, const float *v, const float *dy,
+                      const float *rdy, float *hv)
+{
+    rgap_bwd(L, th, rdy, hv);
+}
+
+static void test_fused(int gap, int B, int H, int W, int C)
+{
+    size_t n = (size_t)B * H * W * C;
+    fused_ctx c = {B, H, W, C, lopt_floats(conv3_padded_floats(B, H, W, C)),
+                   lopt_floats(conv3_padded_floats(B, H, W, C)),
+                   lopt_floats(conv3_padded_floats(B, H, W, C) + n),
+                   calloc(n, sizeof(int32_t)), lopt_floats(n)};
+    lcase L = {.n = n, .nseg = 1, .seg = {"y"}, .off = {0, n}, .ctx = &c, .kinks = 1};
+    if (gap) {
+        L.ny = (size_t)B * C;
+        L.fwd = rgap_fwd, L.bwd = rgap_bwd, L.rfwd = rgap_rfwd, L.rbwd = rgap_rbwd;
+    } else {
+        L.ny = (size_t)B * (H / 2) * (W / 2) * C;
+        L.fwd = rmp_fwd, L.bwd = rmp_bwd, L.rfwd = rmp_rfwd, L.rbwd = rmp_rbwd;
+    }
+    snprintf(L.name, sizeof L.name, "%s %dx%dx%dx%d (%s)", gap ? "relu+gap" : "relu+maxpool2",
+             B, H, W, C, nn_isa_name(nn_isa_active()));
+    float *x = lopt_floats(n);
+    fill_grid(x, n);
+    check_layer(&L, x);
+    lopt_free(x);
+    lopt_free(c.P);
+    lopt_free(c.dA);
+    lopt_free(c.rP);
+    lopt_free(c.A);
+    free(c.am);
+}
+
+/* every vector form of the fused layers gives the reference's bits, on inputs with
+ * NaN, +-inf, -0 and ties (all within one window) */
+static void test_fused_isas(void)
+{
+    enum { B = 2, H = 6, W = 8, C = 32 };
+    const size_t n = (size_t)B * H * W * C, np = conv3_padded_floats(B, H, W, C);
+    const size_t no = (size_t)B * (H / 2) * (W / 2) * C;
+    float *y = lopt_floats(n), *ry = lopt_floats(n), *dP = lopt_floats(no), *dG = lopt_floats(B * C);
+    fill_normal(y, n, 1.0f);
+    fill_normal(ry, n, 1.0f);
+    fill_normal(dP, no, 1.0f);
+    fill_normal(dG, B * C, 1.0f);
+    for (size_t i = 0; i < n; i += 7) y[i] = 0.0f;       /* ties among zeros after relu */
+    for (size_t i = 3; i < n; i += 29) y[i] = -0.0f;
+    for (size_t i = 5; i < n; i += 31) y[i] = y[i - 1 < n ? i - 1 : 0];   /* equal pairs */
+    y[40] = NAN;
+    y[41 + C] = NAN;
+    y[42] = INFINITY;
+    y[43] = -INFINITY;
+    y[2 * W * C + 9] = NAN;   /* NaN in the second window row */
+    float *out[2];
+    int32_t *am[2];
+    const size_t tot = 3 * np + n + 2 * B * C + np + C;
+    for (int k = 0; k < 2; k++) {
+        out[k] = lopt_floats(tot);
+        am[k] = calloc(no, sizeof(int32_t));
+    }
+    for (size_t k = 1; k < sizeof all_isas / sizeof *all_isas; k++) {
+        if (!nn_isa_supported(all_isas[k])) continue;
+        for (int r = 0; r < 2; r++) {
+            nn_isa old = nn_isa_force(r == 0 ? NN_ISA_REF : all_isas[k]);
+            float *o = out[r];
+            memset(o, 0, tot * sizeof(float));
+            float *P = o, *dA = o + np, *rP = o + 2 * np, *A = o + 3 * np, *G = A + n,
+                  *rG = G + B * C, *dy3 = rG + B * C, *sum = dy3 + np;
+            relu_maxpool2_forward(P, am[r], y, B, H, W, C);
+            relu_maxpool2_backward(dA, dP, am[r], P, B, H, W, C);
+            relu_maxpool2_rforward(rP, ry, am[r], P, B, H, W, C);
+            memcpy(A, y, n * sizeof(float));
+            relu_gap_forward(G, A, B, H * W, C);
+            relu_gap_backward(dy3, dG, A, B, H, W, C);
+            float *rA = lopt_floats(n);
+            memcpy(rA, ry, n * sizeof(float));
+            relu_gap_rforward(rG, rA, A, B, H * W, C);
+            lopt_free(rA);
+            nhwc_pixel_sum(sum, dy3, B, H, W, C);
+            nn_isa_force(old);
+        }
+        size_t bad = 0;
+        for (size_t i = 0; i < tot; i++) bad += memcmp(&out[0][i], &out[1][i], sizeof(float)) != 0;
+        for (size_t i = 0; i < no; i++) bad += am[0][i] != am[1][i];
+        CHECK(bad == 0, "fused layers %s: %zu values differ from the reference",
+              nn_isa_name(all_isas[k]), bad);
+        if (bad == 0) printf("ok   fused layers %s == ref bitwise (NaN, inf, -0, ties)\n",
+                             nn_isa_name(all_isas[k]));
+    }
+    /* the semantics, on the reference: a NaN wins its window, relu passes it on */
+    CHECK(isnan(out[0][((size_t)(W / 2 + 2) + 1) * C + 8]), "relu+maxpool2: NaN not propagated");
+    lopt_free(y);
+    lopt_free(ry);
+    lopt_free(dP);
+    lopt_free(dG);
+    for (int k = 0; k < 2; k++) {
+        lopt_free(out[k]);
+        free(am[k]);
+    }
 }
 
 /* ---- max-pool, global average pool --------------------------------------------------- */
@@ -864,6 +1264,39 @@ static void xent_rbwd(lcase *L, const float *th, const float *v, const float *dy
     softmax_xent_rbackward(hv, c->prob, v, c->B, c->K);   /* rz = v */
 }
 
+/* the vectorised exp of the AVX-512 path against glibc's (the reference path):
+ * loss to double rounding, probabilities to float rounding, a NaN logit still makes
+ * the loss NaN and a -inf logit gets probability 0 */
+static void test_xent_isas(void)
+{
+    enum { B = 128, K = 10 };
+    if (!nn_isa_supported(NN_ISA_AVX512)) return;
+    float z[B * K], p[2][B * K];
+    int32_t labels[B];
+    fill_normal(z, B * K, 4.0f);
+    for (int b = 0; b < B; b++) labels[b] = b % K;
+    double loss[2];
+    int correct[2];
+    for (int k = 0; k < 2; k++) {
+        nn_isa old = nn_isa_force(k ? NN_ISA_AVX512 : NN_ISA_REF);
+        loss[k] = softmax_xent_forward(p[k], &correct[k], z, labels, B, K);
+        nn_isa_force(old);
+    }
+    check_close("softmax-xent avx512 exp: loss vs glibc", &loss[1], &loss[0], 1, 1e-14, 0);
+    double g[B * K], w[B * K];
+    for (int i = 0; i < B * K; i++) g[i] = p[1][i], w[i] = p[0][i];
+    check_close("softmax-xent avx512 exp: prob vs glibc", g, w, B * K, 1e-6, 1e-9);
+    CHECK(correct[0] == correct[1], "softmax-xent avx512: %d correct vs %d", correct[1],
+          correct[0]);
+    z[3] = -INFINITY;
+    float q[B * K];
+    double l = softmax_xent_forward(q, NULL, z, labels, B, K);
+    CHECK(isfinite(l) && q[3] == 0.0f, "softmax-xent: -inf logit gives loss %g, prob %g", l, q[3]);
+    z[K + 2] = NAN;
+    l = softmax_xent_forward(q, NULL, z, labels, B, K);
+    CHECK(isnan(l), "softmax-xent: a NaN logit gives loss %g", l);
+}
+
 static void test_xent(void)
 {
     enum { B = 4, K = 5 };
@@ -974,6 +1407,10 @@ int main(void)
 {
     test_dense(0);
     test_dense(1);
+    test_dense_tiles(128, 64, 32);
+    test_dense_tiles(128, 32, 10);
+    test_dense_tiles(37, 70, 45);
+    test_dense_tiles(5, 9, 130);
 
     /* the fast path, then the general one on shapes that stress its index ranges */
     test_conv("3x3 p1 s1 5x6", conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1), 0);
@@ -993,6 +1430,25 @@ int main(void)
     test_conv_reference("fmnist conv2", conv_shape_make(11, 16, 14, 14, 32, 3, 3, 1, 1));
     test_conv_reference("fmnist conv3", conv_shape_make(21, 32, 7, 7, 32, 3, 3, 1, 1));
 
+    test_conv3_vs_im2col("fmnist conv1", 3, 28, 28, 1, 16);
+    test_conv3_vs_im2col("fmnist conv2", 3, 14, 14, 16, 32);
+    test_conv3_vs_im2col("fmnist conv3", 3, 7, 7, 32, 32);
+    test_conv3_vs_im2col("partial tiles 5x9 C16 O16", 2, 5, 9, 16, 16);
+    test_conv3_vs_im2col("3 o-blocks 6x14 C32 O48", 1, 6, 14, 32, 48);
+    test_conv3_vs_im2col("reference fallback 4x6 C3 O5", 2, 4, 6, 3, 5);
+    test_conv3_vs_im2col("O=8 3x30 C8", 1, 3, 30, 8, 8);
+    test_conv3_data_input();
+    for (size_t k = 0; k < sizeof all_isas / sizeof *all_isas; k++) {
+        if (k != 0 && k != sizeof all_isas / sizeof *all_isas - 1) continue;   /* ref, widest */
+        if (!nn_isa_supported(all_isas[k])) continue;
+        nn_isa old = nn_isa_force(all_isas[k]);
+        test_fused(0, 2, 6, 6, 16);
+        test_fused(0, 1, 5, 7, 3);   /* floor drops a row and a column; scalar */
+        test_fused(1, 2, 5, 1, 16);
+        nn_isa_force(old);
+    }
+    test_fused_isas();
+
     test_maxpool(3, 6, 6, 2);
     test_maxpool(2, 7, 8, 3);
     test_maxpool(2, 5, 7, 2);
@@ -1000,6 +1456,7 @@ int main(void)
     test_act(0);
     test_act(1);
     test_xent();
+    test_xent_isas();
     test_parallel_loops();
     return check_done("test_nn");
 }

@@ -7,7 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "check.h"
+#include "nn/nn.h"
 #include "refio.h"
 #include "optim/optim.h"
 #include "tasks/task.h"
@@ -36,7 +41,7 @@ static void compare(const char *name, const float *got, const ref_array *want)
     free(g);
 }
 
-static void against_torch(const ref_file *rf, const char *name)
+static void against_torch(const ref_file *rf, const char *name, const char *tag)
 {
     char key[128];
 #define REF(k) (snprintf(key, sizeof key, "%s/%s", name, k), ref_get(rf, key, 0))
@@ -66,12 +71,12 @@ static void against_torch(const ref_file *rf, const char *name)
 
     double l = t.loss_grad(&t, wf, &b, g);
     char nm[160];
-    snprintf(nm, sizeof nm, "%s loss vs torch", name);
+    snprintf(nm, sizeof nm, "%s%s loss vs torch", name, tag);
     check_close(nm, &l, loss->v, 1, 1e-5, 0);
-    snprintf(nm, sizeof nm, "%s gradient vs torch", name);
+    snprintf(nm, sizeof nm, "%s%s gradient vs torch", name, tag);
     compare(nm, g, grad);
     double l2 = t.hvp(&t, wf, &b, vf, h, g2);
-    snprintf(nm, sizeof nm, "%s HVP vs torch double-backward", name);
+    snprintf(nm, sizeof nm, "%s%s HVP vs torch double-backward", name, tag);
     compare(nm, h, hv);
     CHECK(l2 == l && memcmp(g, g2, t.n * sizeof(float)) == 0,
           "%s: hvp's loss/gradient differ from loss_grad's", name);
@@ -91,9 +96,9 @@ static void against_torch(const ref_file *rf, const char *name)
             losses[k] = t.loss_grad(&t, wf, &b, g);
             opt.step(&opt, wf, g);
         }
-        snprintf(nm, sizeof nm, "%s 20 Adam steps: losses vs torch.optim", name);
+        snprintf(nm, sizeof nm, "%s%s 20 Adam steps: losses vs torch.optim", name, tag);
         check_close(nm, losses, tl->v, tl->n, 1e-4, 0);
-        snprintf(nm, sizeof nm, "%s 20 Adam steps: weights vs torch.optim", name);
+        snprintf(nm, sizeof nm, "%s%s 20 Adam steps: weights vs torch.optim", name, tag);
         compare(nm, wf, tw);
         free(losses);
         opt.free(&opt);
@@ -152,6 +157,85 @@ static void symmetry(const char *name)
     t.free(&t);
 }
 
+/* fmnist-cnn's loss, gradient and H v are the same bits for any thread count: the
+ * batch is cut into fixed groups whose partial sums are added in order */
+static void thread_count_independent(const char *name)
+{
+#ifdef _OPENMP
+    lopt_task t;
+    lopt_err err = {0};
+    if (lopt_task_create(&t, name, NULL, &err) != LOPT_OK) {
+        CHECK(0, "%s: %s", name, err.msg);
+        return;
+    }
+    float *w = lopt_floats(t.n), *v = lopt_floats(t.n);
+    float *g[3], *h[3];
+    double l[3];
+    t.init(&t, 3, w);
+    lopt_rng_fill_normal(v, t.n, 1.0f, 4, LOPT_STREAM_TEST, 0);
+    lopt_batch b;
+    lopt_batch_alloc(&b, &t, t.batch);
+    lopt_task_sample(&t, &b, LOPT_SPLIT_TRAIN, 5, 0);
+    int threads0 = omp_get_max_threads();
+    const int counts[3] = {1, 2, 3};
+    for (int k = 0; k < 3; k++) {
+        g[k] = lopt_floats(t.n);
+        h[k] = lopt_floats(t.n);
+        omp_set_num_threads(counts[k]);
+        l[k] = t.hvp(&t, w, &b, v, h[k], g[k]);
+    }
+    omp_set_num_threads(threads0);
+    for (int k = 1; k < 3; k++)
+        CHECK(l[k] == l[0] && memcmp(g[k], g[0], t.n * sizeof(float)) == 0 &&
+                  memcmp(h[k], h[0], t.n * sizeof(float)) == 0,
+              "%s: loss/gradient/HVP on %d threads differ from 1 thread", name, counts[k]);
+    printf("ok   %s: loss, gradient, HVP bitwise equal on 1, 2, 3 threads\n", name);
+    for (int k = 0; k < 3; k++) {
+        lopt_free(g[k]);
+        lopt_free(h[k]);
+    }
+    lopt_batch_free(&b);
+    lopt_free(w);
+    lopt_free(v);
+    t.free(&t);
+#else
+    (void)name;
+#endif
+}
+
+/* A batch object serving many trajectories in turn (its cache of epoch orders
+ * full, slots reused) gives the same batches as a fresh object per trajectory. */
+static void batch_order_cache(void)
+{
+    lopt_task t;
+    lopt_err err = {0};
+    if (lopt_task_create(&t, "fmnist8-mlp", NULL, &err) != LOPT_OK) {
+        CHECK(0, "fmnist8-mlp: %s", err.msg);
+        return;
+    }
+    lopt_batch shared, fresh;
+    lopt_batch_alloc(&shared, &t, t.batch);
+    size_t nx = (size_t)t.batch * t.input;
+    int bad = 0;
+    for (int round = 0; round < 3; round++)
+        for (int k = 0; k < LOPT_BATCH_ORDERS + 3; k++) {
+            uint64_t seed = 1000 + (uint64_t)(k * 7 % (LOPT_BATCH_ORDERS + 3));
+            lopt_split split = k % 3 == 0 ? LOPT_SPLIT_VALID : LOPT_SPLIT_TRAIN;
+            int64_t step = round * 200 + k;   /* round 1 and 2 cross epoch boundaries */
+            lopt_task_sample(&t, &shared, split, seed, step);
+            lopt_batch_alloc(&fresh, &t, t.batch);
+            lopt_task_sample(&t, &fresh, split, seed, step);
+            bad += memcmp(shared.x, fresh.x, nx * sizeof(float)) != 0 ||
+                   memcmp(shared.y, fresh.y, (size_t)t.batch * sizeof(int32_t)) != 0;
+            lopt_batch_free(&fresh);
+        }
+    CHECK(bad == 0, "batch order cache: %d batches differ from a fresh batch object's", bad);
+    printf("ok   batch order cache: %d (split, seed) in turn give the batches of fresh objects\n",
+           LOPT_BATCH_ORDERS + 3);
+    lopt_batch_free(&shared);
+    t.free(&t);
+}
+
 static void quadratic(void)
 {
     lopt_task t;
@@ -184,9 +268,21 @@ int main(void)
     snprintf(path, sizeof path, "%s/fixtures/net_ref.bin", build);
     ref_file rf;
     CHECK(ref_load(&rf, path) == 0, "cannot load %s", path);
-    against_torch(&rf, "fmnist8-mlp");
-    against_torch(&rf, "fmnist-cnn");
+    against_torch(&rf, "fmnist8-mlp", "");
+    against_torch(&rf, "fmnist-cnn", "");
+    /* every other convolution implementation the CPU has (nn.h, nn_isa) */
+    static const nn_isa isas[] = {NN_ISA_REF, NN_ISA_SSE, NN_ISA_AVX2, NN_ISA_AVX512};
+    for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
+        if (!nn_isa_supported(isas[k]) || isas[k] == nn_isa_active()) continue;
+        char tag[32];
+        snprintf(tag, sizeof tag, " (%s)", nn_isa_name(isas[k]));
+        nn_isa old = nn_isa_force(isas[k]);
+        against_torch(&rf, "fmnist-cnn", tag);
+        nn_isa_force(old);
+    }
     ref_free(&rf);
+    thread_count_independent("fmnist-cnn");
+    batch_order_cache();
     symmetry("fmnist8-mlp");
     symmetry("fmnist-cnn");
     quadratic();

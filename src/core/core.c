@@ -115,6 +115,17 @@ float *lopt_floats(size_t n)
 
 void lopt_free(void *p) { free(p); }
 
+void openblas_set_num_threads(int num_threads);   /* OpenBLAS's API (no cblas.h here) */
+
+void lopt_threads_init(void)
+{
+    /* idempotent; called from the main thread before any parallel region */
+    static int done = 0;
+    if (done) return;
+    openblas_set_num_threads(1);
+    done = 1;
+}
+
 /* A keyed mix of the counter (splitmix64's finaliser applied to a Weyl sequence over
  * the key); three rounds decorrelate neighbouring (seed, stream, index) triples. */
 static uint64_t mix64(uint64_t z)

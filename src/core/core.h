@@ -84,6 +84,15 @@ enum {
     LOPT_STREAM_TEST = 99,    /* tests only */
 };
 
+/* ---- threads -------------------------------------------------------------------
+ * One threading model (docs/decisions.md): lopt's OpenMP threads own the cores, at
+ * the coarsest independent level there is (samples and trajectories in
+ * meta-training, tuning runs in compare, groups of images inside a task's loss and
+ * HVP, long element loops), and OpenBLAS runs single-threaded inside them, so its
+ * pthreads never compete with OpenMP's workers for the same cores. lopt_task_create
+ * calls this; it only sets OpenBLAS's thread count to 1 (once per process). */
+void lopt_threads_init(void);
+
 /* ---- time ---------------------------------------------------------------------- */
 double lopt_now(void);   /* monotonic seconds */
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lopt/mlp_fast.h"
 #include "lopt/mlp_lopt.h"
 
 #define NORM_EPS 1e-5
@@ -294,39 +295,38 @@ float lopt_arch_schedule(const lopt_arch *a, const float *theta, int64_t t)
     return acc;
 }
 
-void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
-                     int ntensors, const float *w, const float *g, float *m, int64_t t,
-                     float *delta)
+/* sum of v[i]^2 in double, over 8 independent partial sums so the loop vectorises
+ * (a single running sum is a chain of dependent adds) */
+static double sum_squares(const float *v, size_t n)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += (double)v[i + l] * v[i + l];
+    double ss = 0;
+    for (int l = 0; l < 8; l++) ss += acc[l];
+    for (; i < n; i++) ss += (double)v[i] * v[i];
+    return ss;
+}
+
+/* The MLP over every parameter, any architecture: normalised features x (n,F)
+ * from the rows src[f] and wk->scale, layer 0 with the folded bias wk->bias0, the
+ * other layers as GEMMs; fills wk->x and wk->act. */
+static void forward_generic(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                            int ntensors, const float *const *src)
 {
     const lopt_arch *a = wk->arch;
     const size_t n = wk->n;
     const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
-    LOPT_ASSERT(ntensors == wk->ntensors);
-
-    for (int k = 0; k < a->nmom; k++) {
-        float b = a->beta[k], *mk = m + (size_t)k * n;
-        for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
-    }
-    /* normalised features, (n, F) row-major */
+    const float *W0 = theta;
     for (int T = 0; T < ntensors; T++) {
         size_t off = tensors[T].offset, sz = tensors[T].size;
         for (int f = 0; f < F; f++) {
-            const float *v = feature_src(f, g, w, m, n) + off;
-            double ss = 0;
-            for (size_t i = 0; i < sz; i++) ss += (double)v[i] * v[i];
-            float s = (float)(1.0 / sqrt(NORM_EPS + ss / (double)sz));
-            wk->scale[T * F + f] = s;
+            const float *v = src[f] + off;
+            float s = wk->scale[T * F + f];
             float *x = wk->x + off * F + f;
             for (size_t i = 0; i < sz; i++) x[i * F] = v[i] * s;
         }
-    }
-    /* layer 0: the time features are the same for every parameter, so they fold
-     * into an effective bias */
-    const float *W0 = theta, *b0 = theta + (size_t)H * IN;
-    for (int h = 0; h < H; h++) {
-        float acc = b0[h];
-        for (int j = 0; j < a->ntime; j++) acc += W0[h * IN + F + j] * time_feature(a, j, t);
-        wk->bias0[h] = acc;
     }
     /* (n,F) x (F,H) with F ~ 7 is too thin for a GEMM call to pay: a fused loop
      * over parameters, vectorised over the hidden units, with W0 transposed */
@@ -357,6 +357,43 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
             }
         }
     }
+}
+
+void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                     int ntensors, const float *w, const float *g, float *m, int64_t t,
+                     float *delta)
+{
+    const lopt_arch *a = wk->arch;
+    const size_t n = wk->n;
+    const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
+    LOPT_ASSERT(ntensors == wk->ntensors);
+
+    for (int k = 0; k < a->nmom; k++) {
+        float b = a->beta[k], *mk = m + (size_t)k * n;
+        for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
+    }
+    /* per-tensor normalisers of the features */
+    for (int T = 0; T < ntensors; T++) {
+        size_t off = tensors[T].offset, sz = tensors[T].size;
+        for (int f = 0; f < F; f++) {
+            double ss = sum_squares(feature_src(f, g, w, m, n) + off, sz);
+            wk->scale[T * F + f] = (float)(1.0 / sqrt(NORM_EPS + ss / (double)sz));
+        }
+    }
+    /* layer 0: the time features are the same for every parameter, so they fold
+     * into an effective bias */
+    const float *W0 = theta, *b0 = theta + (size_t)H * IN;
+    float tf[LOPT_MAX_TIME];
+    for (int j = 0; j < a->ntime; j++) tf[j] = time_feature(a, j, t);
+    for (int h = 0; h < H; h++) {
+        float acc = b0[h];
+        for (int j = 0; j < a->ntime; j++) acc += W0[h * IN + F + j] * tf[j];
+        wk->bias0[h] = acc;
+    }
+    const float *src[LOPT_MAX_MOM + 2];
+    for (int f = 0; f < F; f++) src[f] = feature_src(f, g, w, m, n);
+    if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN))
+        forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
     if (adam_dir(a)) {
         /* torch's Adam at step t + 1: m is momentum nominal_mom, v the state row after

@@ -8,17 +8,21 @@
  * (OpenMP 5.0), and when false GCC emits the scalar loop (measured 30x slower for
  * ReLU backward).
  *
- * One thread pool at a time. The GEMMs run on OpenBLAS's own (pthread) workers;
- * libgomp's workers spin for a while after each loop (OMP_WAIT_POLICY unset:
- * ~300k spins), so with both pools live on the same cores each starves the other:
+ * One thread pool at a time (core.h, lopt_threads_init): OpenMP owns the cores and
+ * OpenBLAS is single-threaded. Both pools live on the same cores starve each other
+ * (libgomp's workers spin ~300k times after each loop, OMP_WAIT_POLICY unset):
  * measured on 2 cores, the fmnist CNN forward+backward took 3x longer with OpenMP
- * loops than without. So the loops fork only when OpenBLAS is single-threaded
- * (OPENBLAS_NUM_THREADS=1, or openblas_set_num_threads(1)); otherwise OpenBLAS
- * owns the cores and the loops stay serial. */
+ * loops beside OpenBLAS threads than without. So a loop forks only when OpenBLAS is
+ * single-threaded (always, unless a program using the library raised it again) and
+ * it is not already inside a parallel region (meta-training's workers, a task's
+ * image groups), where the enclosing threads already use every core. */
 #ifndef LOPT_NN_KERN_H
 #define LOPT_NN_KERN_H
 
 #include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define NN_STR(...) #__VA_ARGS__
 #ifdef _OPENMP
@@ -35,6 +39,9 @@ int openblas_get_num_threads(void);   /* OpenBLAS's cblas.h, without its <comple
 
 static inline int nn_par(size_t work)
 {
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 0;
+#endif
     return work >= NN_PAR_MIN && openblas_get_num_threads() == 1;
 }
 

@@ -95,6 +95,72 @@ void conv2d_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
                       const float *W, const float *rW, const conv_shape *s,
                       float *scratch);
 
+/* ---- NHWC 3x3 convolution, stride 1, padding 1 (conv3.c, nhwc.c) -----------------------
+ * The fast path of fmnist-cnn: direct convolution kernels with run-time choice of
+ * AVX-512 / AVX2 / SSE, plus a reference (see conv3.c). Images are NHWC, (B,H,W,C)
+ * with channels innermost. A convolution's input, and the adjoint of its output, are
+ * PADDED: (B, H+2, W+2, C) with a border of zeros that is the padding, which no
+ * kernel writes (the caller zeroes the buffer once; conv3_padded_floats adds the tail
+ * the kernels may read past the last image). Outputs and input adjoints are not
+ * padded. Weights are repacked per network call: Wp (3,3,C,O) for the forward and the
+ * weight gradient, Wt (3,3,O,C) (kernel flipped and transposed) for the input adjoint.
+ * Activations and input adjoints are OVERWRITTEN; parameter gradients (dWp, db)
+ * accumulate. Single-threaded: callers parallelise over images. */
+typedef struct {
+    int B, H, W;   /* images; the output size, equal to the input size */
+    int C, O;      /* input, output channels */
+} conv3_shape;
+
+size_t conv3_padded_floats(int B, int H, int W, int C);
+void conv3_pack(float *Wp, const float *W, int C, int O);          /* (O,C,3,3) -> (3,3,C,O) */
+void conv3_pack_adjoint(float *Wt, const float *W, int C, int O);  /* -> (3,3,O,C) flipped */
+void conv3_unpack_grad(float *dW, const float *dWp, int C, int O); /* dW (O,C,3,3) += dWp */
+
+/* y (B,H,W,O) = conv(x; W) + b ; x padded; b may be NULL (zero) */
+void conv3_forward(float *y, const float *x, const float *Wp, const float *b,
+                   const conv3_shape *s);
+/* dWp += sum_pixels x (x) dy ; db (O) += sum dy ; dx (B,H,W,C) = W^T * dy (or NULL).
+ * dy (B,H+2,W+2,O) and x padded. */
+void conv3_backward(float *dx, float *dWp, float *db, const float *dy, const float *x,
+                    const float *Wt, const conv3_shape *s);
+/* ry = W * rx + rW * x + rb ; rx (padded) may be NULL (data input) */
+void conv3_rforward(float *ry, const float *rx, const float *x, const float *Wp,
+                    const float *rWp, const float *rb, const conv3_shape *s);
+/* R{dW} += rdy (x) x + dy (x) rx ; R{db} += sum rdy ; R{dx} = W^T * rdy + rW^T * dy.
+ * rdy, dy, x, rx padded; rx NULL drops its term; rdx may be NULL. */
+void conv3_rbackward(float *rdx, float *rdWp, float *rdb, const float *rdy, const float *dy,
+                     const float *x, const float *rx, const float *Wt, const float *rWt,
+                     const conv3_shape *s);
+
+/* Which implementation the NHWC kernels run: AUTO picks the widest the CPU has.
+ * Tests force each one in turn and compare it with REF. */
+typedef enum { NN_ISA_AUTO, NN_ISA_REF, NN_ISA_SSE, NN_ISA_AVX2, NN_ISA_AVX512 } nn_isa;
+int nn_isa_supported(nn_isa isa);
+nn_isa nn_isa_force(nn_isa isa);   /* returns the previous setting; not thread-safe */
+nn_isa nn_isa_active(void);
+const char *nn_isa_name(nn_isa isa);
+
+/* x (B,H,W,C) into the interior of xp (B,H+2,W+2,C) */
+void nhwc_pad(float *xp, const float *x, int B, int H, int W, int C);
+/* P (B,H/2+2,W/2+2,C) padded interior = maxpool2(relu(y)), y (B,H,W,C);
+ * am (B,H/2,W/2,C) = the window position 0..3 (row-major) chosen */
+void relu_maxpool2_forward(float *P, int32_t *am, const float *y, int B, int H, int W, int C);
+/* dy (B,H+2,W+2,C) padded interior = the adjoint through pooling and ReLU of dP
+ * (B,H/2,W/2,C); also the R-backward (applied to R{dP}) */
+void relu_maxpool2_backward(float *dy, const float *dP, const int32_t *am, const float *P,
+                            int B, int H, int W, int C);
+/* rP padded interior = R{y}[am] where P > 0 */
+void relu_maxpool2_rforward(float *rP, const float *ry, const int32_t *am, const float *P,
+                            int B, int H, int W, int C);
+/* db (C) += sum over the interior pixels of the padded dy (B,H+2,W+2,C) */
+void nhwc_pixel_sum(float *db, const float *dy, int B, int H, int W, int C);
+/* A (B,HW,C) = relu(A) in place; G (B,C) = mean over HW */
+void relu_gap_forward(float *G, float *A, int B, int HW, int C);
+/* dy (B,H+2,W+2,C) padded interior = dG / HW where A > 0; also the R-backward */
+void relu_gap_backward(float *dy, const float *dG, const float *A, int B, int H, int W, int C);
+/* rA = rA where A > 0 (in place); rG = mean over HW */
+void relu_gap_rforward(float *rG, float *rA, const float *A, int B, int HW, int C);
+
 /* ---- max-pool, k x k windows with stride k (floor), per plane ---------------------
  * argmax (cached): for each output, the index within its plane of the chosen input. */
 void maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, int W,

@@ -27,6 +27,11 @@ typedef struct {
     int fan_in;     /* for N(0, 2/fan_in) initialisation; 0 marks a bias (zeros) */
 } lopt_tensor;
 
+/* Epoch orders a batch keeps: one batch object serves several trajectories in turn
+ * (a meta-training worker's samples), and recomputing an epoch order costs ~0.3 ms
+ * for the 50,000-image training split. */
+#define LOPT_BATCH_ORDERS 8
+
 /* One minibatch: examples gathered from a split (tasks with in-memory data), or
  * for tasks that batch themselves only its coordinates (split, seed, step) and a
  * key. Allocated by lopt_batch_alloc for a task. */
@@ -40,8 +45,11 @@ typedef struct {
     lopt_split split; /* what lopt_task_sample was asked for */
     uint64_t seed;
     int64_t step;
-    lopt_sampler sampler;   /* cached epoch order of the last (split, seed) */
-    int sampler_split;      /* -1: none yet */
+    /* cached epoch orders of the most recently used (split, seed)s */
+    lopt_sampler sampler[LOPT_BATCH_ORDERS];
+    int sampler_split[LOPT_BATCH_ORDERS];     /* -1: slot unused */
+    uint64_t sampler_used[LOPT_BATCH_ORDERS]; /* last use, for least-recently-used reuse */
+    uint64_t uses;
 } lopt_batch;
 
 typedef struct lopt_task lopt_task;

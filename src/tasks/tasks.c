@@ -237,6 +237,7 @@ lopt_status lopt_task_create(lopt_task *t, const char *name, const lopt_task_opt
 {
     static const lopt_task_opts none = {0};
     if (!opts) opts = &none;
+    lopt_threads_init();
     memset(t, 0, sizeof *t);
     lopt_task_spec s;
     memset(&s, 0, sizeof s);
@@ -291,7 +292,7 @@ void lopt_batch_alloc(lopt_batch *b, const lopt_task *t, int capacity)
 {
     memset(b, 0, sizeof *b);
     b->capacity = capacity;
-    b->sampler_split = -1;
+    for (int i = 0; i < LOPT_BATCH_ORDERS; i++) b->sampler_split[i] = -1;
     if (t->input > 0) {
         b->x = lopt_floats((size_t)capacity * (size_t)t->input);
         if (task_data(t)[LOPT_SPLIT_TRAIN].labels)
@@ -307,9 +308,34 @@ void lopt_batch_free(lopt_batch *b)
     lopt_free(b->x);
     free(b->y);
     lopt_free(b->yt);
-    lopt_sampler_free(&b->sampler);
+    for (int i = 0; i < LOPT_BATCH_ORDERS; i++) lopt_sampler_free(&b->sampler[i]);
     memset(b, 0, sizeof *b);
-    b->sampler_split = -1;
+    for (int i = 0; i < LOPT_BATCH_ORDERS; i++) b->sampler_split[i] = -1;
+}
+
+/* the cached sampler of (split, seed) at batch size B, made in the least recently
+ * used slot if there is none */
+static lopt_sampler *batch_sampler(lopt_batch *b, int split, uint64_t seed, int n)
+{
+    int slot = -1;
+    for (int i = 0; i < LOPT_BATCH_ORDERS && slot < 0; i++)
+        if (b->sampler_split[i] == split && b->sampler[i].seed == seed && b->sampler[i].B == b->B)
+            slot = i;
+    if (slot >= 0) goto found;
+    slot = 0;   /* an unused slot, else the least recently used */
+    for (int i = 0; i < LOPT_BATCH_ORDERS; i++) {
+        if (b->sampler_split[i] < 0) {
+            slot = i;
+            break;
+        }
+        if (b->sampler_used[i] < b->sampler_used[slot]) slot = i;
+    }
+    lopt_sampler_free(&b->sampler[slot]);
+    lopt_sampler_init(&b->sampler[slot], seed, n, b->B);
+    b->sampler_split[slot] = split;
+found:
+    b->sampler_used[slot] = ++b->uses;
+    return &b->sampler[slot];
 }
 
 /* Copies examples idx[0..B) of split d into the batch. */
@@ -337,13 +363,9 @@ void lopt_task_sample(const lopt_task *t, lopt_batch *b, lopt_split split,
     if (!task_data(t)) return;
     const lopt_split_data *d = &task_data(t)[split];
     LOPT_ASSERT(d->n > 0);
-    if (b->sampler_split != (int)split || b->sampler.seed != seed || b->sampler.B != b->B) {
-        lopt_sampler_free(&b->sampler);
-        lopt_sampler_init(&b->sampler, seed, d->n, b->B);
-        b->sampler_split = (int)split;
-    }
+    lopt_sampler *smp = batch_sampler(b, (int)split, seed, d->n);
     int32_t idx[b->B];
-    lopt_sampler_batch(&b->sampler, step, idx);
+    lopt_sampler_batch(smp, step, idx);
     gather(t, d, idx, b->B, b);
 }
 
