@@ -61,8 +61,11 @@ while [ $((SECONDS - t0)) -lt "$seconds" ]; do
   codes[$code]=$((${codes[$code]:-0} + 1))
   if [ $code -gt 2 ]; then
     echo "FAIL: exit $code (124: hang, >128: a signal): lopt ${args[*]}"; head -3 "$tmp/err"; fail=1
-  elif [ $code -ne 0 ] && [ "$(wc -l <"$tmp/err")" -gt 2 ]; then
+  elif [ $code -eq 2 ] && [ "$(wc -l <"$tmp/err")" -gt 2 ]; then
     echo "FAIL: more than a reason and a usage line: lopt ${args[*]}"; head -4 "$tmp/err"; fail=1
+  elif [ $code -eq 1 ] && ! tail -1 "$tmp/err" | grep -q "^lopt [a-z-]*: "; then
+    # a runtime failure may follow progress lines and warnings; its last line is the reason
+    echo "FAIL: a runtime failure without a one-line reason last: lopt ${args[*]}"; tail -3 "$tmp/err"; fail=1
   fi
   [ -p "$tmp/fifo" ] && [ -d "$tmp/dir" ] && [ -L "$tmp/link" ] || { echo "FAIL: a special file was replaced: lopt ${args[*]}"; fail=1
     rm -rf "$tmp/fifo" "$tmp/dir" "$tmp/link"; mkfifo "$tmp/fifo"; mkdir "$tmp/dir"; ln -s ok.lopt "$tmp/link"; }
