@@ -179,13 +179,6 @@ static void warn_resume_ignores(const cli_spec *spec)
                 "settings; ignoring %s\n", list);
 }
 
-static int seen(const cli_spec *spec, const char *name)
-{
-    for (int i = 0; i < spec->nopts; i++)
-        if (spec->opts[i].seen && strcmp(spec->opts[i].name, name) == 0) return 1;
-    return 0;
-}
-
 int cmd_meta_train(int argc, char **argv)
 {
     cli_join("meta-train", argc, argv);
@@ -329,8 +322,8 @@ int cmd_meta_train(int argc, char **argv)
         st = load_ckpt(&m, ckpt, &err);
         cli_settle(&spec, "cannot resume", st, &err);
         if (st != LOPT_OK) cli_fail("meta-train", "cannot resume: %s", err.msg);
-        if (seen(&spec, "outer-steps")) lopt_meta_set_outer_steps(m, outer_steps);
-        if (seen(&spec, "eval-every")) lopt_meta_set_eval_every(m, eval_every);
+        if (cli_find(&spec, "outer-steps")->seen) lopt_meta_set_outer_steps(m, outer_steps);
+        if (cli_find(&spec, "eval-every")->seen) lopt_meta_set_eval_every(m, eval_every);
         if (rank == 0)
             fprintf(stderr, "meta-train: resumed %s at outer step %lld\n", ckpt,
                     (long long)lopt_meta_steps_done(m));
