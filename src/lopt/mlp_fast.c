@@ -64,16 +64,17 @@ __attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16])
         const int F = (FF) ? (FF) : Frun;                                                   \
         const __mmask16 k = (__mmask16)((1u << nl) - 1);                                    \
         __m512 xf[8];                                                                       \
-        float tile[8][16];                                                                  \
-        for (int f = 0; f < F; f++) {                                                       \
+        for (int f = 0; f < F; f++)                                                         \
             xf[f] = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src[f] + i0),                    \
                                   _mm512_set1_ps(scale[f]));                                \
-            _mm512_storeu_ps(tile[f], xf[f]);                                               \
+        {   /* x (n,F): lane l's F features are row l, the block's rows contiguous */     \
+            __m512 t[16];                                                                   \
+            for (int f = 0; f < 16; f++) t[f] = f < F ? xf[f] : _mm512_setzero_ps();         \
+            transpose16(t);                                                                 \
+            const __mmask16 kf = (__mmask16)((1u << F) - 1);                                \
+            float *xb = x + i0 * F;                                                         \
+            for (int l = 0; l < nl; l++) _mm512_mask_storeu_ps(xb + l * F, kf, t[l]);       \
         }                                                                                   \
-        /* x (n,F): the block's rows are contiguous */                                      \
-        float *xb = x + i0 * F;                                                             \
-        for (int l = 0; l < nl; l++)                                                        \
-            for (int f = 0; f < F; f++) xb[l * F + f] = tile[f][l];                         \
         /* four partial sums per output: one running sum is a chain of dependent FMAs */ \
         __m512 d4[4], s4[4];                                                                \
         for (int q = 0; q < 4; q++) d4[q] = s4[q] = _mm512_setzero_ps();                    \
