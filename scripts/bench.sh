@@ -13,9 +13,12 @@
 # OPENBLAS_CORETYPE is changed only for the commands below, never exported.
 #
 # Before each process the script waits (up to BENCH_WAIT seconds) for the machine
-# to be idle (other processes using < 15% of the CPUs over a second), and records
-# the busy fraction it saw in the output, so a number taken while someone else
-# compiled can be recognised.
+# to be idle (other processes using < 15% of the CPUs over a second), and after it
+# records how much CPU other processes took while it ran (the machine's busy time
+# from /proc/stat minus the process's own user + system time): compare.py leaves
+# processes that shared the machine with more than 10% out of the medians when
+# enough clean ones remain, so a number taken while someone else compiled is
+# recognised and not averaged in.
 set -euo pipefail
 build=${1:-build}
 rounds=${ROUNDS:-3}
@@ -51,10 +54,39 @@ wait_quiet() {
   [ "$b" -lt 15 ] || echo "bench: machine still ${b}% busy after ${t}s (before $1)" >&2
 }
 
-# run CORETYPE CMD...: CMD with OPENBLAS_CORETYPE set to CORETYPE, or removed
+hz=$(getconf CLK_TCK)
+ncpu=$(nproc)
+
+# run WHAT CORETYPE CMD...: CMD with OPENBLAS_CORETYPE set to CORETYPE, or removed;
+# its JSON lines to the output, then a note of the CPU others used meanwhile
 run() {
-  local ct=$1; shift
-  if [ "$ct" = unset ]; then env -u OPENBLAS_CORETYPE "$@"; else OPENBLAS_CORETYPE=$ct "$@"; fi
+  local what=$1 ct=$2; shift 2
+  local a b tf
+  tf=$(mktemp)
+  read -r -a a < /proc/stat
+  local t0; t0=$(date +%s.%N)
+  if [ "$ct" = unset ]; then
+    /usr/bin/env -u OPENBLAS_CORETYPE bash -c 'TIMEFORMAT="%U %S"; time "$@"' _ "$@" 2>"$tf" | tee -a "$out"
+  else
+    OPENBLAS_CORETYPE=$ct bash -c 'TIMEFORMAT="%U %S"; time "$@"' _ "$@" 2>"$tf" | tee -a "$out"
+  fi
+  local t1; t1=$(date +%s.%N)
+  read -r -a b < /proc/stat
+  local busy=0 i
+  for i in 1 2 3 6 7 8; do busy=$(( busy + b[i] - a[i] )); done
+  local own; own=$(tail -1 "$tf")
+  grep -v '^[0-9.]* [0-9.]*$' "$tf" >&2 || true
+  rm -f "$tf"
+  /usr/bin/python3 - "$busy" "$hz" "$ncpu" "$t0" "$t1" "$own" "$what" "$ct" >>"$out" <<'PY'
+import json, sys
+busy, hz, ncpu, t0, t1 = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+u, s = (float(x) for x in sys.argv[6].split())
+wall = t1 - t0
+others = max(0.0, busy / hz - (u + s))
+print(json.dumps({"bench": "machine/others-during", "impl": "note", "what": sys.argv[7],
+                  "coretype": sys.argv[8], "wall_s": round(wall, 1), "own_cpu_s": round(u + s, 1),
+                  "others_pct": round(100 * others / (wall * ncpu), 1)}))
+PY
 }
 
 peer=(/usr/bin/python3 bench/torch_peer.py --runs "$runs" --threads 2 "${only[@]}")
@@ -62,11 +94,11 @@ for r in $(seq "$rounds"); do
   for ct in "${coretypes[@]}"; do
     echo "bench: round $r/$rounds, OPENBLAS_CORETYPE=$ct" >&2
     wait_quiet lopt "$ct"
-    run "$ct" "$build/lopt" bench --runs "$runs" "${only[@]}" | tee -a "$out"
+    run lopt "$ct" "$build/lopt" bench --runs "$runs" "${only[@]}"
     wait_quiet torch-OBT1 "$ct"
-    run "$ct" env OPENBLAS_NUM_THREADS=1 "${peer[@]}" | tee -a "$out"
+    run torch-OBT1 "$ct" env OPENBLAS_NUM_THREADS=1 "${peer[@]}"
     wait_quiet torch-OBTdefault "$ct"
-    run "$ct" env -u OPENBLAS_NUM_THREADS "${peer[@]}" | tee -a "$out"
+    run torch-OBTdefault "$ct" env -u OPENBLAS_NUM_THREADS "${peer[@]}"
   done
 done
 echo "bench: uptime: $(uptime)" >&2

@@ -12,6 +12,7 @@
  * bench is one line in meta_rows. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,24 +85,38 @@ static void print_setup(void)
 typedef void (*bench_fn)(void *ctx);
 
 typedef struct {
-    double med, min, max;
+    double med, min, max;   /* wall-clock ms per call */
+    double cpu;             /* median CPU ms per call, all threads of the process */
 } timing;
+
+/* CPU seconds of the process: unlike wall-clock time it leaves out the time another
+ * process held the core, so on a shared machine it is the steadier measure of a
+ * one-thread row (for several threads it includes their spin-waits) */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 /* Times fn: a warm-up of iters calls, then runs x iters; ms per call. */
 static timing time_fn(bench_fn fn, void *ctx, int runs, int iters)
 {
     for (int i = 0; i < iters; i++) fn(ctx);
-    double *ms = calloc((size_t)runs, sizeof *ms);
+    double *ms = calloc((size_t)runs, sizeof *ms), *cpu = calloc((size_t)runs, sizeof *cpu);
     for (int r = 0; r < runs; r++) {
-        double t0 = lopt_now();
+        double t0 = lopt_now(), c0 = cpu_now();
         for (int i = 0; i < iters; i++) fn(ctx);
         ms[r] = 1e3 * (lopt_now() - t0) / iters;
+        cpu[r] = 1e3 * (cpu_now() - c0) / iters;
     }
     timing t;
     t.med = median_of(ms, runs);
     t.min = ms[0];
     t.max = ms[runs - 1];
+    t.cpu = median_of(cpu, runs);
     free(ms);
+    free(cpu);
     return t;
 }
 
@@ -110,8 +125,8 @@ static void print_timing(const char *name, timing t, int runs, int iters, double
                          const char *extra)
 {
     printf("{\"bench\": \"%s\", \"impl\": \"lopt\", \"median_ms\": %.4f, \"min_ms\": %.4f, "
-           "\"max_ms\": %.4f, \"runs\": %d, \"iters\": %d",
-           name, t.med, t.min, t.max, runs, iters);
+           "\"max_ms\": %.4f, \"cpu_ms\": %.4f, \"runs\": %d, \"iters\": %d",
+           name, t.med, t.min, t.max, t.cpu, runs, iters);
     print_setup();
     if (gflop > 0) printf(", \"gflop\": %.4f, \"gflops\": %.2f", gflop, gflop / (t.med * 1e-3));
     printf("%s}\n", extra);
@@ -412,11 +427,13 @@ static void bench_meta_row(const char *name, const char *task, const char *est, 
     lopt_meta_row row;
     lopt_meta_step(m, &row, NULL);   /* warm-up: trajectories started, caches filled */
     double *ms = calloc((size_t)runs, sizeof *ms), *rate = calloc((size_t)runs, sizeof *rate);
+    double *cpu = calloc((size_t)runs, sizeof *cpu);
     double t_prev = row.time_s;
     for (int r = 0; r < runs; r++) {
-        double t0 = lopt_now();
+        double t0 = lopt_now(), c0 = cpu_now();
         lopt_meta_step(m, &row, NULL);
         ms[r] = 1e3 * (lopt_now() - t0);
+        cpu[r] = 1e3 * (cpu_now() - c0);
         double steps = row.inner_steps_per_s * (row.time_s - t_prev);
         t_prev = row.time_s;
         rate[r] = steps / (ms[r] * 1e-3);
@@ -425,6 +442,8 @@ static void bench_meta_row(const char *name, const char *task, const char *est, 
     t.med = median_of(ms, runs);
     t.min = ms[0];
     t.max = ms[runs - 1];
+    t.cpu = median_of(cpu, runs);
+    free(cpu);
     double rmed = median_of(rate, runs);
     char extra[448];
     int workers = threads > 0 ? threads : omp_threads();
