@@ -218,6 +218,66 @@ void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, f
     lopt_theta_normalized(a, 0, 1.0f, noise, seed, theta);
 }
 
+/* Solves the n x n system A x = b in place (A row-major, overwritten; b becomes x) by
+ * Gaussian elimination with partial pivoting; A is symmetric positive definite here. */
+static void solve_dense(double *A, double *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int p = i;
+        for (int r = i + 1; r < n; r++)
+            if (fabs(A[r * n + i]) > fabs(A[p * n + i])) p = r;
+        for (int k = 0; k < n; k++) {
+            double tmp = A[i * n + k];
+            A[i * n + k] = A[p * n + k];
+            A[p * n + k] = tmp;
+        }
+        double tb = b[i];
+        b[i] = b[p];
+        b[p] = tb;
+        LOPT_ASSERT(A[i * n + i] != 0);
+        for (int r = i + 1; r < n; r++) {
+            double f = A[r * n + i] / A[i * n + i];
+            for (int k = i; k < n; k++) A[r * n + k] -= f * A[i * n + k];
+            b[r] -= f * b[i];
+        }
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        for (int k = i + 1; k < n; k++) b[i] -= A[i * n + k] * b[k];
+        b[i] /= A[i * n + i];
+    }
+}
+
+double lopt_theta_fit_schedule(const lopt_arch *a, const lopt_schedule *s, double peak,
+                               double floor, float *theta)
+{
+    LOPT_ASSERT(a->form == LOPT_FORM_NOMINAL && s->steps > 0 && peak > 0);
+    LOPT_ASSERT(floor > 0 && floor <= 1 && a->ntime + 1 <= LOPT_MAX_TIME + 1);
+    const int n = a->ntime + 1;   /* the features' coefficients a_j, then b */
+    double A[(LOPT_MAX_TIME + 1) * (LOPT_MAX_TIME + 1)] = {0}, rhs[LOPT_MAX_TIME + 1] = {0};
+    double row[LOPT_MAX_TIME + 1];
+    for (int64_t t = 0; t < s->steps; t++) {
+        double factor = fmax(lopt_schedule_factor(s, t + 1), floor);
+        double y = log(peak / a->nominal_step * factor);
+        for (int j = 0; j < a->ntime; j++) row[j] = tanh((double)t / a->tau[j] - 1.0);
+        row[a->ntime] = 1.0;
+        for (int i = 0; i < n; i++) {
+            for (int k = 0; k < n; k++) A[i * n + k] += row[i] * row[k];
+            rhs[i] += row[i] * y;
+        }
+    }
+    for (int i = 0; i < n; i++) A[i * n + i] += 1e-6 * (double)s->steps;
+    solve_dense(A, rhs, n);
+    float *sc = theta + lopt_arch_schedule_offset(a);
+    for (int i = 0; i < n; i++) sc[i] = (float)rhs[i];
+    double worst = 0;
+    for (int64_t t = 0; t < s->steps; t++) {
+        double factor = fmax(lopt_schedule_factor(s, t + 1), floor);
+        double y = log(peak / a->nominal_step * factor);
+        worst = fmax(worst, fabs(lopt_arch_schedule(a, theta, t) - y));
+    }
+    return worst;
+}
+
 /* n * k floats, NULL if that overflows or the allocation fails */
 static float *floats_nk(size_t n, size_t k)
 {
