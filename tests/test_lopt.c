@@ -418,6 +418,28 @@ static void nominal_adam_is_adam(void)
                 1e-5, 1e-7);
     lo.free(&lo);
     ad.free(&ad);
+
+    /* A zero output layer skips the MLP (its residual is exactly 0). The same theta
+     * with one output weight at 1e-30 runs the MLP, whose residual (~1e-33) is far
+     * below half an ulp of the Adam step: both must give identical weights. */
+    lopt_optimizer skip, full;
+    float *theta2 = lopt_floats(np);
+    memcpy(theta2, theta, np * sizeof(float));
+    theta2[lopt_arch_output_offset(&a)] = 1e-30f;
+    CHECK(lopt_learned_create(&skip, &a, theta, t, 2, NW, NULL) == LOPT_OK &&
+          lopt_learned_create(&full, &a, theta2, t, 2, NW, NULL) == LOPT_OK, "create");
+    lopt_rng_fill_normal(w1, NW, 1.0f, 4, LOPT_STREAM_TEST, 0);
+    memcpy(w2, w1, NW * sizeof(float));
+    for (int k = 0; k < STEPS; k++) {
+        lopt_rng_fill_normal(g, NW, 1.0f, 5, LOPT_STREAM_TEST, (uint64_t)k * NW);
+        skip.step(&skip, w1, g);
+        full.step(&full, w2, g);
+    }
+    CHECK(memcmp(w1, w2, NW * sizeof(float)) == 0,
+          "nominal-adam: the zero-residual shortcut changed the update");
+    skip.free(&skip);
+    full.free(&full);
+    lopt_free(theta2);
     lopt_free(theta); lopt_free(w1); lopt_free(w2); lopt_free(g);
 }
 

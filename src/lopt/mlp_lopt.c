@@ -419,6 +419,37 @@ static void forward_generic(lopt_mlp_work *wk, const float *theta, const lopt_te
     }
 }
 
+/* 1 when the MLP's output layer (its W and b) is all zero: then d = s = 0 for every
+ * parameter and the nominal form's residual is exactly 0 */
+static int residual_is_zero(const lopt_arch *a, const float *theta)
+{
+    const float *o = theta + lopt_arch_output_offset(a);
+    const size_t len = lopt_arch_schedule_offset(a) - lopt_arch_output_offset(a);
+    for (size_t i = 0; i < len; i++)
+        if (o[i] != 0.0f) return 0;
+    return 1;
+}
+
+/* torch's Adam at step t + 1 as the nominal direction: m is momentum nominal_mom, v the
+ * state row after the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat)
+ * + eps) + the residual read from out (n, 2), or none for out NULL (a zero residual) */
+static void nominal_adam(const lopt_arch *a, const float *theta, const float *g, float *m,
+                         int64_t t, size_t n, const float *out, float *delta)
+{
+    const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
+    const float *mk = m + (size_t)a->nominal_mom * n;
+    float *v = m + (size_t)a->nmom * n;
+    const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
+    const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
+    const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
+        delta[i] = out ? step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1])
+                       : step * u;
+    }
+}
+
 void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                      int ntensors, const float *w, const float *g, float *m, int64_t t,
                      float *delta)
@@ -431,6 +462,13 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
     for (int k = 0; k < a->nmom; k++) {
         float b = a->beta[k], *mk = m + (size_t)k * n;
         for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
+    }
+    /* An Adam direction whose residual's output layer is all zero (as initialised, and
+     * while meta-training moves only the schedule) has a residual of exactly 0 for
+     * every input: the MLP's forward pass is skipped, the update is the same. */
+    if (adam_dir(a) && residual_is_zero(a, theta)) {
+        nominal_adam(a, theta, g, m, t, n, NULL, delta);
+        return;
     }
     /* per-tensor normalisers of the features */
     for (int T = 0; T < ntensors; T++) {
@@ -456,19 +494,7 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
     if (adam_dir(a)) {
-        /* torch's Adam at step t + 1: m is momentum nominal_mom, v the state row after
-         * the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat) + eps) */
-        const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
-        const float *mk = m + (size_t)a->nominal_mom * n;
-        float *v = m + (size_t)a->nmom * n;
-        const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
-        const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
-        const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
-        for (size_t i = 0; i < n; i++) {
-            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-            float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
-            delta[i] = step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
-        }
+        nominal_adam(a, theta, g, m, t, n, out, delta);
         return;
     }
     if (a->form == LOPT_FORM_NOMINAL) {
