@@ -299,7 +299,9 @@ static int band_ok(const layout *l, const lopt_plot_series *s, int i)
     return isfinite(s->x[i]) && valid_y(l, s->lo[i]) && valid_y(l, s->hi[i]);
 }
 
-char *lopt_plot_svg(const lopt_plot *p, size_t *len)
+/* the SVG document of one plot; its clip path is called clip_id (unique per panel
+ * when several plots share a document) */
+static char *plot_svg(const lopt_plot *p, size_t *len, const char *clip_id)
 {
     layout l;
     make_layout(p, &l);
@@ -310,9 +312,9 @@ char *lopt_plot_svg(const lopt_plot *p, size_t *len)
                   "sans-serif\">\n",
               l.W, l.H, l.W, l.H);
     lopt_sb_printf(&b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", l.W, l.H);
-    lopt_sb_printf(&b, "<clipPath id=\"plotarea\"><rect x=\"%d\" y=\"%d\" width=\"%d\" "
+    lopt_sb_printf(&b, "<clipPath id=\"%s\"><rect x=\"%d\" y=\"%d\" width=\"%d\" "
                   "height=\"%d\"/></clipPath>\n",
-              l.L, l.T, l.R - l.L, l.B - l.T);
+              clip_id, l.L, l.T, l.R - l.L, l.B - l.T);
     lopt_sb_printf(&b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"18\">",
               (l.L + l.R) / 2.0, 20 + CHAR_H);
     sb_text(&b, p->title);
@@ -323,7 +325,7 @@ char *lopt_plot_svg(const lopt_plot *p, size_t *len)
     for (int i = 0; i < l.nyt; i++)
         lopt_sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\"/>\n", l.L,
                   px_y(&l, l.yt[i]), l.R, px_y(&l, l.yt[i]));
-    lopt_sb_printf(&b, "</g>\n<g clip-path=\"url(#plotarea)\">\n");
+    lopt_sb_printf(&b, "</g>\n<g clip-path=\"url(#%s)\">\n", clip_id);
     for (int s = 0; s < p->nseries; s++) {
         const lopt_plot_series *se = &p->series[s];
         if (!se->lo || !se->hi) continue;
@@ -396,6 +398,46 @@ char *lopt_plot_svg(const lopt_plot *p, size_t *len)
         lopt_sb_printf(&b, "</text>\n");
     }
     lopt_sb_printf(&b, "</g>\n</svg>\n");
+    if (len) *len = b.len;
+    return b.s;
+}
+
+char *lopt_plot_svg(const lopt_plot *p, size_t *len) { return plot_svg(p, len, "plotarea"); }
+
+/* the row's size: the panels' widths summed, the tallest panel's height */
+static void row_size(const lopt_plot *p, int np, int *w, int *h)
+{
+    *w = *h = 0;
+    for (int k = 0; k < np; k++) {
+        int pw = p[k].width > 0 ? p[k].width : 960, ph = p[k].height > 0 ? p[k].height : 600;
+        *w += pw;
+        if (ph > *h) *h = ph;
+    }
+}
+
+char *lopt_plot_svg_row(const lopt_plot *p, int np, size_t *len)
+{
+    LOPT_ASSERT(np >= 1);
+    int W, H;
+    row_size(p, np, &W, &H);
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                  "viewBox=\"0 0 %d %d\">\n<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n",
+              W, H, W, H, W, H);
+    int x = 0;
+    for (int k = 0; k < np; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "plotarea%d", k);
+        char *one = plot_svg(&p[k], NULL, id);
+        /* the panel as a nested <svg> at its offset, without its XML declaration */
+        const char *tag = strstr(one, "<svg ");
+        LOPT_ASSERT(tag);
+        lopt_sb_printf(&b, "<svg x=\"%d\" y=\"0\" %s", x, tag + 5);
+        free(one);
+        x += p[k].width > 0 ? p[k].width : 960;
+    }
+    lopt_sb_printf(&b, "</svg>\n");
     if (len) *len = b.len;
     return b.s;
 }
@@ -575,6 +617,29 @@ void lopt_plot_raster(const lopt_plot *p, uint8_t **rgb, int *w, int *h)
     *h = l.H;
 }
 
+void lopt_plot_raster_row(const lopt_plot *p, int np, uint8_t **rgb, int *w, int *h)
+{
+    LOPT_ASSERT(np >= 1);
+    int W, H;
+    row_size(p, np, &W, &H);
+    uint8_t *px = lopt_xcalloc((size_t)W * (size_t)H * 3, 1);
+    memset(px, 0xff, (size_t)W * (size_t)H * 3);
+    int x = 0;
+    for (int k = 0; k < np; k++) {
+        uint8_t *one;
+        int pw, ph;
+        lopt_plot_raster(&p[k], &one, &pw, &ph);
+        for (int y = 0; y < ph; y++)
+            memcpy(px + ((size_t)y * (size_t)W + (size_t)x) * 3, one + (size_t)y * (size_t)pw * 3,
+                   (size_t)pw * 3);
+        free(one);
+        x += pw;
+    }
+    *rgb = px;
+    *w = W;
+    *h = H;
+}
+
 /* ---- PNG ----------------------------------------------------------------------- */
 
 static void put_u32(unsigned char *p, uint32_t v)
@@ -654,6 +719,30 @@ lopt_status lopt_plot_write(const lopt_plot *p, const char *base, lopt_err *err)
     uint8_t *rgb;
     int w, h;
     lopt_plot_raster(p, &rgb, &w, &h);
+    unsigned char *png;
+    size_t n;
+    st = lopt_png_encode(rgb, w, h, &png, &n, err);
+    free(rgb);
+    if (st != LOPT_OK) return st;
+    snprintf(path, sizeof path, "%s.png", base);
+    st = lopt_write_atomic(path, png, n, err);
+    free(png);
+    return st;
+}
+
+lopt_status lopt_plot_write_row(const lopt_plot *p, int np, const char *base, lopt_err *err)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s.svg", base) >= (int)sizeof path)
+        return lopt_fail(err, LOPT_EUSAGE, "path too long: %s", base);
+    size_t len;
+    char *svg = lopt_plot_svg_row(p, np, &len);
+    lopt_status st = lopt_write_atomic(path, svg, len, err);
+    free(svg);
+    if (st != LOPT_OK) return st;
+    uint8_t *rgb;
+    int w, h;
+    lopt_plot_raster_row(p, np, &rgb, &w, &h);
     unsigned char *png;
     size_t n;
     st = lopt_png_encode(rgb, w, h, &png, &n, err);
