@@ -14,6 +14,7 @@
 #include "eval/plot.h"
 #include "meta/meta.h"
 #include "meta/unroll.h"
+#include "optim/adam.h"
 
 /* directions and perturbations: a stream of their own */
 #define PATH_STREAM 0x70617468ULL
@@ -942,7 +943,6 @@ lopt_status lopt_pathology_bias(lopt_task *t, const lopt_bias_opts *o, const cha
     for (int k = 0; k < nK; k++) {
         int K = o->Ks[k];
         double p = log(o->lr0), m1 = 0, m2 = 0;
-        const double b1 = 0.9, b2 = 0.999, ae = 1e-12;
         for (int it = 0; it < OS; it++) {
             otraj[(size_t)k * (OS + 1) + it] = exp(p);
             sgd_out r = sgd_mean(&s, o, p, K);
@@ -951,13 +951,12 @@ lopt_status lopt_pathology_bias(lopt_task *t, const lopt_bias_opts *o, const cha
             report(o->progress, o->user, done, total, "meta-learning K=%d step %d/%d lr %.4g",
                    K, it + 1, OS, exp(p));
             if (!isfinite(gr)) continue;
-            m1 = b1 * m1 + (1 - b1) * gr;
-            m2 = b2 * m2 + (1 - b2) * gr * gr;
-            double mh = m1 / (1 - pow(b1, it + 1)), vh = m2 / (1 - pow(b2, it + 1));
+            const lopt_adam_bias ab = lopt_adam_bias_at(0.9, 0.999, it + 1);
+            lopt_adam_moments(&ab, &m1, &m2, gr);
             /* cosine decay to 1% of outer_lr: the deterministic meta-gradient lets
              * the last steps settle on the fixed point instead of circling it */
             double eta = o->outer_lr * (0.01 + 0.99 * 0.5 * (1 + cos(3.14159265358979323846 * it / OS)));
-            p -= eta * mh / (sqrt(vh) + ae);
+            p -= eta * (m1 / ab.bc1) / lopt_adam_denom(&ab, m2, 1e-12);
         }
         otraj[(size_t)k * (OS + 1) + OS] = exp(p);
         sgd_out fin = sgd_mean(&s, o, p, K);
