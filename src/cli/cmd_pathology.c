@@ -36,8 +36,8 @@ static int parse_Ks(const cli_spec *spec, const char *what, const char *s, int *
         if (v < 1 || errno || (*end && *end != ',') || v > 100000000)
             cli_usage_error(spec, "malformed --%s '%s' (want comma-separated positive "
                             "integers, e.g. 1,10,100)", what, s);
-        if (n == LOPT_PATH_MAX_K) cli_usage_error(spec, "at most %d unroll lengths",
-                                                  LOPT_PATH_MAX_K);
+        if (n == LOPT_PATHOLOGY_MAX_K) cli_usage_error(spec, "at most %d unroll lengths",
+                                                  LOPT_PATHOLOGY_MAX_K);
         Ks[n++] = (int)v;
         if (!*end) break;
         p = end + 1;
@@ -205,12 +205,12 @@ int cmd_pathology(int argc, char **argv)
     /* flags: usage first, before anything slow */
     if (out && !*out) cli_usage_error(&spec, "--out needs a directory name");
     if (seed < -1) cli_usage_error(&spec, "--seed must not be negative");
-    int Ks[LOPT_PATH_MAX_K], nK = Ks_s ? parse_Ks(&spec, "Ks", Ks_s, Ks) : 0;
+    int Ks[LOPT_PATHOLOGY_MAX_K], nK = Ks_s ? parse_Ks(&spec, "Ks", Ks_s, Ks) : 0;
     lopt_err err = {0};
     lopt_arch arch;
     float *theta = NULL;
     char source[600];
-    lopt_path_common *c = is_surface ? &so.c : is_gradvar ? &go.c : NULL;
+    lopt_pathology_common *c = is_surface ? &so.c : is_gradvar ? &go.c : NULL;
     if (c) {
         if (lopt_path && !*lopt_path) cli_usage_error(&spec, "--lopt needs a file name");
         if (lopt_path && (opts_seen(&spec, "step-mult") || opts_seen(&spec, "arch")))
