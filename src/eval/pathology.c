@@ -59,8 +59,13 @@ lopt_status lopt_pathology_check_Ks(const int *Ks, int nK, int64_t max, lopt_err
 
 lopt_status lopt_pathology_check_common(const lopt_pathology_common *c, lopt_err *err)
 {
+    if (c->warmup < 0) return lopt_fail(err, LOPT_EUSAGE, "--warmup must not be negative");
+    return LOPT_OK;
+}
+
+lopt_status lopt_pathology_check_theta(const lopt_pathology_common *c, lopt_err *err)
+{
     if (!c->arch || !c->theta) return lopt_fail(err, LOPT_EUSAGE, "no learned optimizer");
-    if (c->warmup < 0) return lopt_fail(err, LOPT_EUSAGE, "warmup must not be negative");
     if (!lopt_arch_has_vjp(c->arch))
         return lopt_fail(err, LOPT_EUSAGE, "the Adam direction has no exact reverse pass, "
                          "which the studies need (rp)");
@@ -118,6 +123,7 @@ lopt_status lopt_pathology_surface(lopt_task *t, const lopt_surface_opts *o, con
 {
     if (summary) *summary = NULL;
     lopt_status st = lopt_surface_check(o, err);
+    if (st == LOPT_OK) st = lopt_pathology_check_theta(&o->c, err);
     if (st == LOPT_OK) st = lopt_compare_outdir(dir, err);
     if (st != LOPT_OK) return st;
     lopt_surface_result r;
@@ -132,6 +138,7 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
 {
     if (summary) *summary = NULL;
     lopt_status st = lopt_gradvar_check(o, err);
+    if (st == LOPT_OK) st = lopt_pathology_check_theta(&o->c, err);
     if (st == LOPT_OK) st = lopt_compare_outdir(dir, err);
     if (st != LOPT_OK) return st;
     lopt_gradvar_result r;

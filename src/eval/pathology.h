@@ -128,7 +128,9 @@ lopt_status lopt_pathology_bias(lopt_task *t, const lopt_bias_opts *o, const cha
                                 char **summary, lopt_err *err);
 
 /* ---- the parts of the pipeline ----------------------------------------------------
- * _check: LOPT_EUSAGE with a one-line reason for options out of range.
+ * _check: LOPT_EUSAGE with a one-line reason for options out of range (naming them
+ *         by the flags of `lopt pathology`); it does not look at c.arch and c.theta,
+ *         which lopt_pathology_check_theta checks (set, with an exact reverse pass).
  * _run: the computation (o checked, progress reported), into *r; the result keeps a
  *       copy of o and points at t's name (t must outlive it). Release with _free.
  * _write: r's files into dir (which must exist), *summary as above.
@@ -185,6 +187,8 @@ typedef struct {
     int *diverged;                    /* (nK) */
     double *traj;                     /* (nK, OS + 1) lr before each outer step, last after */
 } lopt_bias_result;
+
+lopt_status lopt_pathology_check_theta(const lopt_pathology_common *c, lopt_err *err);
 
 lopt_status lopt_surface_check(const lopt_surface_opts *o, lopt_err *err);
 lopt_status lopt_surface_run(lopt_task *t, const lopt_surface_opts *o, lopt_surface_result *r,

@@ -31,21 +31,21 @@ void lopt_bias_opts_default(lopt_bias_opts *o)
 lopt_status lopt_bias_check(const lopt_bias_opts *o, lopt_err *err)
 {
     if (o->horizon < 1 || o->horizon > 10000000)
-        return lopt_fail(err, LOPT_EUSAGE, "horizon must be in 1..10000000");
+        return lopt_fail(err, LOPT_EUSAGE, "--horizon must be in 1..10000000");
     lopt_status st = lopt_pathology_check_Ks(o->Ks, o->nK, o->horizon, err);
     if (st != LOPT_OK) return st;
     if (o->instances < 1 || o->instances > 10000)
-        return lopt_fail(err, LOPT_EUSAGE, "instances must be in 1..10000");
+        return lopt_fail(err, LOPT_EUSAGE, "--instances must be in 1..10000");
     if (o->outer_steps < 0 || o->outer_steps > 10000000)
-        return lopt_fail(err, LOPT_EUSAGE, "outer-steps must be in 0..10000000");
-    if (!(o->outer_lr > 0)) return lopt_fail(err, LOPT_EUSAGE, "outer-lr must be positive");
+        return lopt_fail(err, LOPT_EUSAGE, "--outer-steps must be in 0..10000000");
+    if (!(o->outer_lr > 0)) return lopt_fail(err, LOPT_EUSAGE, "--outer-lr must be positive");
     if (!(o->lr0 > 0) || !isfinite(o->lr0))
-        return lopt_fail(err, LOPT_EUSAGE, "lr0 must be positive");
+        return lopt_fail(err, LOPT_EUSAGE, "--lr0 must be positive");
     if (!(o->lr_lo > 0 && o->lr_hi > o->lr_lo && isfinite(o->lr_hi)))
         return lopt_fail(err, LOPT_EUSAGE, "lr range must satisfy 0 < lo < hi");
     if (o->grid_points < 2 || o->grid_points > 100000)
-        return lopt_fail(err, LOPT_EUSAGE, "grid-points must be in 2..100000");
-    if (!(o->loss_clip_factor > 1)) return lopt_fail(err, LOPT_EUSAGE, "clip factor must be > 1");
+        return lopt_fail(err, LOPT_EUSAGE, "--grid-points must be in 2..100000");
+    if (!(o->loss_clip_factor > 1)) return lopt_fail(err, LOPT_EUSAGE, "--clip-factor must be > 1");
     return LOPT_OK;
 }
 

@@ -28,8 +28,8 @@ lopt_status lopt_gradvar_check(const lopt_gradvar_opts *o, lopt_err *err)
     if (st == LOPT_OK) st = lopt_pathology_check_Ks(o->Ks, o->nK, 1000000, err);
     if (st != LOPT_OK) return st;
     if (o->samples < 2 || o->samples > 100000)
-        return lopt_fail(err, LOPT_EUSAGE, "samples must be in 2..100000 (sample variances)");
-    if (!(o->sigma > 0)) return lopt_fail(err, LOPT_EUSAGE, "sigma must be positive");
+        return lopt_fail(err, LOPT_EUSAGE, "--samples must be in 2..100000 (sample variances)");
+    if (!(o->sigma > 0)) return lopt_fail(err, LOPT_EUSAGE, "--sigma must be positive");
     return LOPT_OK;
 }
 
@@ -131,6 +131,7 @@ lopt_status lopt_gradvar_run(lopt_task *t, const lopt_gradvar_opts *o, lopt_grad
 {
     memset(r, 0, sizeof *r);
     lopt_status st = lopt_gradvar_check(o, err);
+    if (st == LOPT_OK) st = lopt_pathology_check_theta(&o->c, err);
     if (st != LOPT_OK) return st;
     r->o = *o;
     r->task = t->name;

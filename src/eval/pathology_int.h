@@ -25,7 +25,7 @@ void lopt_pathology_report(lopt_pathology_progress cb, void *user, int64_t done,
 
 /* nK in 1..LOPT_PATHOLOGY_MAX_K distinct lengths in 1..max (max <= 0: 1..1000000) */
 lopt_status lopt_pathology_check_Ks(const int *Ks, int nK, int64_t max, lopt_err *err);
-/* a learned optimizer with an exact reverse pass, warmup >= 0 */
+/* warmup >= 0 */
 lopt_status lopt_pathology_check_common(const lopt_pathology_common *c, lopt_err *err);
 
 /* The inner state every unroll of a study starts from: a fresh trajectory of

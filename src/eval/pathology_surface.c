@@ -33,16 +33,15 @@ lopt_status lopt_surface_check(const lopt_surface_opts *o, lopt_err *err)
     if (st == LOPT_OK) st = lopt_pathology_check_Ks(o->Ks, o->nK, 1000000, err);
     if (st != LOPT_OK) return st;
     if (o->points < 3 || o->points > 100000)
-        return lopt_fail(err, LOPT_EUSAGE, "points must be in 3..100000");
+        return lopt_fail(err, LOPT_EUSAGE, "--points must be in 3..100000");
     if (!(o->radius > 0) || !isfinite(o->radius))
-        return lopt_fail(err, LOPT_EUSAGE, "radius must be positive");
+        return lopt_fail(err, LOPT_EUSAGE, "--radius must be positive");
     if (o->samples < 0 || o->samples % 2 || o->samples > 100000)
-        return lopt_fail(err, LOPT_EUSAGE, "samples must be even (antithetic pairs), 0..100000");
-    if (o->samples > 0 && !(o->sigma > 0))
-        return lopt_fail(err, LOPT_EUSAGE, "sigma must be positive");
-    if (o->smooth_every < 1) return lopt_fail(err, LOPT_EUSAGE, "smooth-every must be >= 1");
+        return lopt_fail(err, LOPT_EUSAGE, "--samples must be even (antithetic pairs) in 0..100000");
+    if (!(o->sigma > 0)) return lopt_fail(err, LOPT_EUSAGE, "--sigma must be positive");
+    if (o->smooth_every < 1) return lopt_fail(err, LOPT_EUSAGE, "--smooth-every must be >= 1");
     if (o->grid < 0 || o->grid == 1 || o->grid > 1000)
-        return lopt_fail(err, LOPT_EUSAGE, "grid must be 0 (off) or in 2..1000");
+        return lopt_fail(err, LOPT_EUSAGE, "--grid must be 0 (off) or in 2..1000");
     return o->grid ? lopt_pathology_check_Ks(o->K2d, o->nK2d, 1000000, err) : LOPT_OK;
 }
 
@@ -196,6 +195,7 @@ lopt_status lopt_surface_run(lopt_task *t, const lopt_surface_opts *o, lopt_surf
 {
     memset(r, 0, sizeof *r);
     lopt_status st = lopt_surface_check(o, err);
+    if (st == LOPT_OK) st = lopt_pathology_check_theta(&o->c, err);
     if (st != LOPT_OK) return st;
     result_alloc(r, t, o);
     int Kmax = 1;
