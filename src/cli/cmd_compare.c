@@ -16,6 +16,7 @@
 
 #include "cli/cli.h"
 #include "core/dist.h"
+#include "core/out.h"
 #include "eval/compare.h"
 #include "lopt/lopt_file.h"
 #include "lopt/mlp_lopt.h"
@@ -321,7 +322,7 @@ int cmd_compare(int argc, char **argv)
         note_created(outdir);
         cli_signals_install(on_signal_now);
     }
-    st = lopt_dist_rank() == 0 ? lopt_compare_outdir(outdir, &err) : LOPT_OK;
+    st = lopt_dist_rank() == 0 ? lopt_outdir_create(outdir, &err) : LOPT_OK;
     cli_settle(&spec, NULL, st, &err);
     if (st != LOPT_OK) {
         free_thetas(theta, extra_theta, nx);

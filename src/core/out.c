@@ -1,12 +1,16 @@
 /* out.c - the output toolkit (out.h): JSON values, XML text, paths in an output
  * directory, CRC-32. */
+#define _POSIX_C_SOURCE 200809L
 #include "core/out.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 void lopt_json_num(lopt_sbuf *b, double v)
@@ -71,6 +75,29 @@ lopt_status lopt_write_sb_in(const char *dir, const char *name, lopt_sbuf *b, lo
     free(b->s);
     memset(b, 0, sizeof *b);
     return st;
+}
+
+lopt_status lopt_outdir_create(const char *dir, lopt_err *err)
+{
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
+        return lopt_fail(err, LOPT_EUSAGE, "path too long: %s", dir);
+    for (char *c = p + 1;; c++) {
+        if (*c != '/' && *c != 0) continue;
+        char saved = *c;
+        *c = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return lopt_fail(err, LOPT_EIO, "cannot create directory %s: %s", p,
+                             strerror(errno));
+        *c = saved;
+        if (!saved) break;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return lopt_fail(err, LOPT_EIO, "cannot create directory %s: not a directory", dir);
+    if (access(dir, W_OK | X_OK) != 0)
+        return lopt_fail(err, LOPT_EIO, "cannot write into %s: %s", dir, strerror(errno));
+    return LOPT_OK;
 }
 
 uint32_t lopt_crc32(const void *data, size_t n)

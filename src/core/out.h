@@ -35,6 +35,10 @@ void lopt_json_nums(lopt_sbuf *b, const double *v, int n);
 void lopt_xml_text(lopt_sbuf *b, const char *s);
 
 /* ---- files in an output directory ---------------------------------------------- */
+/* Creates directory dir and its missing parents (mode 0755), and checks it is a
+ * directory this process can write into: LOPT_EIO "cannot create directory ..." or
+ * "cannot write into ...", LOPT_EUSAGE for a path too long. */
+lopt_status lopt_outdir_create(const char *dir, lopt_err *err);
 /* out = "dir/name"; LOPT_EUSAGE "path too long: dir/name" when it does not fit cap. */
 lopt_status lopt_path_join(char *out, size_t cap, const char *dir, const char *name,
                            lopt_err *err);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eval/compare.h"
+#include "core/out.h"
 #include "eval/pathology_int.h"
 
 double *lopt_pathology_dalloc(size_t n) { return lopt_xcalloc(n ? n : 1, sizeof(double)); }
@@ -124,7 +124,7 @@ lopt_status lopt_pathology_surface(lopt_task *t, const lopt_surface_opts *o, con
     if (summary) *summary = NULL;
     lopt_status st = lopt_surface_check(o, err);
     if (st == LOPT_OK) st = lopt_pathology_check_theta(&o->c, err);
-    if (st == LOPT_OK) st = lopt_compare_outdir(dir, err);
+    if (st == LOPT_OK) st = lopt_outdir_create(dir, err);
     if (st != LOPT_OK) return st;
     lopt_surface_result r;
     st = lopt_surface_run(t, o, &r, err);
@@ -139,7 +139,7 @@ lopt_status lopt_pathology_gradvar(lopt_task *t, const lopt_gradvar_opts *o, con
     if (summary) *summary = NULL;
     lopt_status st = lopt_gradvar_check(o, err);
     if (st == LOPT_OK) st = lopt_pathology_check_theta(&o->c, err);
-    if (st == LOPT_OK) st = lopt_compare_outdir(dir, err);
+    if (st == LOPT_OK) st = lopt_outdir_create(dir, err);
     if (st != LOPT_OK) return st;
     lopt_gradvar_result r;
     st = lopt_gradvar_run(t, o, &r, err);
@@ -153,7 +153,7 @@ lopt_status lopt_pathology_bias(lopt_task *t, const lopt_bias_opts *o, const cha
 {
     if (summary) *summary = NULL;
     lopt_status st = lopt_bias_check(o, err);
-    if (st == LOPT_OK) st = lopt_compare_outdir(dir, err);
+    if (st == LOPT_OK) st = lopt_outdir_create(dir, err);
     if (st != LOPT_OK) return st;
     lopt_bias_result r;
     st = lopt_bias_run(t, o, &r, err);

@@ -5,11 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "core/out.h"
 #include "core/dist.h"
 #include "core/ser.h"
 #include "lopt/lopt_file.h"
@@ -902,7 +902,7 @@ lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
     if (c->estimator == LOPT_EST_PES) ser_f32s(&o, m->xi, (size_t)c->samples * m->np);
     put_state_v2(&o, m);
     ser_blob(&o, m->log, m->log_len);
-    uint32_t crc = (uint32_t)crc32(0L, o.p, (uInt)o.len);
+    uint32_t crc = lopt_crc32(o.p, o.len);
     ser_u64(&o, crc);
     /* never a checkpoint that lopt_meta_load would refuse as too large */
     lopt_status st = o.len > LOPT_META_CKPT_MAX
@@ -925,7 +925,7 @@ static lopt_status load_owned(lopt_meta **out, unsigned char *data, size_t len, 
     }
     ser_in crc_in = {data + len - 8, 8, 0, 0};
     uint64_t crc = ser_get_u64(&crc_in);
-    if (crc != (uint32_t)crc32(0L, data, (uInt)(len - 8))) {
+    if (crc != lopt_crc32(data, len - 8)) {
         free(data);
         return lopt_fail(err, LOPT_EFORMAT, "%s: corrupt checkpoint (checksum mismatch)", path);
     }
