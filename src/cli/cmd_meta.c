@@ -179,59 +179,63 @@ static void warn_resume_ignores(const cli_spec *spec)
                 "settings; ignoring %s\n", list);
 }
 
+static const char *const split_names[] = {"train", "valid", NULL};   /* = lopt_split */
+
 int cmd_meta_train(int argc, char **argv)
 {
     cli_join("meta-train", argc, argv);
     const int rank = lopt_dist_rank(), nranks = lopt_dist_size();
     lopt_meta_cfg c;
     lopt_meta_cfg_default(&c);
-    const char *task = "fmnist8-mlp", *arch = "paper", *est = "merged", *outer = "valid";
+    /* the flags are bound to c's fields: lopt_meta_cfg_default is their one default */
+    const char *task = c.task, *arch = c.arch, *est = lopt_est_names[c.estimator];
     const char *out = NULL, *log = NULL, *init = NULL, *weight = "mean", *shape = "none";
-    const char *train = "all", *eval_seeds = NULL;
-    int64_t K = c.K, K_max = 0, K_grow = c.K_grow, samples = c.samples;
-    int64_t outer_steps = c.outer_steps, horizon = c.horizon, seed = 0, threads = 0;
-    int64_t ckpt_every = 50, outer_batches = c.outer_batches, pool = c.pool;
-    int64_t eval_every = 0, eval_points = c.eval_points;
-    double sigma = c.sigma, outer_lr = c.outer_lr, grad_clip = c.grad_clip;
-    double loss_clip = c.loss_clip, diverge = c.diverge_factor;
-    int resume = 0, first_order = 0, force = 0;
+    const char *train = c.train, *eval_seeds = NULL;
+    int64_t ckpt_every = 50;
+    int split = (int)c.outer_split;
+    cli_choice split_choice = {&split, split_names};
+    int resume = 0, force = 0;
+    char task_help[96], arch_help[96], train_help[128];
+    snprintf(task_help, sizeof task_help, "task to meta-train on (default %s)", c.task);
+    snprintf(arch_help, sizeof arch_help, "paper|lo|nominal|nominal-adam (default %s)", c.arch);
+    snprintf(train_help, sizeof train_help, "coordinates of theta that move: all|nominal|"
+             "schedule (default %s)", c.train);
     cli_opt opts[] = {
-        {"task", OPT_STR, &task, "task to meta-train on (default fmnist8-mlp)", 0, 0},
+        {"task", OPT_STR, &task, task_help, 0, 0},
         {"estimator", OPT_STR, &est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
-        {"arch", OPT_STR, &arch, "paper|lo|nominal|nominal-adam (default paper)", 0, 0},
-        {"train", OPT_STR, &train, "coordinates of theta that move: all|nominal|schedule "
-         "(default all)", 0, 0},
-        {"K", OPT_INT, &K, "truncation length (default 20; fulles: the horizon)", 0, 0},
-        {"K-max", OPT_INT, &K_max, "grow K linearly up to this (default: constant K)", 0, 0},
-        {"K-grow", OPT_INT, &K_grow, "outer steps over which K grows (default 2000)", 0, 0},
-        {"samples", OPT_INT, &samples, "antithetic pairs per outer step (default 4)", 0, 0},
-        {"sigma", OPT_FLOAT, &sigma, "perturbation scale (default 0.01)", 0, 0},
-        {"outer-loss", OPT_STR, &outer, "train|valid (default valid)", 0, 0},
+        {"arch", OPT_STR, &arch, arch_help, 0, 0},
+        {"train", OPT_STR, &train, train_help, 0, 0},
+        {"K", OPT_I32, &c.K, "truncation length (fulles: the horizon)", 0, 0},
+        {"K-max", OPT_I32, &c.K_max, "grow K linearly up to this (0: constant K)", 0, 0},
+        {"K-grow", OPT_I64, &c.K_grow, "outer steps over which K grows", 0, 0},
+        {"samples", OPT_I32, &c.samples, "antithetic pairs per outer step", 0, 0},
+        {"sigma", OPT_F32, &c.sigma, "perturbation scale", 0, 0},
+        {"outer-loss", OPT_CHOICE, &split_choice, "train|valid", 0, 0},
         {"outer-weight", OPT_STR, &weight, "steps of a truncation that count: mean|end|tail:F "
          "(default mean)", 0, 0},
-        {"outer-batches", OPT_INT, &outer_batches, "batches averaged per outer-loss "
-         "evaluation (default 1)", 0, 0},
-        {"pool", OPT_INT, &pool, "merged: per-coordinate variances from the samples of the "
-         "last N outer steps (default 1)", 0, 0},
+        {"outer-batches", OPT_I32, &c.outer_batches, "batches averaged per outer-loss "
+         "evaluation", 0, 0},
+        {"pool", OPT_I32, &c.pool, "merged: per-coordinate variances from the samples of the "
+         "last N outer steps", 0, 0},
         {"shape", OPT_STR, &shape, "es loss differences as they are, by sign or by rank: "
          "none|sign|rank (default none)", 0, 0},
-        {"outer-lr", OPT_FLOAT, &outer_lr, "Adam learning rate on theta (default 3e-3)", 0, 0},
-        {"grad-clip", OPT_FLOAT, &grad_clip, "clip outer gradient by value (default 0.1; 0 off)", 0, 0},
-        {"outer-steps", OPT_INT, &outer_steps, "outer steps (default 1000)", 0, 0},
-        {"horizon", OPT_INT, &horizon, "inner steps per trajectory (default 1000)", 0, 0},
-        {"seed", OPT_INT, &seed, "seed (default 0)", 0, 0},
-        {"loss-clip", OPT_FLOAT, &loss_clip, "clip outer losses at this (default 10; 0 off)", 0, 0},
-        {"diverge", OPT_FLOAT, &diverge, "inner loss above this times its initial value "
-         "resets the trajectory (default 5)", 0, 0},
-        {"first-order", OPT_FLAG, &first_order, "rp without the inner HVP (approximation)", 0, 0},
-        {"threads", OPT_INT, &threads, "worker threads (default: all cores)", 0, 0},
-        {"eval-every", OPT_INT, &eval_every, "train theta over the full horizon on the eval "
-         "seeds every N outer steps, log it, keep the best as OUT.best.lopt (default 0: off)",
-         0, 0},
+        {"outer-lr", OPT_F32, &c.outer_lr, "Adam learning rate on theta", 0, 0},
+        {"grad-clip", OPT_F32, &c.grad_clip, "clip outer gradient by value (0 off)", 0, 0},
+        {"outer-steps", OPT_I64, &c.outer_steps, "outer steps", 0, 0},
+        {"horizon", OPT_I64, &c.horizon, "inner steps per trajectory", 0, 0},
+        {"seed", OPT_I64, &c.seed, "seed", 0, 0},
+        {"loss-clip", OPT_F32, &c.loss_clip, "clip outer losses at this (0 off)", 0, 0},
+        {"diverge", OPT_F32, &c.diverge_factor, "inner loss above this times its initial value "
+         "resets the trajectory", 0, 0},
+        {"first-order", OPT_FLAG, &c.first_order, "rp without the inner HVP (approximation)", 0,
+         0},
+        {"threads", OPT_I32, &c.threads, "worker threads (0: all cores)", 0, 0},
+        {"eval-every", OPT_I64, &c.eval_every, "train theta over the full horizon on the eval "
+         "seeds every N outer steps, log it, keep the best as OUT.best.lopt (0: off)", 0, 0},
         {"eval-seeds", OPT_STR, &eval_seeds, "tuning seeds of the evaluation (default "
          "10000,10001,10002; never the test seeds 1000..1999)", 0, 0},
-        {"eval-points", OPT_INT, &eval_points, "validation evaluations along the horizon "
-         "for the eval_mean column (default 10)", 0, 0},
+        {"eval-points", OPT_I32, &c.eval_points, "validation evaluations along the horizon "
+         "for the eval_mean column", 0, 0},
         {"out", OPT_STR, &out, "output .lopt (default lopt-TASK.lopt); checkpoint: OUT.ckpt", 0, 0},
         {"checkpoint-every", OPT_INT, &ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
         {"resume", OPT_FLAG, &resume, "continue from OUT.ckpt (its settings; --outer-steps may "
@@ -255,8 +259,6 @@ int cmd_meta_train(int argc, char **argv)
     lopt_err err = {0};
     int e = lopt_est_parse(est);
     if (e < 0) cli_usage_error(&spec, "unknown estimator '%s' (rp|es|merged|pes|nres|fulles)", est);
-    if (strcmp(outer, "train") != 0 && strcmp(outer, "valid") != 0)
-        cli_usage_error(&spec, "--outer-loss must be train or valid");
     if (lopt_outer_weight_parse(&c.weight, weight, &err) != LOPT_OK)
         cli_usage_error(&spec, "--outer-weight: %s", err.msg);
     int sh = -1;
@@ -264,41 +266,25 @@ int cmd_meta_train(int argc, char **argv)
         if (strcmp(shape, lopt_shape_names[i]) == 0) sh = i;
     if (sh < 0) cli_usage_error(&spec, "unknown --shape '%s' (none|sign|rank)", shape);
     if (ckpt_every < 1) cli_usage_error(&spec, "--checkpoint-every must be positive");
-    if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
-    if (outer_steps < 0) cli_usage_error(&spec, "--outer-steps must be >= 0");
+    if ((int64_t)c.seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
+    if (c.outer_steps < 0) cli_usage_error(&spec, "--outer-steps must be >= 0");
     if (out && !*out) cli_usage_error(&spec, "--out needs a file name");
     if (resume && force)
         cli_usage_error(&spec, "--resume continues OUT's run, --force starts it afresh: not both");
     if (strlen(task) >= sizeof c.task || strlen(arch) >= sizeof c.arch ||
         strlen(train) >= sizeof c.train)
         cli_usage_error(&spec, "task, arch or train name too long");
-    if (K > 100000 || K_max > 100000 || samples > 4096 || threads < 0 || threads > 256 ||
-        outer_batches > 1000 || pool > 1000 || eval_points > 1000 || eval_every < 0)
+    if (c.K > 100000 || c.K_max > 100000 || c.samples > 4096 || c.threads < 0 ||
+        c.threads > 256 || c.outer_batches > 1000 || c.pool > 1000 || c.eval_points > 1000 ||
+        c.eval_every < 0)
         cli_usage_error(&spec, "a size is out of range");
-    snprintf(c.task, sizeof c.task, "%s", task);
-    snprintf(c.arch, sizeof c.arch, "%s", arch);
-    snprintf(c.train, sizeof c.train, "%s", train);
+    /* the names may point into c (their defaults): memmove, lengths checked above */
+    memmove(c.task, task, strlen(task) + 1);
+    memmove(c.arch, arch, strlen(arch) + 1);
+    memmove(c.train, train, strlen(train) + 1);
     c.estimator = (lopt_est_kind)e;
-    c.K = (int)K;
-    c.K_max = (int)K_max;
-    c.K_grow = K_grow;
-    c.samples = (int)samples;
-    c.sigma = (float)sigma;
-    c.outer_split = strcmp(outer, "valid") == 0 ? LOPT_SPLIT_VALID : LOPT_SPLIT_TRAIN;
-    c.outer_batches = (int)outer_batches;
-    c.pool = (int)pool;
+    c.outer_split = (lopt_split)split;
     c.shape = (lopt_shape_kind)sh;
-    c.outer_lr = (float)outer_lr;
-    c.grad_clip = (float)grad_clip;
-    c.outer_steps = outer_steps;
-    c.horizon = horizon;
-    c.seed = (uint64_t)seed;
-    c.loss_clip = (float)loss_clip;
-    c.diverge_factor = (float)diverge;
-    c.first_order = first_order;
-    c.threads = (int)threads;
-    c.eval_every = eval_every;
-    c.eval_points = (int)eval_points;
     if (eval_seeds)
         c.neval = cli_parse_seeds(&spec, "eval-seeds", eval_seeds, c.eval_seeds,
                                   LOPT_META_MAX_EVAL);
@@ -322,8 +308,8 @@ int cmd_meta_train(int argc, char **argv)
         st = load_ckpt(&m, ckpt, &err);
         cli_settle(&spec, "cannot resume", st, &err);
         if (st != LOPT_OK) cli_fail("meta-train", "cannot resume: %s", err.msg);
-        if (cli_find(&spec, "outer-steps")->seen) lopt_meta_set_outer_steps(m, outer_steps);
-        if (cli_find(&spec, "eval-every")->seen) lopt_meta_set_eval_every(m, eval_every);
+        if (cli_find(&spec, "outer-steps")->seen) lopt_meta_set_outer_steps(m, c.outer_steps);
+        if (cli_find(&spec, "eval-every")->seen) lopt_meta_set_eval_every(m, c.eval_every);
         if (rank == 0)
             fprintf(stderr, "meta-train: resumed %s at outer step %lld\n", ckpt,
                     (long long)lopt_meta_steps_done(m));
