@@ -75,9 +75,9 @@ static lopt_status parse_baseline(const char *spec, int64_t steps, int64_t warmu
     optim[len] = 0;
     if (lopt_hparams_default(&hp, optim, NULL) != LOPT_OK) {
         char known[128] = "";
-        for (int k = 0; lopt_optim_names[k]; k++)
+        for (int k = 0; lopt_optimizer_names[k]; k++)
             snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
-                     k ? ", " : "", lopt_optim_names[k]);
+                     k ? ", " : "", lopt_optimizer_names[k]);
         return lopt_fail(err, LOPT_EUSAGE, "unknown baseline '%s' (want one of %s, "
                          "optionally with :const, :cosine or :linear)", spec, known);
     }
@@ -226,7 +226,7 @@ static lopt_status baseline_create(lopt_optimizer *opt, const lopt_compare_entry
     if (st != LOPT_OK) return st;
     hp.lr = (float)lr;
     hp.sched = e->sched;
-    return lopt_optim_create(opt, e->optim, &hp, n, err);
+    return lopt_optimizer_create(opt, e->optim, &hp, n, err);
 }
 
 /* the final validation loss of one tuning run; +inf when it diverged */

@@ -84,7 +84,7 @@ typedef struct {
 typedef struct {
     int64_t steps;                 /* > 0 */
     int64_t eval_every;            /* 0: steps/20 (at least 1) */
-    /* (nbaselines) NAME or NAME:SCHEDULE, NAME one that lopt_optim_create knows */
+    /* (nbaselines) NAME or NAME:SCHEDULE, NAME one that lopt_optimizer_create knows */
     const char *const *baselines;
     int nbaselines;
     /* warm-up steps of the baselines with a :SCHEDULE suffix; LOPT_COMPARE_WARMUP_DEFAULT:
@@ -178,7 +178,7 @@ typedef struct {
 
 /* Default learning-rate grid range for a baseline (NAME or NAME:SCHEDULE; the
  * schedule does not change it), around torch's default: adam, rmsprop [1e-4, 1e-1];
- * sgd, momentum, nesterov [1e-3, 1]. LOPT_EUSAGE for a name lopt_optim_create does
+ * sgd, momentum, nesterov [1e-3, 1]. LOPT_EUSAGE for a name lopt_optimizer_create does
  * not know. */
 lopt_status lopt_compare_lr_range(const char *name, double *lo, double *hi, lopt_err *err);
 

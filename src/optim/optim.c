@@ -35,7 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const lopt_optim_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
+const char *const lopt_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                         NULL};
 
 /* ---- learning-rate schedules ------------------------------------------------------ */
@@ -259,7 +259,7 @@ static lopt_status check_hparams(const char *name, const lopt_hparams *hp, lopt_
 /* sgd, momentum and nesterov are all torch.optim.SGD driven by hp; the name picks the
  * defaults (lopt_hparams_default), and "nesterov" also forces Nesterov's variant.
  * hp NULL means the name's defaults. */
-lopt_status lopt_optim_create(lopt_optimizer *o, const char *name,
+lopt_status lopt_optimizer_create(lopt_optimizer *o, const char *name,
                               const lopt_hparams *hp, size_t n, lopt_err *err)
 {
     memset(o, 0, sizeof *o);
@@ -283,8 +283,8 @@ lopt_status lopt_optim_create(lopt_optimizer *o, const char *name,
         c->m = lopt_floats(vecs * n);
         if (vecs == 2) c->v = c->m + n;
     }
-    for (int i = 0; lopt_optim_names[i]; i++)   /* static storage, outlives the caller's */
-        if (strcmp(name, lopt_optim_names[i]) == 0) o->name = lopt_optim_names[i];
+    for (int i = 0; lopt_optimizer_names[i]; i++)   /* static storage, outlives the caller's */
+        if (strcmp(name, lopt_optimizer_names[i]) == 0) o->name = lopt_optimizer_names[i];
     o->n = n;
     o->ctx = c;
     o->step = kind == 0 ? sgd_step : kind == 1 ? rmsprop_step : adam_step;
