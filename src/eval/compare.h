@@ -44,6 +44,21 @@
  *
  * Left out: tuning anything but the learning rate, tuning the learned optimizer
  * (it has no learning rate).
+ *
+ * Intended usage (src/cli/cmd_compare.c adds flags, progress, MPI and output checks):
+ *
+ *     const char *baselines[] = {"adam", "adam:cosine"};
+ *     uint64_t seeds[] = {1000, 1001};
+ *     lopt_compare_opts o = {.steps = 1000, .baselines = baselines, .nbaselines = 2,
+ *                            .warmup = LOPT_COMPARE_WARMUP_DEFAULT, .grid_points = 7,
+ *                            .seeds = seeds, .nseeds = 2, .tune_seeds = 1,
+ *                            .arch = &arch, .theta = theta, .make_task = ...};
+ *     if (lopt_compare_check(&o, &err) != LOPT_OK) ...        // bad options
+ *     lopt_outdir_create(dir, &err);                          // fail before the runs
+ *     lopt_compare_result r;
+ *     if (lopt_compare_run(&task, &o, &r, &err) == LOPT_OK)   // compare.c: the engine
+ *         lopt_compare_write(&r, dir, &err);                  // compare_report.c
+ *     lopt_compare_free(&r);
  */
 #ifndef LOPT_COMPARE_H
 #define LOPT_COMPARE_H

@@ -28,6 +28,22 @@
  * and deterministic given their seeds.
  * Left out: the paper's learned-optimizer meta-training curves for each K (that is
  * `lopt meta-train`), and averaging the surfaces over several task instances.
+ *
+ * Intended usage (src/cli/cmd_pathology.c binds its flags to the options):
+ *
+ *     lopt_gradvar_opts o;
+ *     lopt_gradvar_opts_default(&o);           // the defaults of `lopt pathology gradvar`
+ *     o.c.arch = &arch; o.c.theta = theta;     // the learned optimizer studied
+ *     o.Ks[0] = 1; o.Ks[1] = 100; o.nK = 2;
+ *     char *table;
+ *     st = lopt_pathology_gradvar(&task, &o, "out/gradvar", &table, &err);  // run + write
+ *
+ * or the parts, to use a result without files (tests, other reports):
+ *     lopt_gradvar_result r;
+ *     if (lopt_gradvar_run(&task, &o, &r, &err) == LOPT_OK) ... r.rows[k].v_rp ...
+ *     lopt_gradvar_result_free(&r);
+ * The files: pathology_{surface,gradvar,bias}.c, one study each, run then write;
+ * pathology.c holds what they share and the pipelines.
  */
 #ifndef LOPT_PATHOLOGY_H
 #define LOPT_PATHOLOGY_H
