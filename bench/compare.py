@@ -54,6 +54,40 @@ def summary(rs):
     return s
 
 
+# meta-training on fmnist-cnn: inner steps/s of a whole outer step against what the
+# cores would do running plain training steps side by side (issue 9)
+SCALING_TARGET = 0.8
+
+
+def print_scaling(rows, order):
+    """One line per fmnist-cnn outer-step row: its inner steps/s over workers x the
+    plain one-thread step's rate (fmnist-cnn/train-step-1t). An inner step of es, pes
+    and nres also runs the outer loss's forward (every step, --outer-weight mean) and
+    merged an HVP, so only fulles (end-weighted: the outer forward at the horizon
+    alone) and es-end (--outer-weight end) do the plain step's work plus the learned
+    update; the target is read for those two and shown for the others."""
+    plain = rows.get("fmnist-cnn/train-step-1t", {}).get("lopt")
+    metas = [n for n in order if n.startswith("fmnist-cnn/") and n.endswith("-outer-step")
+             and "lopt" in rows.get(n, {})]
+    if not plain or not metas:
+        return
+    rate1 = 1e3 / summary(plain)["med"]
+    print(f"\nfmnist-cnn meta-training against plain steps on every core (one-thread plain "
+          f"step: {rate1:.0f} steps/s; target >= {SCALING_TARGET} for fulles and es-end):\n")
+    print("| outer step | workers | inner steps/s | workers x plain rate | ratio |")
+    print("|---|---|---|---|---|")
+    for n in metas:
+        rs = rows[n]["lopt"]
+        s = summary(rs)
+        w = max(r.get("workers", 1) for r in rs)
+        ratio = s["inner_steps_per_s"] / (w * rate1)
+        mark = ""
+        if n in ("fmnist-cnn/fulles-outer-step", "fmnist-cnn/es-end-outer-step"):
+            mark = " met" if ratio >= SCALING_TARGET else " **MISSED**"
+        print(f"| {n} | {w} | {s['inner_steps_per_s']:,.0f} | {w * rate1:,.0f} | "
+              f"{ratio:.2f}{mark} |")
+
+
 def main():
     data = {}   # coretype -> bench -> setup -> [rows]
     order = []
@@ -133,6 +167,7 @@ def main():
             print(f"| {name} | {cell(lo)} | {cell(to)} | {best[6:] if best else '-'} | "
                   f"{ratio:.3f} | {tcell} | {stab_cell} | {gf} | {cpu} | "
                   f"{lo['rounds'] if lo else '-'}, {to['rounds'] if to else '-'} |")
+        print_scaling(rows, order)
         tstab = []
         for name in order:
             for k, v in rows.get(name, {}).items():

@@ -128,6 +128,16 @@ expect 2 "--nominal-mom 5 is not -1" -- init-lopt --arch nominal --nominal-mom 5
 expect 2 "--nominal-step must be in" -- init-lopt --arch nominal --nominal-step 0 --out "$tmp/x.lopt"
 expect 2 "apply to --arch nominal only" -- init-lopt --nominal-step 0.01 --out "$tmp/x.lopt"
 expect 2 "--like does not apply to --arch nominal" -- init-lopt --arch nominal --like momentum --out "$tmp/x.lopt"
+# --schedule: a nominal form started on a fitted hand-designed schedule
+expect 0 "cosine at peak 0.01 over 200 steps \(warm-up 10\)" -- init-lopt --arch nominal-adam --schedule cosine --peak-lr 0.01 --horizon 200 --out "$tmp/cos.lopt"
+expect 0 "horizon      200 inner steps" -- info "$tmp/cos.lopt"
+expect 0 "final train_loss" -- train --task quadratic --opt "learned:$tmp/cos.lopt" --steps 50
+expect 2 "--schedule needs --horizon" -- init-lopt --arch nominal --schedule cosine --out "$tmp/x.lopt"
+expect 2 "applies to --arch nominal.nominal-adam only" -- init-lopt --schedule cosine --horizon 9 --out "$tmp/x.lopt"
+expect 2 "--peak-lr applies only with --schedule" -- init-lopt --arch nominal --peak-lr 0.1 --out "$tmp/x.lopt"
+expect 2 "--floor must be in" -- init-lopt --arch nominal --schedule linear --horizon 9 --floor 0 --out "$tmp/x.lopt"
+expect 2 "--schedule: .*step" -- init-lopt --arch nominal --schedule step --horizon 9 --out "$tmp/x.lopt"
+expect 2 "warm" -- init-lopt --arch nominal --schedule cosine --horizon 9 --warmup 9 --out "$tmp/x.lopt"
 
 # lopt info: form, architecture, horizon, provenance; bad files exit 1 in one line
 expect 0 "form +mlp: w <- w - 0.001 d exp\(0.001 s\)" -- info "$tmp/u.lopt"

@@ -76,7 +76,8 @@ code=$?
 if [ $code -ne 0 ]; then echo "FAIL: compare exit $code"; cat "$tmp/progress" | tail -5; exit 1; fi
 echo "ok   compare fmnist8-mlp (60 steps, 3-point grids, 2 seeds) -> 0"
 for f in curves.csv tuning.csv summary.json summary.md valid_loss_vs_step.svg valid_loss_vs_step.png \
-         valid_loss_vs_time.svg valid_loss_vs_time.png train_loss_vs_step.svg train_loss_vs_step.png; do
+         valid_loss_vs_time.svg valid_loss_vs_time.png train_loss_vs_step.svg train_loss_vs_step.png \
+         train_valid_loss_vs_step.svg train_valid_loss_vs_step.png; do
   [ -s "$out/$f" ] || { echo "FAIL: $f missing or empty"; fail=1; }
 done
 ls "$out" | grep -q "\.tmp\." && { echo "FAIL: temp file left behind"; fail=1; }
@@ -158,6 +159,13 @@ for p in ("valid_loss_vs_step", "valid_loss_vs_time", "train_loss_vs_step"):
     svg = open("%s/%s.svg" % (out, p)).read()
     check("<svg" in svg and svg.count('class="line"') == 3 and svg.rstrip().endswith("</svg>"),
           p + ".svg: one line per optimizer")
+# training and validation side by side: two 800x600 panels, each a line per optimizer
+b = open(out + "/train_valid_loss_vs_step.png", "rb").read()
+check(b[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", b[16:24]) == (1600, 600),
+      "train_valid_loss_vs_step.png: 1600x600")
+svg = open(out + "/train_valid_loss_vs_step.svg").read()
+check(svg.count("<svg ") == 3 and svg.count('class="line"') == 6 and "training loss" in svg
+      and "validation loss" in svg, "train_valid_loss_vs_step.svg: 2 panels x 3 lines")
 sys.exit(1 if bad else 0)
 EOF
 

@@ -173,7 +173,8 @@ static void test_engine(void)
         const char *files[] = {"curves.csv", "tuning.csv", "summary.json", "summary.md",
                                "valid_loss_vs_step.svg", "valid_loss_vs_step.png",
                                "valid_loss_vs_time.svg", "valid_loss_vs_time.png",
-                               "train_loss_vs_step.svg", "train_loss_vs_step.png"};
+                               "train_loss_vs_step.svg", "train_loss_vs_step.png",
+                               "train_valid_loss_vs_step.svg", "train_valid_loss_vs_step.png"};
         for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
             char path[256];
             snprintf(path, sizeof path, "%s/%s", dir, files[i]);

@@ -418,6 +418,28 @@ static void nominal_adam_is_adam(void)
                 1e-5, 1e-7);
     lo.free(&lo);
     ad.free(&ad);
+
+    /* A zero output layer skips the MLP (its residual is exactly 0). The same theta
+     * with one output weight at 1e-30 runs the MLP, whose residual (~1e-33) is far
+     * below half an ulp of the Adam step: both must give identical weights. */
+    lopt_optimizer skip, full;
+    float *theta2 = lopt_floats(np);
+    memcpy(theta2, theta, np * sizeof(float));
+    theta2[lopt_arch_output_offset(&a)] = 1e-30f;
+    CHECK(lopt_learned_create(&skip, &a, theta, t, 2, NW, NULL) == LOPT_OK &&
+          lopt_learned_create(&full, &a, theta2, t, 2, NW, NULL) == LOPT_OK, "create");
+    lopt_rng_fill_normal(w1, NW, 1.0f, 4, LOPT_STREAM_TEST, 0);
+    memcpy(w2, w1, NW * sizeof(float));
+    for (int k = 0; k < STEPS; k++) {
+        lopt_rng_fill_normal(g, NW, 1.0f, 5, LOPT_STREAM_TEST, (uint64_t)k * NW);
+        skip.step(&skip, w1, g);
+        full.step(&full, w2, g);
+    }
+    CHECK(memcmp(w1, w2, NW * sizeof(float)) == 0,
+          "nominal-adam: the zero-residual shortcut changed the update");
+    skip.free(&skip);
+    full.free(&full);
+    lopt_free(theta2);
     lopt_free(theta); lopt_free(w1); lopt_free(w2); lopt_free(g);
 }
 
@@ -490,6 +512,46 @@ static void fast_vs_generic(void)
     lopt_free(m0);
 }
 
+/* init-lopt --schedule: the fit reproduces what it is asked for within the error it
+ * reports; a constant schedule is represented exactly (b alone), and a cosine with a
+ * warm-up closely enough to be a warm start (within a factor 2 everywhere above the
+ * floor, the fit's error concentrated at its two ends). */
+static void schedule_fit_checks(void)
+{
+    lopt_arch a;
+    lopt_arch_preset(&a, "nominal-adam", NULL);
+    size_t np = lopt_arch_nparams(&a), off = lopt_arch_schedule_offset(&a);
+    float *theta = lopt_floats(np), *before = lopt_floats(np);
+    lopt_theta_init(&a, 4, theta);
+    memcpy(before, theta, np * sizeof(float));
+    lopt_schedule constant = {LOPT_SCHED_CONST, 0, 500};
+    double worst = lopt_theta_fit_schedule(&a, &constant, 2 * a.nominal_step, 0.01, theta);
+    double at0 = lopt_arch_schedule(&a, theta, 0), at499 = lopt_arch_schedule(&a, theta, 499);
+    CHECK(worst < 1e-3 && fabs(at0 - log(2.0)) < 1e-3 && fabs(at499 - log(2.0)) < 1e-3,
+          "constant 2x step: sched(0) %g, sched(499) %g (want log 2), worst error %g", at0,
+          at499, worst);
+    CHECK(memcmp(theta, before, off * sizeof(float)) == 0,
+          "fitting the schedule changed the MLP's weights");
+    lopt_schedule cosine = {LOPT_SCHED_COSINE, 100, 2000};
+    const double peak = 1e-2, floor_frac = 0.01;
+    worst = lopt_theta_fit_schedule(&a, &cosine, peak, floor_frac, theta);
+    double seen = 0, above = 0;
+    for (int64_t t = 0; t < cosine.steps; t++) {
+        double want = log(peak / a.nominal_step *
+                          fmax(lopt_schedule_factor(&cosine, t + 1), floor_frac));
+        double err = fabs(lopt_arch_schedule(&a, theta, t) - want);
+        seen = fmax(seen, err);
+        if (lopt_schedule_factor(&cosine, t + 1) > 0.05) above = fmax(above, err);
+    }
+    CHECK(fabs(seen - worst) < 1e-4, "cosine fit reports error %g, measured %g", worst, seen);
+    CHECK(above < log(2.0), "cosine fit: off by a factor %g where the schedule is above 5%% "
+          "of its peak", exp(above));
+    printf("ok   cosine schedule fit: worst factor %.3g, %.3g above 5%% of the peak\n",
+           exp(worst), exp(above));
+    lopt_free(theta);
+    lopt_free(before);
+}
+
 int main(void)
 {
     lopt_arch a;
@@ -517,6 +579,7 @@ int main(void)
     nominal_exact_check(LOPT_NOMINAL_GRAD, 0, 20);
     mask_checks();
     nominal_adam_is_adam();
+    schedule_fit_checks();
     fast_vs_generic();
     /* the kink rule must not hollow the test out */
     printf("finite differences: %d of %d straddled a ReLU kink (skipped)\n", skipped,

@@ -166,9 +166,63 @@ static void test_plot(void)
     free(svg);
 }
 
+/* two panels side by side: each panel's pixels exactly where the row puts them,
+ * white under the shorter one, each panel's SVG nested with its own clip path */
+static void test_plot_row(void)
+{
+    enum { N = 11 };
+    double x[N], y1[N], y2[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = 100.0 * i;
+        y1[i] = 2.0 * exp(-i / 3.0) + 0.4;
+        y2[i] = 1.0 + 0.1 * i;
+    }
+    lopt_plot_series a[1] = {{"train", x, y1, NULL, NULL, N}};
+    lopt_plot_series b[2] = {{"valid", x, y2, NULL, NULL, N}, {"other", x, y1, NULL, NULL, N}};
+    lopt_plot p[2] = {{"left", "step", "loss", 1, 320, 200, a, 1},
+                      {"right", "step", "loss", 0, 400, 250, b, 2}};
+    uint8_t *row, *one[2];
+    int w, h, pw[2], ph[2];
+    lopt_plot_raster_row(p, 2, &row, &w, &h);
+    for (int k = 0; k < 2; k++) lopt_plot_raster(&p[k], &one[k], &pw[k], &ph[k]);
+    CHECK(w == 720 && h == 250, "row size: widths summed, tallest height (got %dx%d)", w, h);
+    int same[2] = {1, 1}, white = 1;
+    for (int y = 0; y < h; y++)
+        for (int k = 0, x0 = 0; k < 2; x0 += pw[k], k++)
+            for (int xx = 0; xx < pw[k]; xx++) {
+                const uint8_t *q = row + ((size_t)y * (size_t)w + (size_t)(x0 + xx)) * 3;
+                if (y < ph[k]) {
+                    const uint8_t *o = one[k] + ((size_t)y * (size_t)pw[k] + (size_t)xx) * 3;
+                    if (memcmp(q, o, 3) != 0) same[k] = 0;
+                } else if (q[0] != 0xff || q[1] != 0xff || q[2] != 0xff) {
+                    white = 0;
+                }
+            }
+    CHECK(same[0] && same[1], "each panel's pixels in place (left %d, right %d)", same[0], same[1]);
+    CHECK(white, "white below the shorter panel");
+    free(row);
+    free(one[0]);
+    free(one[1]);
+
+    size_t len = 0;
+    char *svg = lopt_plot_svg_row(p, 2, &len);
+    CHECK(svg && strlen(svg) == len && count_str(svg, "<?xml") == 1 && count_str(svg, "<svg ") == 3 &&
+              count_str(svg, "</svg>") == 3 && strstr(svg, "width=\"720\" height=\"250\""),
+          "one SVG document holding 2 nested panels, 720x250");
+    CHECK(svg && strstr(svg, "<svg x=\"0\" y=\"0\"") && strstr(svg, "<svg x=\"320\" y=\"0\""),
+          "panels at x = 0 and 320");
+    CHECK(svg && count_str(svg, "class=\"line\"") == 3, "a line per series over both panels");
+    CHECK(svg && count_str(svg, "url(#plotarea0)") == 1 && count_str(svg, "url(#plotarea1)") == 1 &&
+              count_str(svg, "id=\"plotarea0\"") == 1 && count_str(svg, "id=\"plotarea1\"") == 1 &&
+              !strstr(svg, "\"plotarea\""),
+          "a clip path of its own per panel");
+    free(svg);
+}
+
 int main(void)
 {
     test_png();
     test_plot();
+    test_plot_row();
     return check_done("test_plot");
 }

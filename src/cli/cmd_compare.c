@@ -357,7 +357,8 @@ static void prepare_outdir(compare_cli *s, lopt_task *task)
     static const char *const outputs[] = {
         "curves.csv", "tuning.csv", "summary.json", "summary.md", "valid_loss_vs_step.svg",
         "valid_loss_vs_step.png", "valid_loss_vs_time.svg", "valid_loss_vs_time.png",
-        "train_loss_vs_step.svg", "train_loss_vs_step.png"};
+        "train_loss_vs_step.svg", "train_loss_vs_step.png", "train_valid_loss_vs_step.svg",
+        "train_valid_loss_vs_step.png"};
     for (size_t i = 0; i < sizeof outputs / sizeof *outputs; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", s->outdir, outputs[i]);
@@ -391,7 +392,7 @@ static int report(compare_cli *s, lopt_compare_result *res)
     free(md);
     printf("\nwrote %s/: curves.csv tuning.csv summary.json summary.md "
            "valid_loss_vs_step.{svg,png} valid_loss_vs_time.{svg,png} "
-           "train_loss_vs_step.{svg,png}\n", s->outdir);
+           "train_loss_vs_step.{svg,png} train_valid_loss_vs_step.{svg,png}\n", s->outdir);
     return 0;
 }
 

@@ -17,10 +17,46 @@
 #include "lopt/lopt_file.h"
 #include "lopt/mlp_lopt.h"
 
+/* init-lopt's --schedule and its companions: checked against the architecture, then
+ * *s filled in and the flags echoed into args for the provenance note. Returns 1 when
+ * a schedule is to be fitted, 0 without --schedule (when none of its companions may
+ * be given either). */
+static int parse_schedule_start(const cli_spec *spec, const lopt_arch *a, const char *name,
+                                double peak_lr, int64_t warmup, int64_t horizon, double floor_frac,
+                                lopt_schedule *s, char *args, size_t nargs)
+{
+    static const char *const companions[] = {"peak-lr", "warmup", "horizon", "floor"};
+    if (!name) {
+        for (size_t i = 0; i < sizeof companions / sizeof *companions; i++)
+            if (cli_find(spec, companions[i])->seen)
+                cli_usage_error(spec, "--%s applies only with --schedule", companions[i]);
+        return 0;
+    }
+    if (a->form != LOPT_FORM_NOMINAL)
+        cli_usage_error(spec, "--schedule applies to --arch nominal|nominal-adam only (the mlp "
+                        "form has no schedule)");
+    lopt_err err = {0};
+    if (lopt_schedule_parse(name, &s->kind, &err) != LOPT_OK)
+        cli_usage_error(spec, "--schedule: %s", err.msg);
+    if (horizon < 1) cli_usage_error(spec, "--schedule needs --horizon N >= 1, the steps it spans");
+    if (cli_find(spec, "peak-lr")->seen && !(peak_lr > 0 && peak_lr <= 1))
+        cli_usage_error(spec, "--peak-lr must be in (0, 1]");
+    if (!(floor_frac > 0 && floor_frac <= 1)) cli_usage_error(spec, "--floor must be in (0, 1]");
+    s->steps = horizon;
+    s->warmup = cli_find(spec, "warmup")->seen ? warmup : lopt_schedule_default_warmup(s->kind, horizon);
+    if (lopt_schedule_check(s, &err) != LOPT_OK) cli_usage_error(spec, "%s", err.msg);
+    snprintf(args, nargs, " --schedule %s --peak-lr %g --warmup %lld --horizon %lld --floor %g",
+             name, peak_lr > 0 ? peak_lr : a->nominal_step, (long long)s->warmup,
+             (long long)horizon, floor_frac);
+    return 1;
+}
+
 int cmd_init_lopt(int argc, char **argv)
 {
     const char *arch_name = "paper", *out = NULL, *like = "random";
-    int64_t seed = 0, nominal_mom = 0;
+    const char *sched_name = NULL;
+    int64_t seed = 0, nominal_mom = 0, warmup = -1, horizon = 0;
+    double peak_lr = 0, floor_frac = 0.01;
     int force = 0;
     double lr = 1e-3, beta = 0.9, noise = 0.01, nominal_step = 0;
     cli_opt opts[] = {
@@ -36,6 +72,19 @@ int cmd_init_lopt(int argc, char **argv)
         {"beta", OPT_FLOAT, &beta, "with --like momentum: which of the preset's momenta (default 0.9)", 0, 0},
         {"noise", OPT_FLOAT, &noise, "with --like sgd|momentum: std of the noise on every weight "
                                      "(default 0.01)", 0, 0},
+        {"schedule", OPT_STR, &sched_name, "with --arch nominal*: start the hand-designed step on "
+                                           "a learning-rate schedule const|cosine|linear over "
+                                           "--horizon steps, as `lopt train --schedule` (default: "
+                                           "none, a constant step)", 0, 0},
+        {"peak-lr", OPT_FLOAT, &peak_lr, "with --schedule: the schedule's peak learning rate "
+                                         "(default: the nominal step)", 0, 0},
+        {"warmup", OPT_INT, &warmup, "with --schedule: linear warm-up steps (default: as "
+                                     "`lopt train`, 5% of --horizon for cosine and linear)", 0, 0},
+        {"horizon", OPT_INT, &horizon, "with --schedule: the steps the schedule spans (required "
+                                       "with it); recorded as the file's horizon", 0, 0},
+        {"floor", OPT_FLOAT, &floor_frac, "with --schedule: the smallest fraction of the peak "
+                                          "the fit aims at where the schedule reaches 0 "
+                                          "(default 0.01)", 0, 0},
         {"seed", OPT_INT, &seed, "seed of the random weights (default 0)", 0, 0},
         {"out", OPT_STR, &out, "the .lopt file to write (an existing file only with --force)",
          1, 0},
@@ -43,11 +92,14 @@ int cmd_init_lopt(int argc, char **argv)
     };
     cli_spec spec = {"init-lopt", "lopt init-lopt [--arch paper|lo|nominal|nominal-adam] [--like random|sgd|momentum] "
                      "[--lr X] [--beta B] [--noise X] [--nominal-step X] [--nominal-mom K] "
-                     "[--seed S] --out FILE.lopt [--force]",
+                     "[--schedule const|cosine|linear --horizon N [--peak-lr X] [--warmup W] "
+                     "[--floor F]] [--seed S] --out FILE.lopt [--force]",
                      "Writes an untrained learned optimizer: random weights, or a hand-designed "
                      "normalised SGD / momentum to start meta-training from. --arch nominal "
                      "starts as exactly its hand-designed step (normalised momentum at "
-                     "--nominal-step), with a learnable schedule and an MLP residual at zero.",
+                     "--nominal-step), with a learnable schedule and an MLP residual at zero; "
+                     "--schedule fits that schedule to a hand-designed one (e.g. Adam with a "
+                     "cosine decay) to start from instead.",
                      opts, (int)(sizeof opts / sizeof *opts)};
     cli_parse(&spec, argc, argv);
     if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
@@ -98,14 +150,26 @@ int cmd_init_lopt(int argc, char **argv)
         snprintf(nominal_args, sizeof nominal_args, " --nominal-step %g --nominal-mom %d",
                  a.nominal_step, a.nominal_dir == LOPT_NOMINAL_GRAD ? -1 : a.nominal_mom);
     }
+    lopt_schedule sched = {0};
+    char sched_args[160] = "";
+    int fit_schedule = parse_schedule_start(&spec, &a, sched_name, peak_lr, warmup, horizon,
+                                            floor_frac, &sched, sched_args, sizeof sched_args);
     size_t np = lopt_arch_nparams(&a);
     float *theta = lopt_floats(np);
     lopt_provenance p = {0};
     lopt_provenance_set(p.estimator, sizeof p.estimator, "none");
     if (strcmp(like, "random") == 0) {
         lopt_theta_init(&a, (uint64_t)seed, theta);
-        snprintf(p.note, sizeof p.note, "untrained: lopt init-lopt --arch %s%s --seed %lld",
-                 arch_name, nominal_args, (long long)seed);
+        if (fit_schedule) {
+            double peak = peak_lr > 0 ? peak_lr : a.nominal_step;
+            double worst = lopt_theta_fit_schedule(&a, &sched, peak, floor_frac, theta);
+            p.horizon = (uint64_t)horizon;
+            printf("schedule: %s at peak %g over %lld steps (warm-up %lld), fitted to within "
+                   "a factor %.3g of it (floor %g)\n", lopt_schedule_name(sched.kind), peak,
+                   (long long)horizon, (long long)sched.warmup, exp(worst), floor_frac);
+        }
+        snprintf(p.note, sizeof p.note, "untrained: lopt init-lopt --arch %s%s%s --seed %lld",
+                 arch_name, nominal_args, sched_args, (long long)seed);
     } else {
         /* which normalised feature the optimizer follows: g (0) or momentum m_k (2 + k) */
         int feature = -1;

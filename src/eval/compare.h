@@ -209,9 +209,10 @@ lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
                              lopt_compare_result *res, lopt_err *err);
 void lopt_compare_free(lopt_compare_result *res);
 
-/* compare_report.c: writes curves.csv, tuning.csv, summary.json, summary.md and the three plots
- * (valid_loss_vs_step, valid_loss_vs_time, train_loss_vs_step; .svg and .png) into
- * dir, creating it (and its parents) if missing. Every file atomically. */
+/* compare_report.c: writes curves.csv, tuning.csv, summary.json, summary.md and the four plots
+ * (valid_loss_vs_step, valid_loss_vs_time, train_loss_vs_step, and
+ * train_valid_loss_vs_step: training and validation loss side by side; .svg and
+ * .png) into dir, creating it (and its parents) if missing. Every file atomically. */
 lopt_status lopt_compare_write(const lopt_compare_result *res, const char *dir,
                                lopt_err *err);
 

@@ -313,6 +313,35 @@ static lopt_status write_plot(const lopt_compare_result *r, const char *dir, con
     return st != LOPT_OK ? st : lopt_plot_write(&p, base, err);
 }
 
+/* two panels side by side, training loss left and validation loss right, against
+ * the step, one line per optimizer in the same colour in both */
+static lopt_status write_panels(const lopt_compare_result *r, const char *dir, const char *name,
+                                lopt_err *err)
+{
+    lopt_plot_series s[2][LOPT_COMPARE_MAX_OPT];
+    char labels[LOPT_COMPARE_MAX_OPT][64], title[2][256];
+    lopt_plot p[2];
+    for (int k = 0; k < 2; k++) {
+        int train = k == 0;
+        for (int i = 0; i < r->nopt; i++) {
+            const lopt_compare_entry *e = &r->opt[i];
+            if (e->learned) snprintf(labels[i], sizeof labels[i], "%s", e->name);
+            else snprintf(labels[i], sizeof labels[i], "%s lr %.3g", e->name, e->lr);
+            s[k][i] = (lopt_plot_series){labels[i], e->step, train ? e->train_mean : e->valid_mean,
+                                         train ? e->train_min : e->valid_min,
+                                         train ? e->train_max : e->valid_max, e->nrows};
+        }
+        snprintf(title[k], sizeof title[k], "%s: %s loss (mean of %d seeds, band min..max)",
+                 r->task, train ? "training" : "validation", r->nseeds);
+        p[k] = (lopt_plot){title[k], "step",
+                           train ? "train loss (minibatch mean)" : "validation loss", 1, 800, 600,
+                           s[k], r->nopt};
+    }
+    char base[4096];
+    lopt_status st = lopt_path_join(base, sizeof base, dir, name, err);
+    return st != LOPT_OK ? st : lopt_plot_write_row(p, 2, base, err);
+}
+
 lopt_status lopt_compare_write(const lopt_compare_result *r, const char *dir, lopt_err *err)
 {
     lopt_status st = lopt_outdir_create(dir, err);
@@ -337,5 +366,6 @@ lopt_status lopt_compare_write(const lopt_compare_result *r, const char *dir, lo
     if (st == LOPT_OK) st = write_plot(r, dir, "valid_loss_vs_step", 0, 0, err);
     if (st == LOPT_OK) st = write_plot(r, dir, "valid_loss_vs_time", 0, 1, err);
     if (st == LOPT_OK) st = write_plot(r, dir, "train_loss_vs_step", 1, 0, err);
+    if (st == LOPT_OK) st = write_panels(r, dir, "train_valid_loss_vs_step", err);
     return st;
 }

@@ -4,6 +4,8 @@
  * seeds). The PNG is rasterised here (anti-aliased lines, a built-in 5x7 bitmap
  * font drawn at 2x) and encoded with zlib (IHDR, one IDAT from compress2, IEND).
  *
+ * Panels side by side in one image (lopt_plot_write_row).
+ *
  * Left out: scatter/bar plots, log-x, dashes, Unicode text in the PNG (bytes
  * outside printable ASCII are drawn as '?'; the SVG keeps them).
  */
@@ -47,6 +49,14 @@ lopt_status lopt_png_encode(const uint8_t *rgb, int w, int h, unsigned char **pn
 
 /* Writes BASE.svg and BASE.png atomically. LOPT_EIO when a file cannot be written. */
 lopt_status lopt_plot_write(const lopt_plot *p, const char *base, lopt_err *err);
+
+/* np >= 1 plots side by side, left to right, each at its own size; the row is as
+ * tall as its tallest panel (white below a shorter one). The SVG holds each panel
+ * as a nested <svg> at its x offset (clip paths plotarea0, plotarea1, ...); the
+ * raster is each panel's lopt_plot_raster copied in place. Ownership as above. */
+char *lopt_plot_svg_row(const lopt_plot *p, int np, size_t *len);
+void lopt_plot_raster_row(const lopt_plot *p, int np, uint8_t **rgb, int *w, int *h);
+lopt_status lopt_plot_write_row(const lopt_plot *p, int np, const char *base, lopt_err *err);
 
 /* ---- heatmaps (heatmap.c) -------------------------------------------------------
  * A square grid of values z over [-radius, radius]^2 in viridis (NaN grey), each

@@ -48,5 +48,9 @@ void lopt_plot_legend_label(const lopt_plot_layout_t *l, const char *s, char *ou
 /* point i of series s drawable: its line, its band */
 int lopt_plot_point_ok(const lopt_plot_layout_t *l, const lopt_plot_series *s, int i);
 int lopt_plot_band_ok(const lopt_plot_layout_t *l, const lopt_plot_series *s, int i);
+/* a panel's width in pixels (960 when unset) */
+int lopt_plot_width(const lopt_plot *p);
+/* a row of np panels: the panels' widths summed, the tallest panel's height */
+void lopt_plot_row_size(const lopt_plot *p, int np, int *w, int *h);
 
 #endif

@@ -151,3 +151,15 @@ int lopt_plot_band_ok(const lopt_plot_layout_t *l, const lopt_plot_series *s, in
 {
     return isfinite(s->x[i]) && lopt_plot_valid_y(l, s->lo[i]) && lopt_plot_valid_y(l, s->hi[i]);
 }
+
+int lopt_plot_width(const lopt_plot *p) { return p->width > 0 ? p->width : 960; }
+
+void lopt_plot_row_size(const lopt_plot *p, int np, int *w, int *h)
+{
+    *w = *h = 0;
+    for (int k = 0; k < np; k++) {
+        int ph = p[k].height > 0 ? p[k].height : 600;
+        *w += lopt_plot_width(&p[k]);
+        if (ph > *h) *h = ph;
+    }
+}

@@ -285,3 +285,26 @@ void lopt_plot_raster(const lopt_plot *p, uint8_t **rgb, int *w, int *h)
     *h = l.H;
 }
 
+
+void lopt_plot_raster_row(const lopt_plot *p, int np, uint8_t **rgb, int *w, int *h)
+{
+    LOPT_ASSERT(np >= 1);
+    int W, H;
+    lopt_plot_row_size(p, np, &W, &H);
+    uint8_t *px = lopt_xcalloc((size_t)W * (size_t)H * 3, 1);
+    memset(px, 0xff, (size_t)W * (size_t)H * 3);
+    int x = 0;
+    for (int k = 0; k < np; k++) {
+        uint8_t *one;
+        int pw, ph;
+        lopt_plot_raster(&p[k], &one, &pw, &ph);
+        for (int y = 0; y < ph; y++)
+            memcpy(px + ((size_t)y * (size_t)W + (size_t)x) * 3, one + (size_t)y * (size_t)pw * 3,
+                   (size_t)pw * 3);
+        free(one);
+        x += pw;
+    }
+    *rgb = px;
+    *w = W;
+    *h = H;
+}

@@ -7,8 +7,10 @@
 #include "core/out.h"
 #include "eval/plot_int.h"
 
-/* the document, the background, the title and the grid lines */
-static void svg_head(lopt_sbuf *b, const lopt_plot *p, const lopt_plot_layout_t *l)
+/* the document, the background, the title and the grid lines; the plot area's clip
+ * path is called clip_id (unique per panel when several plots share a document) */
+static void svg_head(lopt_sbuf *b, const lopt_plot *p, const lopt_plot_layout_t *l,
+                     const char *clip_id)
 {
     lopt_sb_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
@@ -16,9 +18,9 @@ static void svg_head(lopt_sbuf *b, const lopt_plot *p, const lopt_plot_layout_t 
                   "sans-serif\">\n",
               l->W, l->H, l->W, l->H);
     lopt_sb_printf(b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", l->W, l->H);
-    lopt_sb_printf(b, "<clipPath id=\"plotarea\"><rect x=\"%d\" y=\"%d\" width=\"%d\" "
+    lopt_sb_printf(b, "<clipPath id=\"%s\"><rect x=\"%d\" y=\"%d\" width=\"%d\" "
                   "height=\"%d\"/></clipPath>\n",
-              l->L, l->T, l->R - l->L, l->B - l->T);
+              clip_id, l->L, l->T, l->R - l->L, l->B - l->T);
     lopt_sb_printf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"18\">",
               (l->L + l->R) / 2.0, 20 + CHAR_H);
     lopt_xml_text(b, p->title);
@@ -123,17 +125,47 @@ static void svg_legend(lopt_sbuf *b, const lopt_plot *p, const lopt_plot_layout_
     lopt_sb_printf(b, "</g>\n</svg>\n");
 }
 
-char *lopt_plot_svg(const lopt_plot *p, size_t *len)
+/* the SVG document of one plot, its clip path called clip_id */
+static char *plot_svg(const lopt_plot *p, size_t *len, const char *clip_id)
 {
     lopt_plot_layout_t l;
     lopt_plot_layout(p, &l);
     lopt_sbuf b = {0};
-    svg_head(&b, p, &l);
-    lopt_sb_printf(&b, "</g>\n<g clip-path=\"url(#plotarea)\">\n");
+    svg_head(&b, p, &l, clip_id);
+    lopt_sb_printf(&b, "</g>\n<g clip-path=\"url(#%s)\">\n", clip_id);
     svg_bands(&b, p, &l);
     svg_lines(&b, p, &l);
     svg_axes(&b, p, &l);
     svg_legend(&b, p, &l);
+    if (len) *len = b.len;
+    return b.s;
+}
+
+char *lopt_plot_svg(const lopt_plot *p, size_t *len) { return plot_svg(p, len, "plotarea"); }
+
+char *lopt_plot_svg_row(const lopt_plot *p, int np, size_t *len)
+{
+    LOPT_ASSERT(np >= 1);
+    int W, H;
+    lopt_plot_row_size(p, np, &W, &H);
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                  "viewBox=\"0 0 %d %d\">\n<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n",
+              W, H, W, H, W, H);
+    int x = 0;
+    for (int k = 0; k < np; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "plotarea%d", k);
+        char *one = plot_svg(&p[k], NULL, id);
+        /* the panel as a nested <svg> at its offset, without its XML declaration */
+        const char *tag = strstr(one, "<svg ");
+        LOPT_ASSERT(tag);
+        lopt_sb_printf(&b, "<svg x=\"%d\" y=\"0\" %s", x, tag + 5);
+        free(one);
+        x += lopt_plot_width(&p[k]);
+    }
+    lopt_sb_printf(&b, "</svg>\n");
     if (len) *len = b.len;
     return b.s;
 }

@@ -218,6 +218,66 @@ void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, f
     lopt_theta_normalized(a, 0, 1.0f, noise, seed, theta);
 }
 
+/* Solves the n x n system A x = b in place (A row-major, overwritten; b becomes x) by
+ * Gaussian elimination with partial pivoting; A is symmetric positive definite here. */
+static void solve_dense(double *A, double *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int p = i;
+        for (int r = i + 1; r < n; r++)
+            if (fabs(A[r * n + i]) > fabs(A[p * n + i])) p = r;
+        for (int k = 0; k < n; k++) {
+            double tmp = A[i * n + k];
+            A[i * n + k] = A[p * n + k];
+            A[p * n + k] = tmp;
+        }
+        double tb = b[i];
+        b[i] = b[p];
+        b[p] = tb;
+        LOPT_ASSERT(A[i * n + i] != 0);
+        for (int r = i + 1; r < n; r++) {
+            double f = A[r * n + i] / A[i * n + i];
+            for (int k = i; k < n; k++) A[r * n + k] -= f * A[i * n + k];
+            b[r] -= f * b[i];
+        }
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        for (int k = i + 1; k < n; k++) b[i] -= A[i * n + k] * b[k];
+        b[i] /= A[i * n + i];
+    }
+}
+
+double lopt_theta_fit_schedule(const lopt_arch *a, const lopt_schedule *s, double peak,
+                               double floor, float *theta)
+{
+    LOPT_ASSERT(a->form == LOPT_FORM_NOMINAL && s->steps > 0 && peak > 0);
+    LOPT_ASSERT(floor > 0 && floor <= 1 && a->ntime + 1 <= LOPT_MAX_TIME + 1);
+    const int n = a->ntime + 1;   /* the features' coefficients a_j, then b */
+    double A[(LOPT_MAX_TIME + 1) * (LOPT_MAX_TIME + 1)] = {0}, rhs[LOPT_MAX_TIME + 1] = {0};
+    double row[LOPT_MAX_TIME + 1];
+    for (int64_t t = 0; t < s->steps; t++) {
+        double factor = fmax(lopt_schedule_factor(s, t + 1), floor);
+        double y = log(peak / a->nominal_step * factor);
+        for (int j = 0; j < a->ntime; j++) row[j] = tanh((double)t / a->tau[j] - 1.0);
+        row[a->ntime] = 1.0;
+        for (int i = 0; i < n; i++) {
+            for (int k = 0; k < n; k++) A[i * n + k] += row[i] * row[k];
+            rhs[i] += row[i] * y;
+        }
+    }
+    for (int i = 0; i < n; i++) A[i * n + i] += 1e-6 * (double)s->steps;
+    solve_dense(A, rhs, n);
+    float *sc = theta + lopt_arch_schedule_offset(a);
+    for (int i = 0; i < n; i++) sc[i] = (float)rhs[i];
+    double worst = 0;
+    for (int64_t t = 0; t < s->steps; t++) {
+        double factor = fmax(lopt_schedule_factor(s, t + 1), floor);
+        double y = log(peak / a->nominal_step * factor);
+        worst = fmax(worst, fabs(lopt_arch_schedule(a, theta, t) - y));
+    }
+    return worst;
+}
+
 /* n * k floats, NULL if that overflows or the allocation fails */
 static float *floats_nk(size_t n, size_t k)
 {
@@ -359,6 +419,37 @@ static void forward_generic(lopt_mlp_work *wk, const float *theta, const lopt_te
     }
 }
 
+/* 1 when the MLP's output layer (its W and b) is all zero: then d = s = 0 for every
+ * parameter and the nominal form's residual is exactly 0 */
+static int residual_is_zero(const lopt_arch *a, const float *theta)
+{
+    const float *o = theta + lopt_arch_output_offset(a);
+    const size_t len = lopt_arch_schedule_offset(a) - lopt_arch_output_offset(a);
+    for (size_t i = 0; i < len; i++)
+        if (o[i] != 0.0f) return 0;
+    return 1;
+}
+
+/* torch's Adam at step t + 1 as the nominal direction: m is momentum nominal_mom, v the
+ * state row after the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat)
+ * + eps) + the residual read from out (n, 2), or none for out NULL (a zero residual) */
+static void nominal_adam(const lopt_arch *a, const float *theta, const float *g, float *m,
+                         int64_t t, size_t n, const float *out, float *delta)
+{
+    const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
+    const float *mk = m + (size_t)a->nominal_mom * n;
+    float *v = m + (size_t)a->nmom * n;
+    const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
+    const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
+    const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
+        delta[i] = out ? step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1])
+                       : step * u;
+    }
+}
+
 void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                      int ntensors, const float *w, const float *g, float *m, int64_t t,
                      float *delta)
@@ -371,6 +462,13 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
     for (int k = 0; k < a->nmom; k++) {
         float b = a->beta[k], *mk = m + (size_t)k * n;
         for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
+    }
+    /* An Adam direction whose residual's output layer is all zero (as initialised, and
+     * while meta-training moves only the schedule) has a residual of exactly 0 for
+     * every input: the MLP's forward pass is skipped, the update is the same. */
+    if (adam_dir(a) && residual_is_zero(a, theta)) {
+        nominal_adam(a, theta, g, m, t, n, NULL, delta);
+        return;
     }
     /* per-tensor normalisers of the features */
     for (int T = 0; T < ntensors; T++) {
@@ -396,19 +494,7 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
     if (adam_dir(a)) {
-        /* torch's Adam at step t + 1: m is momentum nominal_mom, v the state row after
-         * the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat) + eps) */
-        const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
-        const float *mk = m + (size_t)a->nominal_mom * n;
-        float *v = m + (size_t)a->nmom * n;
-        const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
-        const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
-        const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
-        for (size_t i = 0; i < n; i++) {
-            v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-            float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
-            delta[i] = step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
-        }
+        nominal_adam(a, theta, g, m, t, n, out, delta);
         return;
     }
     if (a->form == LOPT_FORM_NOMINAL) {

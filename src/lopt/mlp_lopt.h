@@ -147,6 +147,20 @@ void lopt_theta_normalized_sgd(const lopt_arch *a, float noise, uint64_t seed, f
 void lopt_theta_normalized(const lopt_arch *a, int feature, float gain, float noise,
                            uint64_t seed, float *theta);
 
+/* For the nominal form: sets theta's schedule (a_1..a_ntime, b; nothing else) so that
+ * the hand-designed step follows a learning-rate schedule of torch's kind at peak
+ * rate `peak` (the nominal step times exp(sched(t)) = peak * factor), as closely as
+ * the schedule's ntime tanh time features allow: the least-squares fit of
+ *   sched(t) = log(peak / nominal_step * max(lopt_schedule_factor(s, t + 1), floor))
+ * over the learned optimizer's times t = 0..s->steps-1 (its (t+1)-th update). The
+ * floor (in (0, 1]) stands in for the factor's 0 at the end of cosine and linear,
+ * whose log a finite schedule cannot reach. A tiny ridge (1e-6 per time step) keeps
+ * the nearly collinear slow features' coefficients moderate. Returns the largest
+ * |fit - target| in log-scale over the fitted times. A warm start for meta-training
+ * that begins at a tuned scheduled baseline rather than at a constant one. */
+double lopt_theta_fit_schedule(const lopt_arch *a, const lopt_schedule *s, double peak,
+                               double floor, float *theta);
+
 /* Scratch for applying the MLP to n parameters (sized once, reused every step). */
 typedef struct {
     const lopt_arch *arch;
