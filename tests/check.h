@@ -24,7 +24,7 @@ static int check_count = 0;
 
 /* Compares got[0..n) to want[0..n) elementwise with |got-want| <= atol + rtol|want|,
  * prints up to 5 mismatches and the max relative error; returns 1 if all close. */
-static int check_close(const char *name, const double *got, const double *want,
+static __attribute__((unused)) int check_close(const char *name, const double *got, const double *want,
                        size_t n, double rtol, double atol)
 {
     size_t bad = 0;

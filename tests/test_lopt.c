@@ -399,7 +399,7 @@ static void nominal_adam_is_adam(void)
     lopt_hparams_default(&hp, "adam", NULL);
     hp.lr = a.nominal_step;
     CHECK(lopt_learned_create(&lo, &a, theta, t, 2, NW, NULL) == LOPT_OK &&
-          lopt_optim_create(&ad, "adam", &hp, NW, NULL) == LOPT_OK, "create");
+          lopt_optimizer_create(&ad, "adam", &hp, NW, NULL) == LOPT_OK, "create");
     lopt_rng_fill_normal(w1, NW, 1.0f, 4, LOPT_STREAM_TEST, 0);
     memcpy(w2, w1, NW * sizeof(float));
     double got[NW], want[NW];

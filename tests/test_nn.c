@@ -300,21 +300,21 @@ typedef struct {
 static void dense_fwd(lcase *L, const float *th, float *y)
 {
     dense_ctx *c = L->ctx;
-    dense_forward(y, DENSE_X(L, th), th + L->off[L->nseg - 2], th + L->off[L->nseg - 1],
+    nn_dense_forward(y, DENSE_X(L, th), th + L->off[L->nseg - 2], th + L->off[L->nseg - 1],
                   c->B, c->I, c->O);
 }
 
 static void dense_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     dense_ctx *c = L->ctx;
-    dense_backward(c->x ? NULL : g, g + L->off[L->nseg - 2], g + L->off[L->nseg - 1], dy,
+    nn_dense_backward(c->x ? NULL : g, g + L->off[L->nseg - 2], g + L->off[L->nseg - 1], dy,
                    DENSE_X(L, th), th + L->off[L->nseg - 2], c->B, c->I, c->O);
 }
 
 static void dense_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     dense_ctx *c = L->ctx;
-    dense_rforward(ry, c->x ? NULL : v, DENSE_X(L, th), th + L->off[L->nseg - 2],
+    nn_dense_rforward(ry, c->x ? NULL : v, DENSE_X(L, th), th + L->off[L->nseg - 2],
                    v + L->off[L->nseg - 2], v + L->off[L->nseg - 1], c->B, c->I, c->O);
 }
 
@@ -322,7 +322,7 @@ static void dense_rbwd(lcase *L, const float *th, const float *v, const float *d
                        const float *rdy, float *hv)
 {
     dense_ctx *c = L->ctx;
-    dense_rbackward(c->x ? NULL : hv, hv + L->off[L->nseg - 2], hv + L->off[L->nseg - 1],
+    nn_dense_rbackward(c->x ? NULL : hv, hv + L->off[L->nseg - 2], hv + L->off[L->nseg - 1],
                     rdy, dy, DENSE_X(L, th), c->x ? NULL : v, th + L->off[L->nseg - 2],
                     v + L->off[L->nseg - 2], c->B, c->I, c->O);
 }
@@ -384,10 +384,10 @@ static void test_dense_tiles(int B, int I, int O)
         float *o = out[k] = lopt_floats(tot);
         float *y = o, *ry = y + ny, *dx = ry + ny, *rdx = dx + nx, *dW = rdx + nx, *rdW = dW + nw,
               *db = rdW + nw, *rdb = db + O;
-        dense_forward(y, x, W, b, B, I, O);
-        dense_rforward(ry, rx, x, W, rW, b, B, I, O);
-        dense_backward(dx, dW, db, dy, x, W, B, I, O);
-        dense_rbackward(rdx, rdW, rdb, rdy, dy, x, rx, W, rW, B, I, O);
+        nn_dense_forward(y, x, W, b, B, I, O);
+        nn_dense_rforward(ry, rx, x, W, rW, b, B, I, O);
+        nn_dense_backward(dx, dW, db, dy, x, W, B, I, O);
+        nn_dense_rbackward(rdx, rdW, rdb, rdy, dy, x, rx, W, rW, B, I, O);
         nn_isa_force(old);
     }
     double *g = calloc(tot, sizeof(double)), *w = calloc(tot, sizeof(double));
@@ -423,23 +423,23 @@ static float *conv_bm(lcase *L, float *t) { return t + L->off[L->nseg - 1]; }
 static void conv_fwd(lcase *L, const float *th, float *y)
 {
     conv_ctx *c = L->ctx;
-    fill_nan(c->col, conv_col_floats(&c->s));
-    conv2d_forward(y, c->col, conv_x(L, th), conv_w(L, th), conv_b(L, th), &c->s);
+    fill_nan(c->col, nn_conv_col_floats(&c->s));
+    nn_conv2d_forward(y, c->col, conv_x(L, th), conv_w(L, th), conv_b(L, th), &c->s);
 }
 
 static void conv_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     conv_ctx *c = L->ctx;
-    fill_nan(c->scratch, conv_col_floats(&c->s));
-    conv2d_backward(c->x ? NULL : g, conv_wm(L, g), conv_bm(L, g), dy, c->col,
+    fill_nan(c->scratch, nn_conv_col_floats(&c->s));
+    nn_conv2d_backward(c->x ? NULL : g, conv_wm(L, g), conv_bm(L, g), dy, c->col,
                     conv_w(L, th), &c->s, c->scratch);
 }
 
 static void conv_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     conv_ctx *c = L->ctx;
-    fill_nan(c->rcol, conv_col_floats(&c->s));
-    conv2d_rforward(ry, c->x ? NULL : c->rcol, c->x ? NULL : v, c->col, conv_w(L, th),
+    fill_nan(c->rcol, nn_conv_col_floats(&c->s));
+    nn_conv2d_rforward(ry, c->x ? NULL : c->rcol, c->x ? NULL : v, c->col, conv_w(L, th),
                     conv_w(L, v), conv_b(L, v), &c->s);
 }
 
@@ -447,8 +447,8 @@ static void conv_rbwd(lcase *L, const float *th, const float *v, const float *dy
                       const float *rdy, float *hv)
 {
     conv_ctx *c = L->ctx;
-    fill_nan(c->scratch, conv_col_floats(&c->s));
-    conv2d_rbackward(c->x ? NULL : hv, conv_wm(L, hv), conv_bm(L, hv), rdy, dy, c->col,
+    fill_nan(c->scratch, nn_conv_col_floats(&c->s));
+    nn_conv2d_rbackward(c->x ? NULL : hv, conv_wm(L, hv), conv_bm(L, hv), rdy, dy, c->col,
                      c->x ? NULL : c->rcol, conv_w(L, th), conv_w(L, v), &c->s,
                      c->scratch);
 }
@@ -456,7 +456,7 @@ static void conv_rbwd(lcase *L, const float *th, const float *v, const float *dy
 static void test_conv(const char *tag, conv_shape s, int data_input)
 {
     conv_ctx c = {s, NULL, NULL, NULL, NULL};
-    size_t ncol = conv_col_floats(&s);
+    size_t ncol = nn_conv_col_floats(&s);
     size_t nx = (size_t)s.C * s.B * s.H * s.W, nw = (size_t)s.O * s.C * s.KH * s.KW;
     float *xdata = lopt_floats(nx);
     c.col = lopt_floats(ncol);
@@ -520,7 +520,7 @@ static void conv_naive(double *y, const float *x, const float *W, const float *b
  *   sum dy[o,:] = db[o] */
 static void test_conv_reference(const char *tag, conv_shape s)
 {
-    size_t ncol = conv_col_floats(&s);
+    size_t ncol = nn_conv_col_floats(&s);
     size_t nx = (size_t)s.C * s.B * s.H * s.W, nw = (size_t)s.O * s.C * s.KH * s.KW;
     size_t ny = (size_t)s.O * s.B * s.OH * s.OW;
     float *x = lopt_floats(nx), *rx = lopt_floats(nx), *dx = lopt_floats(nx);
@@ -538,14 +538,14 @@ static void test_conv_reference(const char *tag, conv_shape s)
     char name[128];
 
     fill_nan(col, ncol);
-    conv2d_forward(y, col, x, W, b, &s);
+    nn_conv2d_forward(y, col, x, W, b, &s);
     conv_naive(want, x, W, b, &s);
     for (size_t i = 0; i < ny; i++) got[i] = y[i];
     snprintf(name, sizeof name, "conv %s forward vs naive", tag);
     check_close(name, got, want, ny, 1e-5, 1e-5);
 
     fill_nan(scratch, ncol);
-    conv2d_backward(dx, dW, db, dy, col, W, &s, scratch);
+    nn_conv2d_backward(dx, dW, db, dy, col, W, &s, scratch);
     double lhs[3], rhs[3], mag = 0.0;
     conv_naive(want, rx, W, NULL, &s);
     lhs[0] = 0.0;
@@ -582,7 +582,7 @@ static void test_conv_reference(const char *tag, conv_shape s)
     double *want2 = calloc(ny, sizeof(double));
     fill_normal(rdy, ny, 1.0f);
     fill_nan(rcol, ncol);
-    conv2d_rforward(ry, rcol, rx, col, W, rW, b, &s);   /* rb = b */
+    nn_conv2d_rforward(ry, rcol, rx, col, W, rW, b, &s);   /* rb = b */
     conv_naive(want, rx, W, b, &s);
     conv_naive(want2, x, rW, NULL, &s);
     for (size_t i = 0; i < ny; i++) {
@@ -596,11 +596,11 @@ static void test_conv_reference(const char *tag, conv_shape s)
     memset(dW, 0, nw * sizeof(float));
     memset(db, 0, s.O * sizeof(float));
     fill_nan(scratch, ncol);
-    conv2d_backward(dx, dW, db, rdy, col, W, &s, scratch);
-    conv2d_backward(dx, dW, rdb, dy, rcol, rW, &s, scratch);   /* R{db} has no dy term */
+    nn_conv2d_backward(dx, dW, db, rdy, col, W, &s, scratch);
+    nn_conv2d_backward(dx, dW, rdb, dy, rcol, rW, &s, scratch);   /* R{db} has no dy term */
     memset(rdb, 0, s.O * sizeof(float));
     fill_nan(scratch, ncol);
-    conv2d_rbackward(rdx, rdW, rdb, rdy, dy, col, rcol, W, rW, &s, scratch);
+    nn_conv2d_rbackward(rdx, rdW, rdb, rdy, dy, col, rcol, W, rW, &s, scratch);
     size_t nall = nx + nw + s.O;
     double *g = calloc(nall, sizeof(double)), *w = calloc(nall, sizeof(double));
     for (size_t i = 0; i < nx; i++) g[i] = rdx[i], w[i] = dx[i];
@@ -672,11 +672,11 @@ static void to_double(double *d, const float *x, size_t n)
 
 static void test_conv3_vs_im2col(const char *tag, int B, int H, int W, int C, int O)
 {
-    conv_shape s = conv_shape_make(B, C, H, W, O, 3, 3, 1, 1);
+    conv_shape s = nn_conv_shape_make(B, C, H, W, O, 3, 3, 1, 1);
     conv3_shape s3 = {B, H, W, C, O};
     size_t nx = (size_t)C * B * H * W, ny = (size_t)O * B * H * W, nw = (size_t)O * C * 9;
-    size_t px = conv3_padded_floats(B, H, W, C), py = conv3_padded_floats(B, H, W, O);
-    size_t ncol = conv_col_floats(&s);
+    size_t px = nn_conv3_padded_floats(B, H, W, C), py = nn_conv3_padded_floats(B, H, W, O);
+    size_t ncol = nn_conv_col_floats(&s);
     float *x = lopt_floats(nx), *rx = lopt_floats(nx), *dy = lopt_floats(ny),
           *rdy = lopt_floats(ny), *Wt_ = lopt_floats(nw), *rW = lopt_floats(nw),
           *b = lopt_floats(O), *rb = lopt_floats(O);
@@ -694,10 +694,10 @@ static void test_conv3_vs_im2col(const char *tag, int B, int H, int W, int C, in
     float *y0 = lopt_floats(ny), *ry0 = lopt_floats(ny), *dx0 = lopt_floats(nx),
           *rdx0 = lopt_floats(nx), *dW0 = lopt_floats(nw), *rdW0 = lopt_floats(nw),
           *db0 = lopt_floats(O), *rdb0 = lopt_floats(O);
-    conv2d_forward(y0, col, x, Wt_, b, &s);
-    conv2d_backward(dx0, dW0, db0, dy, col, Wt_, &s, scr);
-    conv2d_rforward(ry0, rcol, rx, col, Wt_, rW, rb, &s);
-    conv2d_rbackward(rdx0, rdW0, rdb0, rdy, dy, col, rcol, Wt_, rW, &s, scr);
+    nn_conv2d_forward(y0, col, x, Wt_, b, &s);
+    nn_conv2d_backward(dx0, dW0, db0, dy, col, Wt_, &s, scr);
+    nn_conv2d_rforward(ry0, rcol, rx, col, Wt_, rW, rb, &s);
+    nn_conv2d_rbackward(rdx0, rdW0, rdb0, rdy, dy, col, rcol, Wt_, rW, &s, scr);
 
     /* the same in NHWC */
     float *xp = lopt_floats(px), *rxp = lopt_floats(px), *dyp = lopt_floats(py),
@@ -708,10 +708,10 @@ static void test_conv3_vs_im2col(const char *tag, int B, int H, int W, int C, in
     cbhw_to_padded(rdyp, rdy, B, H, W, O);
     float *Wp = lopt_floats(nw), *Wt = lopt_floats(nw), *rWp = lopt_floats(nw),
           *rWt = lopt_floats(nw);
-    conv3_pack(Wp, Wt_, C, O);
-    conv3_pack_adjoint(Wt, Wt_, C, O);
-    conv3_pack(rWp, rW, C, O);
-    conv3_pack_adjoint(rWt, rW, C, O);
+    nn_conv3_pack(Wp, Wt_, C, O);
+    nn_conv3_pack_adjoint(Wt, Wt_, C, O);
+    nn_conv3_pack(rWp, rW, C, O);
+    nn_conv3_pack_adjoint(rWt, rW, C, O);
     float *y = lopt_floats(ny), *dx = lopt_floats(nx), *dWp = lopt_floats(nw),
           *dW = lopt_floats(nw), *db = lopt_floats(O);
     double *got = calloc(ny + nx + nw + O, sizeof(double)),
@@ -723,14 +723,14 @@ static void test_conv3_vs_im2col(const char *tag, int B, int H, int W, int C, in
         const char *in = nn_isa_name(all_isas[k]);
 
         fill_nan(y, ny);
-        conv3_forward(y, xp, Wp, b, &s3);
+        nn_conv3_forward(y, xp, Wp, b, &s3);
         nhwc_to_cbhw(got, y, B, H, W, O);
         to_double(want, y0, ny);
         snprintf(name, sizeof name, "conv3 %s %s forward vs im2col", in, tag);
         check_close(name, got, want, ny, 1e-5, 1e-5 * max_abs(want, ny));
 
         fill_nan(y, ny);
-        conv3_rforward(y, rxp, xp, Wp, rWp, rb, &s3);
+        nn_conv3_rforward(y, rxp, xp, Wp, rWp, rb, &s3);
         nhwc_to_cbhw(got, y, B, H, W, O);
         to_double(want, ry0, ny);
         snprintf(name, sizeof name, "conv3 %s %s rforward vs im2col", in, tag);
@@ -742,12 +742,12 @@ static void test_conv3_vs_im2col(const char *tag, int B, int H, int W, int C, in
             for (size_t i = 0; i < nw; i++) dWp[i] = (float)(0.25 * sin(1.0 + (double)i));
             for (int o = 0; o < O; o++) db[o] = 0.5f;
             if (r == 0)
-                conv3_backward(dx, dWp, db, dyp, xp, Wt, &s3);
+                nn_conv3_backward(dx, dWp, db, dyp, xp, Wt, &s3);
             else
-                conv3_rbackward(dx, dWp, db, rdyp, dyp, xp, rxp, Wt, rWt, &s3);
+                nn_conv3_rbackward(dx, dWp, db, rdyp, dyp, xp, rxp, Wt, rWt, &s3);
             for (size_t i = 0; i < nw; i++) dWp[i] -= (float)(0.25 * sin(1.0 + (double)i));
             memset(dW, 0, nw * sizeof(float));
-            conv3_unpack_grad(dW, dWp, C, O);
+            nn_conv3_unpack_grad(dW, dWp, C, O);
             nhwc_to_cbhw(got, dx, B, H, W, C);
             to_double(got + nx, dW, nw);
             for (int o = 0; o < O; o++) got[nx + nw + o] = (double)db[o] - 0.5;
@@ -777,33 +777,33 @@ static void test_conv3_data_input(void)
 {
     const int B = 2, H = 28, W = 28, C = 1, O = 16;
     conv3_shape s = {B, H, W, C, O};
-    size_t px = conv3_padded_floats(B, H, W, C), py = conv3_padded_floats(B, H, W, O);
+    size_t px = nn_conv3_padded_floats(B, H, W, C), py = nn_conv3_padded_floats(B, H, W, O);
     size_t ny = (size_t)B * H * W * O, nw = 9 * C * O;
     float *xp = lopt_floats(px), *dyp = lopt_floats(py), *rdyp = lopt_floats(py);
     float *W0 = lopt_floats(nw), *rW = lopt_floats(nw), *Wp = lopt_floats(nw),
           *rWp = lopt_floats(nw), *rb = lopt_floats(O);
     float *x = lopt_floats((size_t)B * H * W), *d = lopt_floats(ny);
     fill_normal(x, (size_t)B * H * W, 1.0f);
-    nhwc_pad(xp, x, B, H, W, C);
+    nn_nhwc_pad(xp, x, B, H, W, C);
     fill_normal(d, ny, 1.0f);
-    nhwc_pad(dyp, d, B, H, W, O);
+    nn_nhwc_pad(dyp, d, B, H, W, O);
     fill_normal(d, ny, 1.0f);
-    nhwc_pad(rdyp, d, B, H, W, O);
+    nn_nhwc_pad(rdyp, d, B, H, W, O);
     fill_normal(W0, nw, 0.3f);
     fill_normal(rW, nw, 0.3f);
     fill_normal(rb, O, 1.0f);
-    conv3_pack(Wp, W0, C, O);
-    conv3_pack(rWp, rW, C, O);
+    nn_conv3_pack(Wp, W0, C, O);
+    nn_conv3_pack(rWp, rW, C, O);
     double *want = calloc(ny + 2 * (nw + O), sizeof(double)),
            *got = calloc(ny + 2 * (nw + O), sizeof(double));
     float *ry = lopt_floats(ny), *g = lopt_floats(2 * (nw + O));
     for (size_t k = 0; k < sizeof all_isas / sizeof *all_isas; k++) {
         if (!nn_isa_supported(all_isas[k])) continue;
         nn_isa old = nn_isa_force(all_isas[k]);
-        conv3_rforward(ry, NULL, xp, Wp, rWp, rb, &s);
+        nn_conv3_rforward(ry, NULL, xp, Wp, rWp, rb, &s);
         memset(g, 0, 2 * (nw + O) * sizeof(float));
-        conv3_backward(NULL, g, g + nw, dyp, xp, NULL, &s);
-        conv3_rbackward(NULL, g + nw + O, g + 2 * nw + O, rdyp, dyp, xp, NULL, NULL, NULL, &s);
+        nn_conv3_backward(NULL, g, g + nw, dyp, xp, NULL, &s);
+        nn_conv3_rbackward(NULL, g + nw + O, g + 2 * nw + O, rdyp, dyp, xp, NULL, NULL, NULL, &s);
         double *dst = k == 0 ? want : got;
         to_double(dst, ry, ny);
         to_double(dst + ny, g, 2 * (nw + O));
@@ -846,21 +846,21 @@ static void interior(float *dst, const float *pad, int B, int H, int W, int C, i
 static void rmp_fwd(lcase *L, const float *th, float *y)
 {
     fused_ctx *c = L->ctx;
-    relu_maxpool2_forward(c->P, c->am, th, c->B, c->H, c->W, c->C);
+    nn_relu_maxpool2_forward(c->P, c->am, th, c->B, c->H, c->W, c->C);
     interior(y, c->P, c->B, c->H / 2, c->W / 2, c->C, 0);
 }
 
 static void rmp_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     fused_ctx *c = L->ctx;
-    relu_maxpool2_backward(c->dA, dy, c->am, c->P, c->B, c->H, c->W, c->C);
+    nn_relu_maxpool2_backward(c->dA, dy, c->am, c->P, c->B, c->H, c->W, c->C);
     interior(g, c->dA, c->B, c->H, c->W, c->C, 1);
 }
 
 static void rmp_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     fused_ctx *c = L->ctx;
-    relu_maxpool2_rforward(c->rP, v, c->am, c->P, c->B, c->H, c->W, c->C);
+    nn_relu_maxpool2_rforward(c->rP, v, c->am, c->P, c->B, c->H, c->W, c->C);
     interior(ry, c->rP, c->B, c->H / 2, c->W / 2, c->C, 0);
 }
 
@@ -874,13 +874,13 @@ static void rgap_fwd(lcase *L, const float *th, float *y)
 {
     fused_ctx *c = L->ctx;
     memcpy(c->A, th, L->n * sizeof(float));
-    relu_gap_forward(y, c->A, c->B, c->H * c->W, c->C);
+    nn_relu_gap_forward(y, c->A, c->B, c->H * c->W, c->C);
 }
 
 static void rgap_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     fused_ctx *c = L->ctx;
-    relu_gap_backward(c->dA, dy, c->A, c->B, c->H, c->W, c->C);
+    nn_relu_gap_backward(c->dA, dy, c->A, c->B, c->H, c->W, c->C);
     interior(g, c->dA, c->B, c->H, c->W, c->C, 1);
 }
 
@@ -888,7 +888,7 @@ static void rgap_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     fused_ctx *c = L->ctx;
     memcpy(c->rP, v, L->n * sizeof(float));
-    relu_gap_rforward(ry, c->rP, c->A, c->B, c->H * c->W, c->C);
+    nn_relu_gap_rforward(ry, c->rP, c->A, c->B, c->H * c->W, c->C);
 }
 
 static void rgap_rbwd(lcase *L, const float *th, const float *v, const float *dy,
@@ -900,9 +900,9 @@ static void rgap_rbwd(lcase *L, const float *th, const float *v, const float *dy
 static void test_fused(int gap, int B, int H, int W, int C)
 {
     size_t n = (size_t)B * H * W * C;
-    fused_ctx c = {B, H, W, C, lopt_floats(conv3_padded_floats(B, H, W, C)),
-                   lopt_floats(conv3_padded_floats(B, H, W, C)),
-                   lopt_floats(conv3_padded_floats(B, H, W, C) + n),
+    fused_ctx c = {B, H, W, C, lopt_floats(nn_conv3_padded_floats(B, H, W, C)),
+                   lopt_floats(nn_conv3_padded_floats(B, H, W, C)),
+                   lopt_floats(nn_conv3_padded_floats(B, H, W, C) + n),
                    calloc(n, sizeof(int32_t)), lopt_floats(n)};
     lcase L = {.n = n, .nseg = 1, .seg = {"y"}, .off = {0, n}, .ctx = &c, .kinks = 1};
     if (gap) {
@@ -930,7 +930,7 @@ static void test_fused(int gap, int B, int H, int W, int C)
 static void test_fused_isas(void)
 {
     enum { B = 2, H = 6, W = 8, C = 32 };
-    const size_t n = (size_t)B * H * W * C, np = conv3_padded_floats(B, H, W, C);
+    const size_t n = (size_t)B * H * W * C, np = nn_conv3_padded_floats(B, H, W, C);
     const size_t no = (size_t)B * (H / 2) * (W / 2) * C;
     float *y = lopt_floats(n), *ry = lopt_floats(n), *dP = lopt_floats(no), *dG = lopt_floats(B * C);
     fill_normal(y, n, 1.0f);
@@ -960,17 +960,17 @@ static void test_fused_isas(void)
             memset(o, 0, tot * sizeof(float));
             float *P = o, *dA = o + np, *rP = o + 2 * np, *A = o + 3 * np, *G = A + n,
                   *rG = G + B * C, *dy3 = rG + B * C, *sum = dy3 + np;
-            relu_maxpool2_forward(P, am[r], y, B, H, W, C);
-            relu_maxpool2_backward(dA, dP, am[r], P, B, H, W, C);
-            relu_maxpool2_rforward(rP, ry, am[r], P, B, H, W, C);
+            nn_relu_maxpool2_forward(P, am[r], y, B, H, W, C);
+            nn_relu_maxpool2_backward(dA, dP, am[r], P, B, H, W, C);
+            nn_relu_maxpool2_rforward(rP, ry, am[r], P, B, H, W, C);
             memcpy(A, y, n * sizeof(float));
-            relu_gap_forward(G, A, B, H * W, C);
-            relu_gap_backward(dy3, dG, A, B, H, W, C);
+            nn_relu_gap_forward(G, A, B, H * W, C);
+            nn_relu_gap_backward(dy3, dG, A, B, H, W, C);
             float *rA = lopt_floats(n);
             memcpy(rA, ry, n * sizeof(float));
-            relu_gap_rforward(rG, rA, A, B, H * W, C);
+            nn_relu_gap_rforward(rG, rA, A, B, H * W, C);
             lopt_free(rA);
-            nhwc_pixel_sum(sum, dy3, B, H, W, C);
+            nn_nhwc_pixel_sum(sum, dy3, B, H, W, C);
             nn_isa_force(old);
         }
         size_t bad = 0;
@@ -1003,26 +1003,26 @@ typedef struct {
 static void pool_fwd(lcase *L, const float *th, float *y)
 {
     pool_ctx *c = L->ctx;
-    maxpool_forward(y, c->argmax, th, c->P, c->H, c->W, c->k);
+    nn_maxpool_forward(y, c->argmax, th, c->P, c->H, c->W, c->k);
 }
 
 static void pool_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     pool_ctx *c = L->ctx;
-    maxpool_backward(g, dy, c->argmax, c->P, c->H, c->W, c->k);
+    nn_maxpool_backward(g, dy, c->argmax, c->P, c->H, c->W, c->k);
 }
 
 static void pool_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     pool_ctx *c = L->ctx;
-    maxpool_rforward(ry, v, c->argmax, c->P, c->H, c->W, c->k);
+    nn_maxpool_rforward(ry, v, c->argmax, c->P, c->H, c->W, c->k);
 }
 
 static void pool_rbwd(lcase *L, const float *th, const float *v, const float *dy,
                       const float *rdy, float *hv)
 {
     pool_ctx *c = L->ctx;
-    maxpool_rbackward(hv, rdy, c->argmax, c->P, c->H, c->W, c->k);
+    nn_maxpool_rbackward(hv, rdy, c->argmax, c->P, c->H, c->W, c->k);
 }
 
 static void test_maxpool(int P, int H, int W, int k)
@@ -1038,7 +1038,7 @@ static void test_maxpool(int P, int H, int W, int k)
     fill_grid(x, n);
 
     /* forward vs the definition, floor division dropping the ragged edge */
-    maxpool_forward(y, c.argmax, x, P, H, W, k);
+    nn_maxpool_forward(y, c.argmax, x, P, H, W, k);
     int bad = 0;
     for (int p = 0; p < P; p++)
         for (int oh = 0; oh < OH; oh++)
@@ -1069,7 +1069,7 @@ static void test_maxpool(int P, int H, int W, int k)
             x1[(k + i) * W + j] = 0.0f;
             x1[(k + i) * W + k + j] = i + j == 0 ? 1.0f : 2.0f;
         }
-    maxpool_forward(y, c.argmax, x, P, H, W, k);
+    nn_maxpool_forward(y, c.argmax, x, P, H, W, k);
     CHECK(isnan(y[0]) && c.argmax[0] == (int32_t)w1,
           "%s: NaN not propagated (y %g at %d)", L.name, y[0], c.argmax[0]);
     CHECK(y[1] == INFINITY && c.argmax[1] == k, "%s: inf not the max (y %g at %d)",
@@ -1088,26 +1088,26 @@ typedef struct { int C, B, HW; } gap_ctx;
 static void gap_fwd(lcase *L, const float *th, float *y)
 {
     gap_ctx *c = L->ctx;
-    gap_forward(y, th, c->C, c->B, c->HW);
+    nn_gap_forward(y, th, c->C, c->B, c->HW);
 }
 
 static void gap_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     gap_ctx *c = L->ctx;
-    gap_backward(g, dy, c->C, c->B, c->HW);
+    nn_gap_backward(g, dy, c->C, c->B, c->HW);
 }
 
 static void gap_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     gap_ctx *c = L->ctx;
-    gap_forward(ry, v, c->C, c->B, c->HW);
+    nn_gap_forward(ry, v, c->C, c->B, c->HW);
 }
 
 static void gap_rbwd(lcase *L, const float *th, const float *v, const float *dy,
                      const float *rdy, float *hv)
 {
     gap_ctx *c = L->ctx;
-    gap_backward(hv, rdy, c->C, c->B, c->HW);
+    nn_gap_backward(hv, rdy, c->C, c->B, c->HW);
 }
 
 static void test_gap(void)
@@ -1119,7 +1119,7 @@ static void test_gap(void)
                .rbwd = gap_rbwd, .ctx = &c};
     float *x = lopt_floats(n), y[6];
     fill_normal(x, n, 1.0f);
-    gap_forward(y, x, c.C, c.B, c.HW);
+    nn_gap_forward(y, x, c.C, c.B, c.HW);
     double got[6], want[6];
     for (int b = 0; b < c.B; b++)
         for (int ch = 0; ch < c.C; ch++) {
@@ -1143,46 +1143,46 @@ typedef struct {
 static void relu_fwd(lcase *L, const float *th, float *y)
 {
     act_ctx *c = L->ctx;
-    relu_forward(y, th, c->n);
+    nn_relu_forward(y, th, c->n);
     memcpy(c->y, y, c->n * sizeof(float));
 }
 
 static void relu_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     act_ctx *c = L->ctx;
-    relu_backward(g, dy, c->y, c->n);
+    nn_relu_backward(g, dy, c->y, c->n);
 }
 
 static void relu_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     act_ctx *c = L->ctx;
-    relu_rforward(ry, v, c->y, c->n);
+    nn_relu_rforward(ry, v, c->y, c->n);
 }
 
 static void relu_rbwd(lcase *L, const float *th, const float *v, const float *dy,
                       const float *rdy, float *hv)
 {
     act_ctx *c = L->ctx;
-    relu_rbackward(hv, rdy, c->y, c->n);
+    nn_relu_rbackward(hv, rdy, c->y, c->n);
 }
 
 static void tanh_fwd(lcase *L, const float *th, float *y)
 {
     act_ctx *c = L->ctx;
-    tanh_forward(y, th, c->n);
+    nn_tanh_forward(y, th, c->n);
     memcpy(c->y, y, c->n * sizeof(float));
 }
 
 static void tanh_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     act_ctx *c = L->ctx;
-    tanh_backward(g, dy, c->y, c->n);
+    nn_tanh_backward(g, dy, c->y, c->n);
 }
 
 static void tanh_rfwd(lcase *L, const float *th, const float *v, float *ry)
 {
     act_ctx *c = L->ctx;
-    tanh_rforward(ry, v, c->y, c->n);
+    nn_tanh_rforward(ry, v, c->y, c->n);
     memcpy(c->ry, ry, c->n * sizeof(float));
 }
 
@@ -1190,7 +1190,7 @@ static void tanh_rbwd(lcase *L, const float *th, const float *v, const float *dy
                       const float *rdy, float *hv)
 {
     act_ctx *c = L->ctx;
-    tanh_rbackward(hv, rdy, dy, c->y, c->ry, c->n);
+    nn_tanh_rbackward(hv, rdy, dy, c->y, c->ry, c->n);
 }
 
 static void test_act(int is_tanh)
@@ -1213,12 +1213,12 @@ static void test_act(int is_tanh)
     int bad = 0;
     memcpy(z, x, n * sizeof(float));
     if (is_tanh) {
-        tanh_forward(y, x, n);
-        tanh_forward(z, z, n);
+        nn_tanh_forward(y, x, n);
+        nn_tanh_forward(z, z, n);
         for (size_t i = 0; i < n; i++) bad += fabs(y[i] - tanh((double)x[i])) > 1e-6;
     } else {
-        relu_forward(y, x, n);
-        relu_forward(z, z, n);
+        nn_relu_forward(y, x, n);
+        nn_relu_forward(z, z, n);
         for (size_t i = 0; i < n; i++) bad += y[i] != (x[i] > 0 ? x[i] : 0.0f);
     }
     for (size_t i = 0; i < n; i++) bad += y[i] != z[i];
@@ -1242,14 +1242,14 @@ typedef struct {
 static void xent_fwd(lcase *L, const float *th, float *y)
 {
     xent_ctx *c = L->ctx;
-    L->loss = softmax_xent_forward(c->prob, NULL, th, c->labels, c->B, c->K);
+    L->loss = nn_softmax_xent_forward(c->prob, NULL, th, c->labels, c->B, c->K);
     y[0] = (float)L->loss;
 }
 
 static void xent_bwd(lcase *L, const float *th, const float *dy, float *g)
 {
     xent_ctx *c = L->ctx;
-    softmax_xent_backward(g, c->prob, c->labels, c->B, c->K);   /* dy = 1 */
+    nn_softmax_xent_backward(g, c->prob, c->labels, c->B, c->K);   /* dy = 1 */
 }
 
 static void xent_rfwd(lcase *L, const float *th, const float *v, float *ry)
@@ -1261,7 +1261,7 @@ static void xent_rbwd(lcase *L, const float *th, const float *v, const float *dy
                       const float *rdy, float *hv)
 {
     xent_ctx *c = L->ctx;
-    softmax_xent_rbackward(hv, c->prob, v, c->B, c->K);   /* rz = v */
+    nn_softmax_xent_rbackward(hv, c->prob, v, c->B, c->K);   /* rz = v */
 }
 
 /* the vectorised exp of the AVX-512 path against glibc's (the reference path):
@@ -1279,7 +1279,7 @@ static void test_xent_isas(void)
     int correct[2];
     for (int k = 0; k < 2; k++) {
         nn_isa old = nn_isa_force(k ? NN_ISA_AVX512 : NN_ISA_REF);
-        loss[k] = softmax_xent_forward(p[k], &correct[k], z, labels, B, K);
+        loss[k] = nn_softmax_xent_forward(p[k], &correct[k], z, labels, B, K);
         nn_isa_force(old);
     }
     check_close("softmax-xent avx512 exp: loss vs glibc", &loss[1], &loss[0], 1, 1e-14, 0);
@@ -1290,10 +1290,10 @@ static void test_xent_isas(void)
           correct[0]);
     z[3] = -INFINITY;
     float q[B * K];
-    double l = softmax_xent_forward(q, NULL, z, labels, B, K);
+    double l = nn_softmax_xent_forward(q, NULL, z, labels, B, K);
     CHECK(isfinite(l) && q[3] == 0.0f, "softmax-xent: -inf logit gives loss %g, prob %g", l, q[3]);
     z[K + 2] = NAN;
-    l = softmax_xent_forward(q, NULL, z, labels, B, K);
+    l = nn_softmax_xent_forward(q, NULL, z, labels, B, K);
     CHECK(isnan(l), "softmax-xent: a NaN logit gives loss %g", l);
 }
 
@@ -1311,7 +1311,7 @@ static void test_xent(void)
     z[2 * K + 1] = 9.0f;
 
     int correct = -1, want_correct = 0;
-    double loss = softmax_xent_forward(prob, &correct, z, labels, B, K), want = 0.0;
+    double loss = nn_softmax_xent_forward(prob, &correct, z, labels, B, K), want = 0.0;
     double pgot[B * K], pwant[B * K];
     for (int b = 0; b < B; b++) {
         double s = 0.0;
@@ -1348,23 +1348,23 @@ static void run_big_kernels(float *out, const float *x, const float *dy, const f
                             const float *b, float *col, float *scratch, int32_t *am)
 {
     const size_t n = (size_t)PAR_C * PAR_B * PAR_HW, npool = n / 4;
-    const conv_shape s = conv_shape_make(PAR_B, PAR_C, 28, 28, 8, 3, 3, 1, 1);
-    const conv_shape g = conv_shape_make(PAR_B, PAR_C, 28, 28, 4, 5, 5, 2, 2);
+    const conv_shape s = nn_conv_shape_make(PAR_B, PAR_C, 28, 28, 8, 3, 3, 1, 1);
+    const conv_shape g = nn_conv_shape_make(PAR_B, PAR_C, 28, 28, 4, 5, 5, 2, 2);
     float *o = out;   /* outputs laid end to end; backward ones start zeroed */
-    relu_forward(o, x, n), o += n;
-    relu_backward(o, dy, x, n), o += n;
-    tanh_forward(o, x, n), o += n;
-    tanh_rbackward(o, dy, x, dy, x, n), o += n;
-    maxpool_forward(o, am, x, PAR_C * PAR_B, 28, 28, 2), o += npool;
-    maxpool_backward(o, dy, am, PAR_C * PAR_B, 28, 28, 2), o += n;
-    maxpool_forward(o, am, x, PAR_C * PAR_B, 28, 28, 3), o += npool;
-    gap_forward(o, x, PAR_C, PAR_B, PAR_HW), o += (size_t)PAR_C * PAR_B;
-    gap_backward(o, dy, PAR_C, PAR_B, PAR_HW), o += n;
-    conv2d_forward(o, col, x, W, b, &s), o += (size_t)8 * PAR_B * PAR_HW;
-    conv2d_backward(o, o + n, o + n + 8 * 9 * PAR_C, dy, col, W, &s, scratch);
+    nn_relu_forward(o, x, n), o += n;
+    nn_relu_backward(o, dy, x, n), o += n;
+    nn_tanh_forward(o, x, n), o += n;
+    nn_tanh_rbackward(o, dy, x, dy, x, n), o += n;
+    nn_maxpool_forward(o, am, x, PAR_C * PAR_B, 28, 28, 2), o += npool;
+    nn_maxpool_backward(o, dy, am, PAR_C * PAR_B, 28, 28, 2), o += n;
+    nn_maxpool_forward(o, am, x, PAR_C * PAR_B, 28, 28, 3), o += npool;
+    nn_gap_forward(o, x, PAR_C, PAR_B, PAR_HW), o += (size_t)PAR_C * PAR_B;
+    nn_gap_backward(o, dy, PAR_C, PAR_B, PAR_HW), o += n;
+    nn_conv2d_forward(o, col, x, W, b, &s), o += (size_t)8 * PAR_B * PAR_HW;
+    nn_conv2d_backward(o, o + n, o + n + 8 * 9 * PAR_C, dy, col, W, &s, scratch);
     o += n + 8 * 9 * PAR_C + 8;
-    conv2d_forward(o, col, x, W, b, &g), o += (size_t)4 * PAR_B * g.OH * g.OW;
-    conv2d_backward(o, o + n, o + n + 4 * 25 * PAR_C, dy, col, W, &g, scratch);
+    nn_conv2d_forward(o, col, x, W, b, &g), o += (size_t)4 * PAR_B * g.OH * g.OW;
+    nn_conv2d_backward(o, o + n, o + n + 4 * 25 * PAR_C, dy, col, W, &g, scratch);
 }
 
 static void test_parallel_loops(void)
@@ -1413,22 +1413,22 @@ int main(void)
     test_dense_tiles(5, 9, 130);
 
     /* the fast path, then the general one on shapes that stress its index ranges */
-    test_conv("3x3 p1 s1 5x6", conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1), 0);
-    test_conv("5x5 p2 s2 7x8", conv_shape_make(2, 2, 7, 8, 3, 5, 5, 2, 2), 0);
-    test_conv("3x3 p0 s1 5x7", conv_shape_make(2, 2, 5, 7, 3, 3, 3, 1, 0), 0);
-    test_conv("1x1 p0 s1 4x4", conv_shape_make(2, 3, 4, 4, 2, 1, 1, 1, 0), 0);
-    test_conv("2x3 p1 s1 4x5", conv_shape_make(2, 2, 4, 5, 3, 2, 3, 1, 1), 0);
-    test_conv("C=1 data 3x3 p1 s1 6x6", conv_shape_make(2, 1, 6, 6, 3, 3, 3, 1, 1), 1);
-    test_conv("C=1 data 5x5 p2 s2 6x6", conv_shape_make(2, 1, 6, 6, 3, 5, 5, 2, 2), 1);
+    test_conv("3x3 p1 s1 5x6", nn_conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1), 0);
+    test_conv("5x5 p2 s2 7x8", nn_conv_shape_make(2, 2, 7, 8, 3, 5, 5, 2, 2), 0);
+    test_conv("3x3 p0 s1 5x7", nn_conv_shape_make(2, 2, 5, 7, 3, 3, 3, 1, 0), 0);
+    test_conv("1x1 p0 s1 4x4", nn_conv_shape_make(2, 3, 4, 4, 2, 1, 1, 1, 0), 0);
+    test_conv("2x3 p1 s1 4x5", nn_conv_shape_make(2, 2, 4, 5, 3, 2, 3, 1, 1), 0);
+    test_conv("C=1 data 3x3 p1 s1 6x6", nn_conv_shape_make(2, 1, 6, 6, 3, 3, 3, 1, 1), 1);
+    test_conv("C=1 data 5x5 p2 s2 6x6", nn_conv_shape_make(2, 1, 6, 6, 3, 5, 5, 2, 2), 1);
 
-    test_conv_reference("3x3 p1 s1 5x6", conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1));
-    test_conv_reference("3x3 p1 s1 2x2", conv_shape_make(2, 2, 2, 2, 3, 3, 3, 1, 1));
-    test_conv_reference("5x5 p2 s2 7x8", conv_shape_make(2, 2, 7, 8, 3, 5, 5, 2, 2));
-    test_conv_reference("3x3 p0 s1 5x7", conv_shape_make(2, 2, 5, 7, 3, 3, 3, 1, 0));
-    test_conv_reference("3x3 p2 s3 9x7", conv_shape_make(2, 2, 9, 7, 3, 3, 3, 3, 2));
-    test_conv_reference("fmnist conv1", conv_shape_make(40, 1, 28, 28, 16, 3, 3, 1, 1));
-    test_conv_reference("fmnist conv2", conv_shape_make(11, 16, 14, 14, 32, 3, 3, 1, 1));
-    test_conv_reference("fmnist conv3", conv_shape_make(21, 32, 7, 7, 32, 3, 3, 1, 1));
+    test_conv_reference("3x3 p1 s1 5x6", nn_conv_shape_make(2, 3, 5, 6, 4, 3, 3, 1, 1));
+    test_conv_reference("3x3 p1 s1 2x2", nn_conv_shape_make(2, 2, 2, 2, 3, 3, 3, 1, 1));
+    test_conv_reference("5x5 p2 s2 7x8", nn_conv_shape_make(2, 2, 7, 8, 3, 5, 5, 2, 2));
+    test_conv_reference("3x3 p0 s1 5x7", nn_conv_shape_make(2, 2, 5, 7, 3, 3, 3, 1, 0));
+    test_conv_reference("3x3 p2 s3 9x7", nn_conv_shape_make(2, 2, 9, 7, 3, 3, 3, 3, 2));
+    test_conv_reference("fmnist conv1", nn_conv_shape_make(40, 1, 28, 28, 16, 3, 3, 1, 1));
+    test_conv_reference("fmnist conv2", nn_conv_shape_make(11, 16, 14, 14, 32, 3, 3, 1, 1));
+    test_conv_reference("fmnist conv3", nn_conv_shape_make(21, 32, 7, 7, 32, 3, 3, 1, 1));
 
     test_conv3_vs_im2col("fmnist conv1", 3, 28, 28, 1, 16);
     test_conv3_vs_im2col("fmnist conv2", 3, 14, 14, 16, 32);

@@ -115,7 +115,7 @@ static void test_against_torch(const ref_file *rf)
         lopt_hparams hp = hp_from(hpa->v);
         lopt_optimizer o;
         lopt_err err = {0};
-        lopt_status st = lopt_optim_create(&o, CONFIGS[c].opt,
+        lopt_status st = lopt_optimizer_create(&o, CONFIGS[c].opt,
                                            CONFIGS[c].hp_from_fixture ? &hp : NULL,
                                            (size_t)N, &err);
         CHECK(st == LOPT_OK, "create %s: %s", cfg, err.msg);
@@ -159,7 +159,7 @@ static void expect_usage(const char *what, const char *name, const lopt_hparams 
 {
     lopt_optimizer o;
     lopt_err err = {0};
-    lopt_status st = lopt_optim_create(&o, name, hp, 4, &err);
+    lopt_status st = lopt_optimizer_create(&o, name, hp, 4, &err);
     CHECK(st == LOPT_EUSAGE && err.status == LOPT_EUSAGE && err.msg[0],
           "%s: status %d, message '%s'", what, st, err.msg);
     if (st == LOPT_OK) o.free(&o);
@@ -235,7 +235,7 @@ static void test_schedules(const ref_file *rf)
         hp.lr = (float)cfg->v[2];
         hp.sched = (lopt_schedule){SCHED_TRAJ[c].kind, (int64_t)cfg->v[1], T};
         lopt_optimizer o;
-        lopt_status st = lopt_optim_create(&o, SCHED_TRAJ[c].opt, &hp, (size_t)N, &err);
+        lopt_status st = lopt_optimizer_create(&o, SCHED_TRAJ[c].opt, &hp, (size_t)N, &err);
         CHECK(st == LOPT_OK, "create %s: %s", cfgname, err.msg);
         if (st != LOPT_OK) continue;
         double *traj = malloc((size_t)T * N * sizeof *traj);
@@ -265,7 +265,7 @@ static void test_schedules(const ref_file *rf)
 
         /* the same optimizer at a constant lr must miss torch's scheduled run */
         hp.sched = (lopt_schedule){0};
-        lopt_optim_create(&o, SCHED_TRAJ[c].opt, &hp, (size_t)N, NULL);
+        lopt_optimizer_create(&o, SCHED_TRAJ[c].opt, &hp, (size_t)N, NULL);
         run(&o, w0->v, g->v, T, N, again);
         o.free(&o);
         CHECK(first_bad_step(again, want->v, T, N, 1e-5, 1e-6) >= 0,
@@ -332,8 +332,8 @@ static void test_schedule_edges(void)
 
 static void test_defaults(const ref_file *rf)
 {
-    for (int i = 0; lopt_optim_names[i]; i++) {
-        const char *nm = lopt_optim_names[i];
+    for (int i = 0; lopt_optimizer_names[i]; i++) {
+        const char *nm = lopt_optimizer_names[i];
         char key[64];
         snprintf(key, sizeof key, "defaults/%s", nm);
         const ref_array *want = ref_get(rf, key, 9);
@@ -350,7 +350,7 @@ static void test_defaults(const ref_file *rf)
         check_close(key, got, want->v, 9, 1e-7, 0.0);
 
         lopt_optimizer o;
-        CHECK(lopt_optim_create(&o, nm, NULL, 10, &err) == LOPT_OK, "create %s: %s", nm,
+        CHECK(lopt_optimizer_create(&o, nm, NULL, 10, &err) == LOPT_OK, "create %s: %s", nm,
               err.msg);
         CHECK(o.n == 10 && o.step && o.reset && o.free && strcmp(o.name, nm) == 0,
               "create %s fills the interface", nm);

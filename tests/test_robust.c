@@ -505,7 +505,7 @@ static void test_train(void)
     lopt_hparams hp;
     LOPT_ASSERT(lopt_hparams_default(&hp, "adam", &err) == LOPT_OK);
     lopt_optimizer o;
-    LOPT_ASSERT(lopt_optim_create(&o, "adam", &hp, t.n, &err) == LOPT_OK);
+    LOPT_ASSERT(lopt_optimizer_create(&o, "adam", &hp, t.n, &err) == LOPT_OK);
     quad_loss = t.loss_grad;
     t.loss_grad = nan_grad;
     lopt_train_opts to = {.steps = 20, .eval_every = 2, .seed = 1};

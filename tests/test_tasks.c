@@ -90,7 +90,7 @@ static void against_torch(const ref_file *rf, const char *name, const char *tag)
         lopt_optimizer opt;
         lopt_hparams hp;
         lopt_hparams_default(&hp, "adam", NULL);
-        lopt_optim_create(&opt, "adam", &hp, t.n, NULL);
+        lopt_optimizer_create(&opt, "adam", &hp, t.n, NULL);
         double *losses = calloc(tl->n, sizeof *losses);
         for (size_t k = 0; k < tl->n; k++) {
             losses[k] = t.loss_grad(&t, wf, &b, g);

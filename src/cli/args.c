@@ -59,19 +59,54 @@ void cli_settle(const cli_spec *spec, const char *what, lopt_status st, const lo
     lopt_dist_exit(st == LOPT_EUSAGE ? EXIT_USAGE : EXIT_RUNTIME);
 }
 
+/* " (default V)" for a bound option: its field's value before parsing */
+static void default_text(const cli_opt *o, char *out, size_t cap)
+{
+    out[0] = 0;
+    switch (o->kind) {
+    case OPT_I32: snprintf(out, cap, " (default %d)", *(const int *)o->dest); break;
+    case OPT_I64: snprintf(out, cap, " (default %lld)", (long long)*(const int64_t *)o->dest); break;
+    case OPT_F32: snprintf(out, cap, " (default %g)", (double)*(const float *)o->dest); break;
+    case OPT_F64: snprintf(out, cap, " (default %g)", *(const double *)o->dest); break;
+    case OPT_CHOICE: {
+        const cli_choice *c = o->dest;
+        snprintf(out, cap, " (default %s)", c->names[*c->value]);
+        break;
+    }
+    default: break;
+    }
+}
+
 static void print_help(const cli_spec *s)
 {
     if (quiet()) return;
     printf("usage: %s\n\n%s\n\noptions:\n", s->usage, s->about);
     for (int i = 0; i < s->nopts; i++) {
         const cli_opt *o = &s->opts[i];
-        const char *arg = o->kind == OPT_INT ? " N" : o->kind == OPT_FLOAT ? " X"
-                        : o->kind == OPT_STR ? " S" : "";
-        char left[64];
+        const char *arg = o->kind == OPT_INT || o->kind == OPT_I32 || o->kind == OPT_I64 ? " N"
+                        : o->kind == OPT_FLOAT || o->kind == OPT_F32 || o->kind == OPT_F64 ? " X"
+                        : o->kind == OPT_STR || o->kind == OPT_CHOICE ? " S" : "";
+        char left[64], def[96];
         snprintf(left, sizeof left, "--%s%s", o->name, arg);
-        printf("  %-22s %s%s\n", left, o->help, o->required ? " (required)" : "");
+        default_text(o, def, sizeof def);
+        printf("  %-22s %s%s%s\n", left, o->help, def, o->required ? " (required)" : "");
     }
     printf("  %-22s %s\n", "--help", "this text");
+}
+
+/* OPT_CHOICE: "--NAME must be A, B or C, not 'X'" */
+static void bad_choice(const cli_spec *s, const cli_opt *o, const char *v)
+{
+    const cli_choice *c = o->dest;
+    char list[256] = "";
+    int n = 0;
+    while (c->names[n]) n++;
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ",
+                 c->names[i]);
+    }
+    cli_usage_error(s, "--%s must be %s, not '%s'", o->name, list, v);
 }
 
 void cli_usage_error(const cli_spec *s, const char *fmt, ...)
@@ -158,6 +193,40 @@ static void parse_value(const cli_spec *s, cli_opt *o, const char *v)
     case OPT_FLAG:
         *(int *)o->dest = 1;
         break;
+    case OPT_I32: {
+        long long x = strtoll(v, &end, 10);
+        if (space || errno || end == v || *end)
+            cli_usage_error(s, "bad value for --%s: '%s' (want an integer)", o->name, v);
+        if (x < INT32_MIN || x > INT32_MAX)
+            cli_usage_error(s, "bad value for --%s: '%s' (out of range)", o->name, v);
+        *(int *)o->dest = (int)x;
+        break;
+    }
+    case OPT_I64: {
+        cli_opt tmp = *o;
+        tmp.kind = OPT_INT;
+        parse_value(s, &tmp, v);
+        break;
+    }
+    case OPT_F32:
+    case OPT_F64: {
+        double x;
+        cli_opt tmp = *o;
+        tmp.kind = OPT_FLOAT;
+        tmp.dest = &x;
+        parse_value(s, &tmp, v);
+        if (o->kind == OPT_F32) *(float *)o->dest = (float)x;
+        else *(double *)o->dest = x;
+        break;
+    }
+    case OPT_CHOICE: {
+        const cli_choice *c = o->dest;
+        int k = 0;
+        while (c->names[k] && strcmp(c->names[k], v) != 0) k++;
+        if (!c->names[k]) bad_choice(s, o, v);
+        *c->value = k;
+        break;
+    }
     }
 }
 

@@ -12,16 +12,33 @@
 
 enum { EXIT_USAGE = 2, EXIT_RUNTIME = 1 };
 
-typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG } opt_kind;
+/* Option kinds. OPT_INT, OPT_FLOAT, OPT_STR and OPT_FLAG fill a command's own
+ * variables. The bound kinds fill a field of a library config directly, and --help
+ * prints that field's value before parsing - the default config's value - as
+ * "(default V)": every default lives in the library's _default function alone.
+ *   OPT_I32     int*, an integer in int32 range
+ *   OPT_I64     int64_t*, an integer
+ *   OPT_F32     float*, a finite number that is a float (cli_float_ok)
+ *   OPT_F64     double*, likewise
+ *   OPT_CHOICE  cli_choice*: *value = the index of the flag's value in names; a bad
+ *               value: "--NAME must be A, B or C, not 'X'" */
+typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG, OPT_I32, OPT_I64, OPT_F32, OPT_F64,
+               OPT_CHOICE }
+    opt_kind;
 
 typedef struct {
     const char *name;     /* without the leading "--" */
     opt_kind kind;
-    void *dest;           /* int64_t*, double*, const char**, int* */
+    void *dest;           /* int64_t*, double*, const char**, int*; bound: see above */
     const char *help;
     int required;
     int seen;             /* set by the parser */
 } cli_opt;
+
+typedef struct {
+    int *value;                  /* an index into names */
+    const char *const *names;    /* NULL-terminated */
+} cli_choice;
 
 typedef struct {
     const char *command;  /* "train" */

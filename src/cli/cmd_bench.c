@@ -240,7 +240,7 @@ static int step_ctx_init(step_ctx *c, const char *task, lopt_err *err)
     if (lopt_task_create(&c->task, task, NULL, err) != LOPT_OK) return -1;
     lopt_hparams hp;
     lopt_hparams_default(&hp, "adam", err);
-    lopt_optim_create(&c->opt, "adam", &hp, c->task.n, err);
+    lopt_optimizer_create(&c->opt, "adam", &hp, c->task.n, err);
     lopt_batch_alloc(&c->batch, &c->task, c->task.batch);
     lopt_task_sample(&c->task, &c->batch, LOPT_SPLIT_TRAIN, 0, 0);
     c->w = lopt_floats(c->task.n);

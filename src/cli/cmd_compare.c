@@ -16,6 +16,7 @@
 
 #include "cli/cli.h"
 #include "core/dist.h"
+#include "core/out.h"
 #include "eval/compare.h"
 #include "lopt/lopt_file.h"
 #include "lopt/mlp_lopt.h"
@@ -157,46 +158,69 @@ static void free_thetas(float *theta, float **extra, int n)
     for (int k = 0; k < n; k++) lopt_free(extra[k]);
 }
 
-int cmd_compare(int argc, char **argv)
+/* the command's state */
+typedef struct {
+    const char *task_name, *lopt_path, *baselines, *extra_s, *seeds_s, *out, *lr_range;
+    int64_t steps, grid_points, tune_seeds, eval_every, jobs, warmup;
+    cli_opt opts[16];
+    int nopts;
+    cli_spec spec;
+    char extrabuf[2048], namebuf[512];
+    const char *extra_spec[LOPT_COMPARE_MAX_EXTRA], *names[LOPT_COMPARE_MAX_OPT];
+    lopt_compare_learned extra[LOPT_COMPARE_MAX_EXTRA];
+    int nx, nb, ns;
+    uint64_t seeds[LOPT_COMPARE_MAX_SEEDS];
+    double lo[LOPT_COMPARE_MAX_OPT], hi[LOPT_COMPARE_MAX_OPT];
+    lopt_arch arch, extra_arch[LOPT_COMPARE_MAX_EXTRA];
+    float *theta, *extra_theta[LOPT_COMPARE_MAX_EXTRA];
+    compare_ui ui;
+    lopt_compare_opts co;
+    char defdir[96];
+    const char *outdir;
+} compare_cli;
+
+static void define_flags(compare_cli *s)
 {
-    cli_join("compare", argc, argv);
-    const char *task_name = NULL, *lopt_path = NULL, *baselines = "adam,rmsprop,momentum";
-    const char *extra_s = NULL;
-    const char *seeds_s = "1000,1001,1002", *out = NULL, *lr_range = NULL;
-    int64_t steps = 1000, grid_points = 7, tune_seeds = 1, eval_every = 0, jobs = 0;
-    int64_t warmup = 0;
-    cli_opt opts[] = {
-        {"task", OPT_STR, &task_name, "task name (lopt tasks)", 1, 0},
-        {"lopt", OPT_STR, &lopt_path,
+    s->baselines = "adam,rmsprop,momentum";
+    s->seeds_s = "1000,1001,1002";
+    s->steps = 1000;
+    s->grid_points = 7;
+    s->tune_seeds = 1;
+    const cli_opt opts[] = {
+        {"task", OPT_STR, &s->task_name, "task name (lopt tasks)", 1, 0},
+        {"lopt", OPT_STR, &s->lopt_path,
          "the learned optimizer (.lopt); without it, baselines only", 0, 0},
-        {"lopt-extra", OPT_STR, &extra_s,
+        {"lopt-extra", OPT_STR, &s->extra_s,
          "NAME:FILE[,NAME:FILE...]: further learned optimizers, each a row called NAME (e.g. "
          "warm:start.lopt, the untrained warm start); at most 3", 0, 0},
-        {"baselines", OPT_STR, &baselines,
+        {"baselines", OPT_STR, &s->baselines,
          "comma-separated NAME or NAME:SCHEDULE, NAME one of sgd, momentum, nesterov, rmsprop, "
          "adam and SCHEDULE one of const, cosine (to 0), linear (to 0), e.g. "
          "adam:cosine,momentum:cosine,adam; each its own tuned row (default "
          "adam,rmsprop,momentum)", 0, 0},
-        {"warmup", OPT_INT, &warmup,
+        {"warmup", OPT_INT, &s->warmup,
          "linear warm-up steps of the NAME:SCHEDULE baselines (default: 5% of --steps for "
          "cosine and linear, 0 for const); bare names never warm up", 0, 0},
-        {"steps", OPT_INT, &steps, "training steps of every run (default 1000)", 0, 0},
-        {"seeds", OPT_STR, &seeds_s, "test seeds (default 1000,1001,1002)", 0, 0},
-        {"out", OPT_STR, &out, "output directory, created if missing (default compare-TASK)",
+        {"steps", OPT_INT, &s->steps, "training steps of every run (default 1000)", 0, 0},
+        {"seeds", OPT_STR, &s->seeds_s, "test seeds (default 1000,1001,1002)", 0, 0},
+        {"out", OPT_STR, &s->out, "output directory, created if missing (default compare-TASK)",
          0, 0},
-        {"grid-points", OPT_INT, &grid_points,
+        {"grid-points", OPT_INT, &s->grid_points,
          "learning rates per baseline, log-spaced (default 7)", 0, 0},
-        {"tune-seeds", OPT_INT, &tune_seeds,
+        {"tune-seeds", OPT_INT, &s->tune_seeds,
          "tuning seeds 10000.. per learning rate (default 1)", 0, 0},
-        {"eval-every", OPT_INT, &eval_every,
+        {"eval-every", OPT_INT, &s->eval_every,
          "validation every E steps (default steps/20)", 0, 0},
-        {"lr-range", OPT_STR, &lr_range,
+        {"lr-range", OPT_STR, &s->lr_range,
          "LO:HI learning-rate grid for every baseline (default per optimizer: adam, rmsprop "
          "1e-4:1e-1; sgd, momentum, nesterov 1e-3:1)", 0, 0},
-        {"jobs", OPT_INT, &jobs, "tuning runs in parallel, one core each (default: all "
+        {"jobs", OPT_INT, &s->jobs, "tuning runs in parallel, one core each (default: all "
                                  "cores); test runs always run one at a time", 0, 0},
     };
-    cli_spec spec = {"compare",
+    s->nopts = (int)(sizeof opts / sizeof *opts);
+    LOPT_ASSERT(s->nopts <= (int)(sizeof s->opts / sizeof *s->opts));
+    memcpy(s->opts, opts, sizeof opts);
+    s->spec = (cli_spec){"compare",
                      "lopt compare --task T [--lopt FILE] [--lopt-extra NAME:FILE] "
                      "[--baselines adam,adam:cosine,...] [--warmup W] [--steps N] "
                      "[--seeds 1000,1001,1002] [--out DIR] [--grid-points N] [--tune-seeds N] "
@@ -210,125 +234,126 @@ int cmd_compare(int argc, char **argv)
                      "adam's when adam is a baseline; speedups) and writes "
                      "curves.csv, tuning.csv, summary.json, summary.md and loss plots "
                      "(.svg, .png) into --out.",
-                     opts, (int)(sizeof opts / sizeof *opts)};
-    cli_parse(&spec, argc, argv);
-    if (steps <= 0) cli_usage_error(&spec, "--steps must be positive");
-    if (eval_every < 0) cli_usage_error(&spec, "--eval-every must be positive");
-    if (grid_points < 2 || grid_points > LOPT_COMPARE_MAX_GRID)
-        cli_usage_error(&spec, "--grid-points must be in 2..%d", LOPT_COMPARE_MAX_GRID);
-    if (tune_seeds < 1 || tune_seeds > LOPT_COMPARE_MAX_SEEDS)
-        cli_usage_error(&spec, "--tune-seeds must be in 1..%d", LOPT_COMPARE_MAX_SEEDS);
-    if (lopt_path && !*lopt_path) cli_usage_error(&spec, "--lopt needs a file name");
-    if (out && !*out) cli_usage_error(&spec, "--out needs a directory name");
-    if (jobs < 0 || jobs > 256) cli_usage_error(&spec, "--jobs must be in 1..256");
+                     s->opts, s->nopts};
+}
 
-    char extrabuf[2048];
-    const char *extra_spec[LOPT_COMPARE_MAX_EXTRA];
-    lopt_compare_learned extra[LOPT_COMPARE_MAX_EXTRA];
-    int nx = extra_s ? split_list(&spec, "--lopt-extra", extra_s, extrabuf, sizeof extrabuf,
-                                  extra_spec, LOPT_COMPARE_MAX_EXTRA)
-                     : 0;
-    for (int k = 0; k < nx; k++) {
-        char *tok = extrabuf + (extra_spec[k] - extrabuf);   /* extra_spec[k] points into it */
+/* the flags' own checks, then the lists they hold: --lopt-extra, --baselines, --seeds,
+ * --lr-range */
+static void parse_lists(compare_cli *s)
+{
+    const cli_spec *spec = &s->spec;
+    if (s->steps <= 0) cli_usage_error(spec, "--steps must be positive");
+    if (s->eval_every < 0) cli_usage_error(spec, "--eval-every must be positive");
+    if (s->grid_points < 2 || s->grid_points > LOPT_COMPARE_MAX_GRID)
+        cli_usage_error(spec, "--grid-points must be in 2..%d", LOPT_COMPARE_MAX_GRID);
+    if (s->tune_seeds < 1 || s->tune_seeds > LOPT_COMPARE_MAX_SEEDS)
+        cli_usage_error(spec, "--tune-seeds must be in 1..%d", LOPT_COMPARE_MAX_SEEDS);
+    if (s->lopt_path && !*s->lopt_path) cli_usage_error(spec, "--lopt needs a file name");
+    if (s->out && !*s->out) cli_usage_error(spec, "--out needs a directory name");
+    if (s->jobs < 0 || s->jobs > 256) cli_usage_error(spec, "--jobs must be in 1..256");
+    s->nx = s->extra_s ? split_list(spec, "--lopt-extra", s->extra_s, s->extrabuf,
+                                    sizeof s->extrabuf, s->extra_spec, LOPT_COMPARE_MAX_EXTRA)
+                       : 0;
+    for (int k = 0; k < s->nx; k++) {
+        /* extra_spec[k] points into extrabuf */
+        char *tok = s->extrabuf + (s->extra_spec[k] - s->extrabuf);
         char *colon = strchr(tok, ':');
-        if (!colon || colon == extra_spec[k] || !colon[1])
-            cli_usage_error(&spec, "malformed --lopt-extra '%s' (want NAME:FILE, e.g. "
-                            "warm:start.lopt)", extra_spec[k]);
+        if (!colon || colon == s->extra_spec[k] || !colon[1])
+            cli_usage_error(spec, "malformed --lopt-extra '%s' (want NAME:FILE, e.g. "
+                            "warm:start.lopt)", s->extra_spec[k]);
         *colon = 0;
-        extra[k] = (lopt_compare_learned){extra_spec[k], NULL, NULL, colon + 1};
+        s->extra[k] = (lopt_compare_learned){s->extra_spec[k], NULL, NULL, colon + 1};
     }
-    char namebuf[512];
-    const char *names[LOPT_COMPARE_MAX_OPT];
-    int nb = split_list(&spec, "--baselines", baselines, namebuf, sizeof namebuf, names,
-                        LOPT_COMPARE_MAX_OPT - (lopt_path ? 1 : 0) - nx);
-    int warmup_given = cli_find(&spec, "warmup")->seen, nsched = 0;
-    for (int i = 0; i < nb; i++) nsched += strchr(names[i], ':') != NULL;
-    if (warmup_given && warmup < 0) cli_usage_error(&spec, "--warmup must be non-negative");
+    s->nb = split_list(spec, "--baselines", s->baselines, s->namebuf, sizeof s->namebuf,
+                       s->names, LOPT_COMPARE_MAX_OPT - (s->lopt_path ? 1 : 0) - s->nx);
+    int warmup_given = cli_find(spec, "warmup")->seen, nsched = 0;
+    for (int i = 0; i < s->nb; i++) nsched += strchr(s->names[i], ':') != NULL;
+    if (warmup_given && s->warmup < 0) cli_usage_error(spec, "--warmup must be non-negative");
     if (warmup_given && !nsched)
-        cli_usage_error(&spec, "--warmup applies to NAME:SCHEDULE baselines (e.g. adam:cosine) "
+        cli_usage_error(spec, "--warmup applies to NAME:SCHEDULE baselines (e.g. adam:cosine) "
                         "and --baselines has none");
-    uint64_t seeds[LOPT_COMPARE_MAX_SEEDS];
-    int ns = cli_parse_seeds(&spec, "seeds", seeds_s, seeds, LOPT_COMPARE_MAX_SEEDS);
-    double lo[LOPT_COMPARE_MAX_OPT], hi[LOPT_COMPARE_MAX_OPT];
-    if (lr_range) {
+    if (!warmup_given) s->warmup = LOPT_COMPARE_WARMUP_DEFAULT;
+    s->ns = cli_parse_seeds(spec, "seeds", s->seeds_s, s->seeds, LOPT_COMPARE_MAX_SEEDS);
+    if (s->lr_range) {
         double a, b;
-        if (!cli_parse_range(lr_range, &a, &b))
-            cli_usage_error(&spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
-                            "e.g. 1e-5:1e-1)", lr_range);
-        for (int i = 0; i < nb; i++) lo[i] = a, hi[i] = b;
+        if (!cli_parse_range(s->lr_range, &a, &b))
+            cli_usage_error(spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
+                            "e.g. 1e-5:1e-1)", s->lr_range);
+        for (int i = 0; i < s->nb; i++) s->lo[i] = a, s->hi[i] = b;
     }
+}
 
-    compare_ui ui = {.steps = steps, .task_name = task_name};
-    lopt_compare_opts co = {.steps = steps,
-                            .eval_every = eval_every,
-                            .baselines = names,
-                            .nbaselines = nb,
-                            .warmup = warmup_given ? warmup : LOPT_COMPARE_WARMUP_DEFAULT,
-                            .lr_lo = lr_range ? lo : NULL,
-                            .lr_hi = lr_range ? hi : NULL,
-                            .grid_points = (int)grid_points,
-                            .seeds = seeds,
-                            .nseeds = ns,
-                            .tune_seeds = (int)tune_seeds,
-                            .learned_source = lopt_path,
-                            .extra = extra,
-                            .nextra = nx,
-                            .jobs = (int)jobs,
-                            .make_task = make_task,
-                            .on_run = on_run,
-                            .on_step = on_step,
-                            .on_tuned = on_tuned,
-                            .user = &ui};
+/* the engine's options, checked: usage errors before anything slow */
+static void build_opts(compare_cli *s)
+{
+    s->ui = (compare_ui){.steps = s->steps, .task_name = s->task_name};
+    s->co = (lopt_compare_opts){.steps = s->steps,
+                                .eval_every = s->eval_every,
+                                .baselines = s->names,
+                                .nbaselines = s->nb,
+                                .warmup = s->warmup,
+                                .lr_lo = s->lr_range ? s->lo : NULL,
+                                .lr_hi = s->lr_range ? s->hi : NULL,
+                                .grid_points = (int)s->grid_points,
+                                .seeds = s->seeds,
+                                .nseeds = s->ns,
+                                .tune_seeds = (int)s->tune_seeds,
+                                .learned_source = s->lopt_path,
+                                .extra = s->extra,
+                                .nextra = s->nx,
+                                .jobs = (int)s->jobs,
+                                .make_task = make_task,
+                                .on_run = on_run,
+                                .on_step = on_step,
+                                .on_tuned = on_tuned,
+                                .user = &s->ui};
     lopt_err err = {0};
-    /* usage first (split_names kept a slot for the learned optimizer), then the
-     * .lopt file, then the data: bad input fails before anything slow */
-    if (lopt_compare_check(&co, &err) != LOPT_OK) cli_usage_error(&spec, "%s", err.msg);
-    lopt_arch arch, extra_arch[LOPT_COMPARE_MAX_EXTRA];
-    float *theta = NULL, *extra_theta[LOPT_COMPARE_MAX_EXTRA] = {NULL};
-    if (lopt_path) {
-        lopt_status rst = lopt_file_read(lopt_path, &arch, &theta, NULL, &err);
-        cli_settle(&spec, NULL, rst, &err);
+    /* split_list kept a slot for the learned optimizer */
+    if (lopt_compare_check(&s->co, &err) != LOPT_OK) cli_usage_error(&s->spec, "%s", err.msg);
+}
+
+/* --lopt and --lopt-extra's files */
+static void load_learned(compare_cli *s)
+{
+    lopt_err err = {0};
+    if (s->lopt_path) {
+        lopt_status rst = lopt_file_read(s->lopt_path, &s->arch, &s->theta, NULL, &err);
+        cli_settle(&s->spec, NULL, rst, &err);
         if (rst != LOPT_OK) cli_fail("compare", "%s", err.msg);
-        co.arch = &arch;
-        co.theta = theta;
+        s->co.arch = &s->arch;
+        s->co.theta = s->theta;
     }
-    for (int k = 0; k < nx; k++) {
-        lopt_status rst = lopt_file_read(extra[k].source, &extra_arch[k], &extra_theta[k], NULL,
-                                         &err);
-        cli_settle(&spec, NULL, rst, &err);
+    for (int k = 0; k < s->nx; k++) {
+        lopt_status rst = lopt_file_read(s->extra[k].source, &s->extra_arch[k],
+                                         &s->extra_theta[k], NULL, &err);
+        cli_settle(&s->spec, NULL, rst, &err);
         if (rst != LOPT_OK) {
-            free_thetas(theta, extra_theta, k);
+            free_thetas(s->theta, s->extra_theta, k);
             cli_fail("compare", "%s", err.msg);
         }
-        extra[k].arch = &extra_arch[k];
-        extra[k].theta = extra_theta[k];
+        s->extra[k].arch = &s->extra_arch[k];
+        s->extra[k].theta = s->extra_theta[k];
     }
+}
 
-    lopt_task task;
-    lopt_task_opts topts = {0};
-    lopt_status st = lopt_task_create(&task, task_name, &topts, &err);
-    cli_settle(&spec, NULL, st, &err);
-    if (st != LOPT_OK) {
-        free_thetas(theta, extra_theta, nx);
-        if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
-        cli_fail("compare", "%s", err.msg);
-    }
-    char defdir[96];
-    snprintf(defdir, sizeof defdir, "compare-%s", task.name);
-    const char *outdir = out ? out : defdir;
-    /* rank 0 alone writes */
+/* --out (default compare-TASK) created by rank 0, and each file it will hold a regular
+ * file or absent, none of them an input */
+static void prepare_outdir(compare_cli *s, lopt_task *task)
+{
+    lopt_err err = {0};
+    snprintf(s->defdir, sizeof s->defdir, "compare-%s", task->name);
+    s->outdir = s->out ? s->out : s->defdir;
     if (lopt_dist_rank() == 0) {
-        note_created(outdir);
+        note_created(s->outdir);
         cli_signals_install(on_signal_now);
     }
-    st = lopt_dist_rank() == 0 ? lopt_compare_outdir(outdir, &err) : LOPT_OK;
-    cli_settle(&spec, NULL, st, &err);
+    lopt_status st = lopt_dist_rank() == 0 ? lopt_outdir_create(s->outdir, &err) : LOPT_OK;
+    cli_settle(&s->spec, NULL, st, &err);
     if (st != LOPT_OK) {
-        free_thetas(theta, extra_theta, nx);
-        task.free(&task);
+        free_thetas(s->theta, s->extra_theta, s->nx);
+        task->free(task);
         fail_clean("%s", err.msg);
     }
-    /* the files it will write: regular files or absent, and none of them an input */
     static const char *const outputs[] = {
         "curves.csv", "tuning.csv", "summary.json", "summary.md", "valid_loss_vs_step.svg",
         "valid_loss_vs_step.png", "valid_loss_vs_time.svg", "valid_loss_vs_time.png",
@@ -336,23 +361,68 @@ int cmd_compare(int argc, char **argv)
         "train_valid_loss_vs_step.png"};
     for (size_t i = 0; i < sizeof outputs / sizeof *outputs; i++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", outdir, outputs[i]);
+        snprintf(path, sizeof path, "%s/%s", s->outdir, outputs[i]);
         lopt_err oerr = {0};
         if (lopt_check_output(path, &oerr) != LOPT_OK) fail_clean("%s", oerr.msg);
-        const char *in[1 + LOPT_COMPARE_MAX_EXTRA] = {lopt_path};
-        for (int k = 0; k < nx; k++) in[1 + k] = extra[k].source;
-        for (int k = 0; k <= nx; k++)
+        const char *in[1 + LOPT_COMPARE_MAX_EXTRA] = {s->lopt_path};
+        for (int k = 0; k < s->nx; k++) in[1 + k] = s->extra[k].source;
+        for (int k = 0; k <= s->nx; k++)
             if (in[k] && lopt_same_file(in[k], path)) {
                 remove_created();
-                cli_usage_error(&spec, "--out %s would overwrite the input %s", outdir, in[k]);
+                cli_usage_error(&s->spec, "--out %s would overwrite the input %s", s->outdir,
+                                in[k]);
             }
     }
+}
 
-    cli_progress_init(&ui.bar, "compare");
+/* rank 0: the files and the table */
+static int report(compare_cli *s, lopt_compare_result *res)
+{
+    lopt_err err = {0};
+    cli_writing = 1;   /* from here a signal waits for the files to be complete */
+    lopt_status st = lopt_compare_write(res, s->outdir, &err);
+    cli_writing = 0;
+    char *md = lopt_compare_markdown(res);
+    lopt_compare_free(res);
+    if (st != LOPT_OK) {
+        free(md);
+        cli_fail_all("compare", "%s", err.msg);   /* rank 0's, the others have left */
+    }
+    fputs(md, stdout);
+    free(md);
+    printf("\nwrote %s/: curves.csv tuning.csv summary.json summary.md "
+           "valid_loss_vs_step.{svg,png} valid_loss_vs_time.{svg,png} "
+           "train_loss_vs_step.{svg,png} train_valid_loss_vs_step.{svg,png}\n", s->outdir);
+    return 0;
+}
+
+int cmd_compare(int argc, char **argv)
+{
+    cli_join("compare", argc, argv);
+    compare_cli s;
+    memset(&s, 0, sizeof s);
+    define_flags(&s);
+    cli_parse(&s.spec, argc, argv);
+    parse_lists(&s);
+    build_opts(&s);
+    /* then the .lopt files, then the data: bad input fails before anything slow */
+    load_learned(&s);
+    lopt_err err = {0};
+    lopt_task task;
+    lopt_task_opts topts = {0};
+    lopt_status st = lopt_task_create(&task, s.task_name, &topts, &err);
+    cli_settle(&s.spec, NULL, st, &err);
+    if (st != LOPT_OK) {
+        free_thetas(s.theta, s.extra_theta, s.nx);
+        if (st == LOPT_EUSAGE) cli_usage_error(&s.spec, "%s", err.msg);
+        cli_fail("compare", "%s", err.msg);
+    }
+    prepare_outdir(&s, &task);
+    cli_progress_init(&s.ui.bar, "compare");
     lopt_compare_result res;
-    st = lopt_compare_run(&task, &co, &res, &err);
-    cli_progress_end(&ui.bar);
-    free_thetas(theta, extra_theta, nx);
+    st = lopt_compare_run(&task, &s.co, &res, &err);
+    cli_progress_end(&s.ui.bar);
+    free_thetas(s.theta, s.extra_theta, s.nx);
     task.free(&task);
     if (lopt_dist_rank() != 0) {
         /* its tuning runs are done; a failure there is shared, and rank 0 reports it */
@@ -366,19 +436,5 @@ int cmd_compare(int argc, char **argv)
         remove_created();
         cli_fail_all("compare", "%s", err.msg);
     }
-    cli_writing = 1;   /* from here a signal waits for the files to be complete */
-    st = lopt_compare_write(&res, outdir, &err);
-    cli_writing = 0;
-    char *md = lopt_compare_markdown(&res);
-    lopt_compare_free(&res);
-    if (st != LOPT_OK) {
-        free(md);
-        cli_fail_all("compare", "%s", err.msg);   /* rank 0's, the others have left */
-    }
-    fputs(md, stdout);
-    free(md);
-    printf("\nwrote %s/: curves.csv tuning.csv summary.json summary.md "
-           "valid_loss_vs_step.{svg,png} valid_loss_vs_time.{svg,png} "
-           "train_loss_vs_step.{svg,png} train_valid_loss_vs_step.{svg,png}\n", outdir);
-    return 0;
+    return report(&s, &res);
 }

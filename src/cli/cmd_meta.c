@@ -179,70 +179,92 @@ static void warn_resume_ignores(const cli_spec *spec)
                 "settings; ignoring %s\n", list);
 }
 
-int cmd_meta_train(int argc, char **argv)
-{
-    cli_join("meta-train", argc, argv);
-    const int rank = lopt_dist_rank(), nranks = lopt_dist_size();
+static const char *const split_names[] = {"train", "valid", NULL};   /* = lopt_split */
+
+/* The command's state: the flags are bound to c's fields, so lopt_meta_cfg_default
+ * is their one default. */
+typedef struct {
+    int rank, nranks;
     lopt_meta_cfg c;
-    lopt_meta_cfg_default(&c);
-    const char *task = "fmnist8-mlp", *arch = "paper", *est = "merged", *outer = "valid";
-    const char *out = NULL, *log = NULL, *init = NULL, *weight = "mean", *shape = "none";
-    const char *train = "all", *eval_seeds = NULL;
-    int64_t K = c.K, K_max = 0, K_grow = c.K_grow, samples = c.samples;
-    int64_t outer_steps = c.outer_steps, horizon = c.horizon, seed = 0, threads = 0;
-    int64_t ckpt_every = 50, outer_batches = c.outer_batches, pool = c.pool;
-    int64_t eval_every = 0, eval_points = c.eval_points;
-    double sigma = c.sigma, outer_lr = c.outer_lr, grad_clip = c.grad_clip;
-    double loss_clip = c.loss_clip, diverge = c.diverge_factor;
-    int resume = 0, first_order = 0, force = 0;
-    cli_opt opts[] = {
-        {"task", OPT_STR, &task, "task to meta-train on (default fmnist8-mlp)", 0, 0},
-        {"estimator", OPT_STR, &est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
-        {"arch", OPT_STR, &arch, "paper|lo|nominal|nominal-adam (default paper)", 0, 0},
-        {"train", OPT_STR, &train, "coordinates of theta that move: all|nominal|schedule "
-         "(default all)", 0, 0},
-        {"K", OPT_INT, &K, "truncation length (default 20; fulles: the horizon)", 0, 0},
-        {"K-max", OPT_INT, &K_max, "grow K linearly up to this (default: constant K)", 0, 0},
-        {"K-grow", OPT_INT, &K_grow, "outer steps over which K grows (default 2000)", 0, 0},
-        {"samples", OPT_INT, &samples, "antithetic pairs per outer step (default 4)", 0, 0},
-        {"sigma", OPT_FLOAT, &sigma, "perturbation scale (default 0.01)", 0, 0},
-        {"outer-loss", OPT_STR, &outer, "train|valid (default valid)", 0, 0},
-        {"outer-weight", OPT_STR, &weight, "steps of a truncation that count: mean|end|tail:F "
+    const char *task, *arch, *est, *out, *log, *init, *weight, *shape, *train, *eval_seeds;
+    int64_t ckpt_every;
+    int split;
+    cli_choice split_choice;
+    int resume, force;
+    char task_help[96], arch_help[96], train_help[128];
+    cli_opt opts[40];
+    int nopts;
+    cli_spec spec;
+    char outbuf[512], ckpt[4096], best_file[4096];
+} meta_cli;
+
+static void define_flags(meta_cli *s)
+{
+    lopt_meta_cfg_default(&s->c);
+    s->task = s->c.task;
+    s->arch = s->c.arch;
+    s->train = s->c.train;
+    s->est = lopt_est_names[s->c.estimator];
+    s->weight = "mean";
+    s->shape = "none";
+    s->ckpt_every = 50;
+    s->split = (int)s->c.outer_split;
+    s->split_choice = (cli_choice){&s->split, split_names};
+    snprintf(s->task_help, sizeof s->task_help, "task to meta-train on (default %s)", s->c.task);
+    snprintf(s->arch_help, sizeof s->arch_help, "paper|lo|nominal|nominal-adam (default %s)",
+             s->c.arch);
+    snprintf(s->train_help, sizeof s->train_help, "coordinates of theta that move: all|nominal|"
+             "schedule (default %s)", s->c.train);
+    const cli_opt opts[] = {
+        {"task", OPT_STR, &s->task, s->task_help, 0, 0},
+        {"estimator", OPT_STR, &s->est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
+        {"arch", OPT_STR, &s->arch, s->arch_help, 0, 0},
+        {"train", OPT_STR, &s->train, s->train_help, 0, 0},
+        {"K", OPT_I32, &s->c.K, "truncation length (fulles: the horizon)", 0, 0},
+        {"K-max", OPT_I32, &s->c.K_max, "grow K linearly up to this (0: constant K)", 0, 0},
+        {"K-grow", OPT_I64, &s->c.K_grow, "outer steps over which K grows", 0, 0},
+        {"samples", OPT_I32, &s->c.samples, "antithetic pairs per outer step", 0, 0},
+        {"sigma", OPT_F32, &s->c.sigma, "perturbation scale", 0, 0},
+        {"outer-loss", OPT_CHOICE, &s->split_choice, "train|valid", 0, 0},
+        {"outer-weight", OPT_STR, &s->weight, "steps of a truncation that count: mean|end|tail:F "
          "(default mean)", 0, 0},
-        {"outer-batches", OPT_INT, &outer_batches, "batches averaged per outer-loss "
-         "evaluation (default 1)", 0, 0},
-        {"pool", OPT_INT, &pool, "merged: per-coordinate variances from the samples of the "
-         "last N outer steps (default 1)", 0, 0},
-        {"shape", OPT_STR, &shape, "es loss differences as they are, by sign or by rank: "
+        {"outer-batches", OPT_I32, &s->c.outer_batches, "batches averaged per outer-loss "
+         "evaluation", 0, 0},
+        {"pool", OPT_I32, &s->c.pool, "merged: per-coordinate variances from the samples of the "
+         "last N outer steps", 0, 0},
+        {"shape", OPT_STR, &s->shape, "es loss differences as they are, by sign or by rank: "
          "none|sign|rank (default none)", 0, 0},
-        {"outer-lr", OPT_FLOAT, &outer_lr, "Adam learning rate on theta (default 3e-3)", 0, 0},
-        {"grad-clip", OPT_FLOAT, &grad_clip, "clip outer gradient by value (default 0.1; 0 off)", 0, 0},
-        {"outer-steps", OPT_INT, &outer_steps, "outer steps (default 1000)", 0, 0},
-        {"horizon", OPT_INT, &horizon, "inner steps per trajectory (default 1000)", 0, 0},
-        {"seed", OPT_INT, &seed, "seed (default 0)", 0, 0},
-        {"loss-clip", OPT_FLOAT, &loss_clip, "clip outer losses at this (default 10; 0 off)", 0, 0},
-        {"diverge", OPT_FLOAT, &diverge, "inner loss above this times its initial value "
-         "resets the trajectory (default 5)", 0, 0},
-        {"first-order", OPT_FLAG, &first_order, "rp without the inner HVP (approximation)", 0, 0},
-        {"threads", OPT_INT, &threads, "worker threads (default: all cores)", 0, 0},
-        {"eval-every", OPT_INT, &eval_every, "train theta over the full horizon on the eval "
-         "seeds every N outer steps, log it, keep the best as OUT.best.lopt (default 0: off)",
-         0, 0},
-        {"eval-seeds", OPT_STR, &eval_seeds, "tuning seeds of the evaluation (default "
+        {"outer-lr", OPT_F32, &s->c.outer_lr, "Adam learning rate on theta", 0, 0},
+        {"grad-clip", OPT_F32, &s->c.grad_clip, "clip outer gradient by value (0 off)", 0, 0},
+        {"outer-steps", OPT_I64, &s->c.outer_steps, "outer steps", 0, 0},
+        {"horizon", OPT_I64, &s->c.horizon, "inner steps per trajectory", 0, 0},
+        {"seed", OPT_I64, &s->c.seed, "seed", 0, 0},
+        {"loss-clip", OPT_F32, &s->c.loss_clip, "clip outer losses at this (0 off)", 0, 0},
+        {"diverge", OPT_F32, &s->c.diverge_factor, "inner loss above this times its initial value "
+         "resets the trajectory", 0, 0},
+        {"first-order", OPT_FLAG, &s->c.first_order, "rp without the inner HVP (approximation)", 0,
+         0},
+        {"threads", OPT_I32, &s->c.threads, "worker threads (0: all cores)", 0, 0},
+        {"eval-every", OPT_I64, &s->c.eval_every, "train theta over the full horizon on the eval "
+         "seeds every N outer steps, log it, keep the best as OUT.best.lopt (0: off)", 0, 0},
+        {"eval-seeds", OPT_STR, &s->eval_seeds, "tuning seeds of the evaluation (default "
          "10000,10001,10002; never the test seeds 1000..1999)", 0, 0},
-        {"eval-points", OPT_INT, &eval_points, "validation evaluations along the horizon "
-         "for the eval_mean column (default 10)", 0, 0},
-        {"out", OPT_STR, &out, "output .lopt (default lopt-TASK.lopt); checkpoint: OUT.ckpt", 0, 0},
-        {"checkpoint-every", OPT_INT, &ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
-        {"resume", OPT_FLAG, &resume, "continue from OUT.ckpt (its settings; --outer-steps may "
+        {"eval-points", OPT_I32, &s->c.eval_points, "validation evaluations along the horizon "
+         "for the eval_mean column", 0, 0},
+        {"out", OPT_STR, &s->out, "output .lopt (default lopt-TASK.lopt); checkpoint: OUT.ckpt", 0, 0},
+        {"checkpoint-every", OPT_INT, &s->ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
+        {"resume", OPT_FLAG, &s->resume, "continue from OUT.ckpt (its settings; --outer-steps may "
          "raise the target, --eval-every may turn evaluation on or change its interval)", 0, 0},
-        {"force", OPT_FLAG, &force, "start afresh over an existing OUT, OUT.ckpt, OUT.best.lopt "
+        {"force", OPT_FLAG, &s->force, "start afresh over an existing OUT, OUT.ckpt, OUT.best.lopt "
          "or --log (without it they are never replaced)", 0, 0},
-        {"log", OPT_STR, &log, "CSV log, a row per outer step (plots beside it)", 0, 0},
-        {"init", OPT_STR, &init, "start from this .lopt's theta (same arch) instead of a "
+        {"log", OPT_STR, &s->log, "CSV log, a row per outer step (plots beside it)", 0, 0},
+        {"init", OPT_STR, &s->init, "start from this .lopt's theta (same arch) instead of a "
          "random one", 0, 0},
     };
-    cli_spec spec = {"meta-train",
+    s->nopts = (int)(sizeof opts / sizeof *opts);
+    LOPT_ASSERT(s->nopts <= (int)(sizeof s->opts / sizeof *s->opts));
+    memcpy(s->opts, opts, sizeof opts);
+    s->spec = (cli_spec){"meta-train",
                      "lopt meta-train --task T --estimator rp|es|merged|pes|nres|fulles "
                      "[--arch paper|lo|nominal|nominal-adam] [--train all|nominal|schedule] [--K 20] "
                      "[--samples S] [--sigma X] [--outer-loss train|valid] "
@@ -250,106 +272,112 @@ int cmd_meta_train(int argc, char **argv)
                      "[--horizon N] [--eval-every N] [--out FILE.lopt] [--resume | --force] [--log FILE.csv]",
                      "Meta-trains a learned optimizer by truncated unrolls (or full-horizon "
                      "es); with --eval-every, measures it at the full horizon as it goes.",
-                     opts, (int)(sizeof opts / sizeof *opts)};
-    cli_parse(&spec, argc, argv);
+                     s->opts, s->nopts};
+}
+
+/* the checks on the flags, and what is not a plain field of c */
+static void check_flags(meta_cli *s)
+{
+    lopt_meta_cfg *c = &s->c;
+    const cli_spec *spec = &s->spec;
     lopt_err err = {0};
-    int e = lopt_est_parse(est);
-    if (e < 0) cli_usage_error(&spec, "unknown estimator '%s' (rp|es|merged|pes|nres|fulles)", est);
-    if (strcmp(outer, "train") != 0 && strcmp(outer, "valid") != 0)
-        cli_usage_error(&spec, "--outer-loss must be train or valid");
-    if (lopt_outer_weight_parse(&c.weight, weight, &err) != LOPT_OK)
-        cli_usage_error(&spec, "--outer-weight: %s", err.msg);
+    int e = lopt_est_parse(s->est);
+    if (e < 0)
+        cli_usage_error(spec, "unknown estimator '%s' (rp|es|merged|pes|nres|fulles)", s->est);
+    if (lopt_outer_weight_parse(&c->weight, s->weight, &err) != LOPT_OK)
+        cli_usage_error(spec, "--outer-weight: %s", err.msg);
     int sh = -1;
     for (int i = 0; i <= LOPT_SHAPE_RANK; i++)
-        if (strcmp(shape, lopt_shape_names[i]) == 0) sh = i;
-    if (sh < 0) cli_usage_error(&spec, "unknown --shape '%s' (none|sign|rank)", shape);
-    if (ckpt_every < 1) cli_usage_error(&spec, "--checkpoint-every must be positive");
-    if (seed < 0) cli_usage_error(&spec, "--seed must be non-negative");
-    if (outer_steps < 0) cli_usage_error(&spec, "--outer-steps must be >= 0");
-    if (out && !*out) cli_usage_error(&spec, "--out needs a file name");
-    if (resume && force)
-        cli_usage_error(&spec, "--resume continues OUT's run, --force starts it afresh: not both");
-    if (strlen(task) >= sizeof c.task || strlen(arch) >= sizeof c.arch ||
-        strlen(train) >= sizeof c.train)
-        cli_usage_error(&spec, "task, arch or train name too long");
-    if (K > 100000 || K_max > 100000 || samples > 4096 || threads < 0 || threads > 256 ||
-        outer_batches > 1000 || pool > 1000 || eval_points > 1000 || eval_every < 0)
-        cli_usage_error(&spec, "a size is out of range");
-    snprintf(c.task, sizeof c.task, "%s", task);
-    snprintf(c.arch, sizeof c.arch, "%s", arch);
-    snprintf(c.train, sizeof c.train, "%s", train);
-    c.estimator = (lopt_est_kind)e;
-    c.K = (int)K;
-    c.K_max = (int)K_max;
-    c.K_grow = K_grow;
-    c.samples = (int)samples;
-    c.sigma = (float)sigma;
-    c.outer_split = strcmp(outer, "valid") == 0 ? LOPT_SPLIT_VALID : LOPT_SPLIT_TRAIN;
-    c.outer_batches = (int)outer_batches;
-    c.pool = (int)pool;
-    c.shape = (lopt_shape_kind)sh;
-    c.outer_lr = (float)outer_lr;
-    c.grad_clip = (float)grad_clip;
-    c.outer_steps = outer_steps;
-    c.horizon = horizon;
-    c.seed = (uint64_t)seed;
-    c.loss_clip = (float)loss_clip;
-    c.diverge_factor = (float)diverge;
-    c.first_order = first_order;
-    c.threads = (int)threads;
-    c.eval_every = eval_every;
-    c.eval_points = (int)eval_points;
-    if (eval_seeds)
-        c.neval = cli_parse_seeds(&spec, "eval-seeds", eval_seeds, c.eval_seeds,
-                                  LOPT_META_MAX_EVAL);
+        if (strcmp(s->shape, lopt_shape_names[i]) == 0) sh = i;
+    if (sh < 0) cli_usage_error(spec, "unknown --shape '%s' (none|sign|rank)", s->shape);
+    if (s->ckpt_every < 1) cli_usage_error(spec, "--checkpoint-every must be positive");
+    if ((int64_t)c->seed < 0) cli_usage_error(spec, "--seed must be non-negative");
+    if (c->outer_steps < 0) cli_usage_error(spec, "--outer-steps must be >= 0");
+    if (s->out && !*s->out) cli_usage_error(spec, "--out needs a file name");
+    if (s->resume && s->force)
+        cli_usage_error(spec, "--resume continues OUT's run, --force starts it afresh: not both");
+    if (strlen(s->task) >= sizeof c->task || strlen(s->arch) >= sizeof c->arch ||
+        strlen(s->train) >= sizeof c->train)
+        cli_usage_error(spec, "task, arch or train name too long");
+    if (c->K > 100000 || c->K_max > 100000 || c->samples > 4096 || c->threads < 0 ||
+        c->threads > 256 || c->outer_batches > 1000 || c->pool > 1000 ||
+        c->eval_points > 1000 || c->eval_every < 0)
+        cli_usage_error(spec, "a size is out of range");
+    /* the names may point into c (their defaults): memmove, lengths checked above */
+    memmove(c->task, s->task, strlen(s->task) + 1);
+    memmove(c->arch, s->arch, strlen(s->arch) + 1);
+    memmove(c->train, s->train, strlen(s->train) + 1);
+    c->estimator = (lopt_est_kind)e;
+    c->outer_split = (lopt_split)s->split;
+    c->shape = (lopt_shape_kind)sh;
+    if (s->eval_seeds)
+        c->neval = cli_parse_seeds(spec, "eval-seeds", s->eval_seeds, c->eval_seeds,
+                                   LOPT_META_MAX_EVAL);
+}
 
-    char outbuf[512], ckpt[4096], best_file[4096];
-    if (!out) {
-        snprintf(outbuf, sizeof outbuf, "lopt-%s.lopt", c.task);
-        out = outbuf;
+/* OUT (default lopt-TASK.lopt), OUT.ckpt, OUT.best.lopt: checked before anything runs */
+static void output_paths(meta_cli *s)
+{
+    if (!s->out) {
+        snprintf(s->outbuf, sizeof s->outbuf, "lopt-%s.lopt", s->c.task);
+        s->out = s->outbuf;
     }
-    if (strlen(out) + 16 >= sizeof ckpt)
-        cli_usage_error(&spec, "--out too long (%zu characters)", strlen(out));
-    snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
-    best_path(best_file, sizeof best_file, out);
-    check_outputs(&spec, resume, force, out, ckpt, best_file, log, init);
+    if (strlen(s->out) + 16 >= sizeof s->ckpt)
+        cli_usage_error(&s->spec, "--out too long (%zu characters)", strlen(s->out));
+    snprintf(s->ckpt, sizeof s->ckpt, "%s.ckpt", s->out);
+    best_path(s->best_file, sizeof s->best_file, s->out);
+    check_outputs(&s->spec, s->resume, s->force, s->out, s->ckpt, s->best_file, s->log,
+                  s->init);
+}
+
+/* the run: resumed from OUT.ckpt, or created (from --init's theta if given) */
+static lopt_meta *open_run(meta_cli *s)
+{
+    const cli_spec *spec = &s->spec;
+    lopt_err err = {0};
     lopt_meta *m = NULL;
     lopt_status st;
-    if (resume) {
-        if (eval_seeds) cli_usage_error(&spec, "--eval-seeds is fixed when a run starts "
-                                        "(the best optimizer is chosen on them)");
-        if (lopt_dist_rank() == 0) warn_resume_ignores(&spec);
-        st = load_ckpt(&m, ckpt, &err);
-        cli_settle(&spec, "cannot resume", st, &err);
+    if (s->resume) {
+        if (s->eval_seeds) cli_usage_error(spec, "--eval-seeds is fixed when a run starts "
+                                           "(the best optimizer is chosen on them)");
+        if (s->rank == 0) warn_resume_ignores(spec);
+        st = load_ckpt(&m, s->ckpt, &err);
+        cli_settle(spec, "cannot resume", st, &err);
         if (st != LOPT_OK) cli_fail("meta-train", "cannot resume: %s", err.msg);
-        if (cli_find(&spec, "outer-steps")->seen) lopt_meta_set_outer_steps(m, outer_steps);
-        if (cli_find(&spec, "eval-every")->seen) lopt_meta_set_eval_every(m, eval_every);
-        if (rank == 0)
-            fprintf(stderr, "meta-train: resumed %s at outer step %lld\n", ckpt,
+        if (cli_find(spec, "outer-steps")->seen) lopt_meta_set_outer_steps(m, s->c.outer_steps);
+        if (cli_find(spec, "eval-every")->seen) lopt_meta_set_eval_every(m, s->c.eval_every);
+        if (s->rank == 0)
+            fprintf(stderr, "meta-train: resumed %s at outer step %lld\n", s->ckpt,
                     (long long)lopt_meta_steps_done(m));
-    } else {
-        st = lopt_meta_create(&m, &c, &err);
-        cli_settle(&spec, NULL, st, &err);
-        if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
-        if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
-        if (init) {
-            lopt_arch ia;
-            float *theta = NULL;
-            st = lopt_file_read(init, &ia, &theta, NULL, &err);
-            if (st == LOPT_OK) st = lopt_meta_set_theta(m, &ia, theta, &err);
-            lopt_free(theta);
-            cli_settle(&spec, "--init", st, &err);
-            if (st != LOPT_OK) {
-                lopt_meta_free(m);
-                cli_fail("meta-train", "--init: %s", err.msg);
-            }
-        }
-        /* afresh without evaluation: the old run's best optimizer would be mistaken for
-         * this one's. Only now, once the run is accepted: a refused one removes nothing */
-        if (force && c.eval_every == 0 && rank == 0) remove(best_file);
+        return m;
     }
-    check_agreement(m, ckpt_every);
+    st = lopt_meta_create(&m, &s->c, &err);
+    cli_settle(spec, NULL, st, &err);
+    if (st == LOPT_EUSAGE) cli_usage_error(spec, "%s", err.msg);
+    if (st != LOPT_OK) cli_fail("meta-train", "%s", err.msg);
+    if (s->init) {
+        lopt_arch ia;
+        float *theta = NULL;
+        st = lopt_file_read(s->init, &ia, &theta, NULL, &err);
+        if (st == LOPT_OK) st = lopt_meta_set_theta(m, &ia, theta, &err);
+        lopt_free(theta);
+        cli_settle(spec, "--init", st, &err);
+        if (st != LOPT_OK) {
+            lopt_meta_free(m);
+            cli_fail("meta-train", "--init: %s", err.msg);
+        }
+    }
+    /* afresh without evaluation: the old run's best optimizer would be mistaken for
+     * this one's. Only now, once the run is accepted: a refused one removes nothing */
+    if (s->force && s->c.eval_every == 0 && s->rank == 0) remove(s->best_file);
+    return m;
+}
+
+/* the notes on stderr about how the samples are split, and the evaluator */
+static lopt_horizon_eval *prepare(meta_cli *s, lopt_meta *m)
+{
     const lopt_meta_cfg *rc = lopt_meta_config(m);
+    const int rank = s->rank, nranks = s->nranks;
     if (rank == 0 && nranks > 1)
         fprintf(stderr, "meta-train: %d ranks, %d samples each (%d in all)%s\n", nranks,
                 rc->samples / nranks, rc->samples,
@@ -364,30 +392,39 @@ int cmd_meta_train(int argc, char **argv)
                 "--pool)\n", (long long)rc->samples * rc->pool);
     lopt_horizon_eval *he = NULL;
     if (rc->eval_every > 0) {
-        st = lopt_horizon_eval_create(&he, rc->task, rc->eval_seeds, rc->neval, rc->horizon,
-                                      rc->eval_points, rc->threads, &err);
-        cli_settle(&spec, "evaluation", st, &err);
+        lopt_err err = {0};
+        lopt_status st = lopt_horizon_eval_create(&he, rc->task, rc->eval_seeds, rc->neval,
+                                                  rc->horizon, rc->eval_points, rc->threads,
+                                                  &err);
+        cli_settle(&s->spec, "evaluation", st, &err);
         if (st != LOPT_OK) {
             lopt_meta_free(m);
             cli_fail("meta-train", "evaluation: %s", err.msg);
         }
         lopt_meta_set_evaluator(m, lopt_horizon_eval_fn, he);
     }
-    /* kept installed: a second signal while a checkpoint is written only repeats the
-     * request, the write finishes */
-    cli_signals_install(NULL);
+    return he;
+}
+
+/* the outer steps, until the target or a signal; the outputs with every checkpoint.
+ * *all_clipped counts the steps whose every outer loss was at the clip. */
+static lopt_status train_loop(meta_cli *s, lopt_meta *m, int64_t start, int64_t *all_clipped,
+                              lopt_err *err)
+{
+    const lopt_meta_cfg *rc = lopt_meta_config(m);
+    lopt_status st = LOPT_OK;
     cli_progress bar;
     cli_progress_init(&bar, "meta-train");
-    int64_t start = lopt_meta_steps_done(m), best_seen = -1, all_clipped = 0;
+    int64_t best_seen = -1;
     double last_eval = NAN;
     /* every rank takes part in the same steps: a signal on one rank stops all of
      * them after the same step (lopt_dist_any is the vote) */
     while (lopt_meta_steps_done(m) < rc->outer_steps && !lopt_dist_any(cli_stop != 0)) {
         lopt_meta_row row;
-        if ((st = lopt_meta_step(m, &row, &err)) != LOPT_OK) break;
+        if ((st = lopt_meta_step(m, &row, err)) != LOPT_OK) break;
         /* every loss at the clip: the gradient is exactly 0, nothing is learned */
         if (rc->loss_clip > 0 && row.outer_loss >= rc->loss_clip * (1 - 1e-6) &&
-            all_clipped++ == 0 && rank == 0)
+            (*all_clipped)++ == 0 && s->rank == 0)
             fprintf(stderr, "%smeta-train: warning: every outer loss of outer step %lld is at "
                     "--loss-clip %g, so its gradient is 0 (use --loss-clip 0 or a value above "
                     "the task's losses)\n", bar.tty ? "\r\033[K" : "", (long long)row.step,
@@ -397,8 +434,8 @@ int cmd_meta_train(int argc, char **argv)
         double best;
         if (lopt_meta_best(m, NULL, &best_step, &best) && best_step != best_seen) {
             best_seen = best_step;
-            if (rank == 0) st = write_best(m, out, &err);
-            cli_settle(&spec, NULL, st, &err);
+            if (s->rank == 0) st = write_best(m, s->out, err);
+            cli_settle(&s->spec, NULL, st, err);
             if (st != LOPT_OK) break;
         }
         char extra[200];
@@ -412,51 +449,79 @@ int cmd_meta_train(int argc, char **argv)
         cli_progress_update(&bar, row.step - start, rc->outer_steps - start, extra);
         /* the .lopt and the log go out with every checkpoint, so a long run can be
          * watched and its current optimizer tried */
-        if (row.step % ckpt_every == 0) {
-            st = write_outputs(m, out, ckpt, log, &err);
-            cli_settle(&spec, NULL, st, &err);
+        if (row.step % s->ckpt_every == 0) {
+            st = write_outputs(m, s->out, s->ckpt, s->log, err);
+            cli_settle(&s->spec, NULL, st, err);
             if (st != LOPT_OK) break;
         }
     }
     cli_progress_end(&bar);
+    return st;
+}
+
+/* rank 0: the communication per outer step of an MPI run */
+static void report_comm(const meta_cli *s, const lopt_dist_stats *ds, int64_t steps)
+{
+    if (s->rank != 0 || s->nranks <= 1 || steps <= 0) return;
+    double k = 1.0 / (double)steps;
+    fprintf(stderr, "meta-train: communication on rank 0: %.3f ms per outer step (%.1f "
+            "calls, %.0f bytes received)", 1e3 * ds->comm_s * k, (double)ds->calls * k,
+            (double)ds->bytes * k);
+    if (ds->wait_s > 0)
+        fprintf(stderr, ", plus %.3f ms waiting for the slowest rank", 1e3 * ds->wait_s * k);
+    fprintf(stderr, "\n");
+}
+
+int cmd_meta_train(int argc, char **argv)
+{
+    cli_join("meta-train", argc, argv);
+    meta_cli s;
+    memset(&s, 0, sizeof s);
+    s.rank = lopt_dist_rank();
+    s.nranks = lopt_dist_size();
+    define_flags(&s);
+    cli_parse(&s.spec, argc, argv);
+    check_flags(&s);
+    output_paths(&s);
+    lopt_meta *m = open_run(&s);
+    check_agreement(m, s.ckpt_every);
+    lopt_horizon_eval *he = prepare(&s, m);
+    /* kept installed: a second signal while a checkpoint is written only repeats the
+     * request, the write finishes */
+    cli_signals_install(NULL);
+    lopt_err err = {0};
+    int64_t start = lopt_meta_steps_done(m), all_clipped = 0;
+    lopt_status st = train_loop(&s, m, start, &all_clipped, &err);
     int stopped = lopt_dist_any(cli_stop != 0);
     lopt_dist_stats ds;   /* the steps' (and their checkpoints'), not the last write's */
     lopt_dist_get_stats(&ds);
     if (st == LOPT_OK) {
-        st = write_outputs(m, out, ckpt, log, &err);
-        cli_settle(&spec, NULL, st, &err);
+        st = write_outputs(m, s.out, s.ckpt, s.log, &err);
+        cli_settle(&s.spec, NULL, st, &err);
     }
     int64_t done = lopt_meta_steps_done(m);
-    if (rank == 0 && nranks > 1 && done > start) {
-        double k = 1.0 / (double)(done - start);
-        fprintf(stderr, "meta-train: communication on rank 0: %.3f ms per outer step (%.1f "
-                "calls, %.0f bytes received)", 1e3 * ds.comm_s * k, (double)ds.calls * k,
-                (double)ds.bytes * k);
-        if (ds.wait_s > 0)
-            fprintf(stderr, ", plus %.3f ms waiting for the slowest rank", 1e3 * ds.wait_s * k);
-        fprintf(stderr, "\n");
-    }
+    report_comm(&s, &ds, done - start);
     int64_t best_step = -1;
     double best = NAN;
     int has_best = lopt_meta_best(m, NULL, &best_step, &best);
-    const double clip = rc->loss_clip;   /* rc lives in m */
+    const double clip = lopt_meta_config(m)->loss_clip;
     lopt_meta_free(m);
     lopt_horizon_eval_free(he);
     /* the failures left are shared by every rank (evaluation results are gathered) */
     if (st != LOPT_OK) cli_fail_all("meta-train", "%s", err.msg);
     if (stopped)
         cli_fail_all("meta-train", "interrupted at outer step %lld; checkpoint %s written "
-                     "(continue with --resume)", (long long)done, ckpt);
-    if (rank != 0) return 0;
+                     "(continue with --resume)", (long long)done, s.ckpt);
+    if (s.rank != 0) return 0;
     if (done > start && all_clipped == done - start)
         cli_fail("meta-train", "learned nothing: every outer loss was clipped at --loss-clip %g "
                  "(all %lld steps), so every gradient was 0; start again with --loss-clip 0 (off) "
                  "or above the task's losses, and --force", clip,
                  (long long)all_clipped);
     printf("meta-train: %lld outer steps; optimizer %s, checkpoint %s%s%s\n", (long long)done,
-           out, ckpt, log ? ", log " : "", log ? log : "");
+           s.out, s.ckpt, s.log ? ", log " : "", s.log ? s.log : "");
     if (has_best)
         printf("meta-train: best at the horizon: outer step %lld, mean final validation loss "
-               "%.6f -> %s\n", (long long)best_step, best, best_file);
+               "%.6f -> %s\n", (long long)best_step, best, s.best_file);
     return 0;
 }

@@ -1,6 +1,11 @@
 /* cmd_pathology.c - `lopt pathology surface|gradvar|bias` (docs/design.md sections 1.4 and 4):
  * the pathology studies of Metz et al. 2019 on lopt's unrolls; a short table on
- * stdout, CSV, summary.json and plots in --out. The engine is src/eval/pathology.c. */
+ * stdout, CSV, summary.json and plots in --out. The engine is src/eval/pathology*.c.
+ *
+ * A table of three small commands, one per study. Each binds its flags to the fields
+ * of the study's options (the defaults and the range checks are the library's:
+ * lopt_<study>_opts_default, lopt_<study>_check) and hands over to run_study, which
+ * does what they share: the learned optimizer studied, the task, progress, output. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,31 +18,55 @@
 #include "lopt/mlp_lopt.h"
 
 #define PATH_USAGE "lopt pathology surface|gradvar|bias [--task T] [--out DIR] [options]"
+#define MAX_OPTS 32
 
+static const char *const split_names[] = {"train", "valid", NULL};   /* = lopt_split */
+
+/* what every study's command shares */
 typedef struct {
+    const char *study;
+    char command[32], usage[512], outhelp[96], seedhelp[96];
+    cli_opt opts[MAX_OPTS];
+    int nopts;
+    cli_spec spec;
+    /* flags of every study */
+    const char *task_name, *out, *Ks_s;
+    int64_t seed;
+    int Ks[LOPT_PATHOLOGY_MAX_K], nK;
+    /* the learned optimizer studied (surface, gradvar) */
+    lopt_pathology_common *c;
+    const char *lopt_path, *arch_name;
+    double step_mult, loss_clip;
+    int split;
+    cli_choice split_choice;
+    lopt_arch arch;
+    float *theta;
+    char source[600];
+    /* the task */
+    double grad_noise;
     cli_progress bar;
-} path_ui;
+} study_cli;
 
 static void on_progress(void *user, int64_t done, int64_t total, const char *what)
 {
-    path_ui *ui = user;
-    cli_progress_update(&ui->bar, done, total, what);
+    study_cli *s = user;
+    cli_progress_update(&s->bar, done, total, what);
 }
 
 /* "1,10,100" -> Ks; usage error on anything else */
-static int parse_Ks(const cli_spec *spec, const char *what, const char *s, int *Ks)
+static int parse_Ks(const cli_spec *spec, const char *what, const char *str, int *Ks)
 {
     int n = 0;
-    const char *p = s;
+    const char *p = str;
     for (;;) {
         char *end = NULL;
         errno = 0;
         long v = (*p >= '0' && *p <= '9') ? strtol(p, &end, 10) : -1;
         if (v < 1 || errno || (*end && *end != ',') || v > 100000000)
             cli_usage_error(spec, "malformed --%s '%s' (want comma-separated positive "
-                            "integers, e.g. 1,10,100)", what, s);
-        if (n == LOPT_PATH_MAX_K) cli_usage_error(spec, "at most %d unroll lengths",
-                                                  LOPT_PATH_MAX_K);
+                            "integers, e.g. 1,10,100)", what, str);
+        if (n == LOPT_PATHOLOGY_MAX_K)
+            cli_usage_error(spec, "at most %d unroll lengths", LOPT_PATHOLOGY_MAX_K);
         Ks[n++] = (int)v;
         if (!*end) break;
         p = end + 1;
@@ -45,19 +74,288 @@ static int parse_Ks(const cli_spec *spec, const char *what, const char *s, int *
     return n;
 }
 
-static int opts_seen(const cli_spec *spec, const char *name)
+static void add(study_cli *s, const cli_opt *o, size_t n)
 {
-    for (int i = 0; i < spec->nopts; i++)
-        if (strcmp(spec->opts[i].name, name) == 0) return spec->opts[i].seen;
+    LOPT_ASSERT(s->nopts + (int)n <= MAX_OPTS);
+    for (size_t i = 0; i < n; i++) s->opts[s->nopts++] = o[i];
+}
+#define ADD(s, arr) add(s, arr, sizeof arr / sizeof *arr)
+
+/* --task, --out, --Ks, --seed; c: the learned optimizer's flags too (surface, gradvar) */
+static void init(study_cli *s, const char *study, lopt_pathology_common *c, uint64_t seed,
+                 const char *Ks_help)
+{
+    memset(s, 0, sizeof *s);
+    s->study = study;
+    s->c = c;
+    s->task_name = c ? "fmnist8-mlp" : "quadratic";
+    s->seed = -1;
+    snprintf(s->command, sizeof s->command, "pathology %s", study);
+    snprintf(s->outhelp, sizeof s->outhelp, "output directory, created if missing (default "
+             "pathology-%s)", study);
+    snprintf(s->seedhelp, sizeof s->seedhelp, "%s (default %llu)",
+             c ? "task instance, directions, perturbations" : "first task instance",
+             (unsigned long long)seed);
+    cli_opt common[] = {
+        {"task", OPT_STR, &s->task_name, c ? "task name (default fmnist8-mlp)"
+                                           : "task name (default quadratic)", 0, 0},
+        {"out", OPT_STR, &s->out, s->outhelp, 0, 0},
+        {"Ks", OPT_STR, &s->Ks_s, Ks_help, 0, 0},
+        {"seed", OPT_INT, &s->seed, s->seedhelp, 0, 0},
+    };
+    ADD(s, common);
+    if (!c) return;
+    s->step_mult = 0.03;
+    s->arch_name = "paper";
+    s->loss_clip = NAN;
+    s->split = (int)c->outer_split;
+    s->split_choice = (cli_choice){&s->split, split_names};
+    cli_opt lopt_opts[] = {
+        {"lopt", OPT_STR, &s->lopt_path, "learned optimizer (.lopt) to study (default: "
+                                         "normalised SGD, d = g/rms(g), see --step-mult)", 0, 0 },
+        {"step-mult", OPT_FLOAT, &s->step_mult, "step of the default normalised-SGD theta "
+                                                "(default 0.03: chaotic for long unrolls)", 0, 0 },
+        {"arch", OPT_STR, &s->arch_name, "preset of the default theta: paper|lo (default paper)",
+         0, 0},
+        {"warmup", OPT_I64, &c->warmup, "inner steps under theta before the start state", 0, 0 },
+        {"outer-loss", OPT_CHOICE, &s->split_choice, "train|valid", 0, 0},
+        {"loss-clip", OPT_FLOAT, &s->loss_clip, "outer losses clipped here, <= 0 off (default "
+                                                "10; off on quadratic, whose losses start in the "
+                                                "hundreds)", 0, 0},
+    };
+    ADD(s, lopt_opts);
+}
+
+/* parses the flags and makes the checks every study shares */
+static void parse(study_cli *s, const char *usage_tail, const char *about, int argc, char **argv)
+{
+    snprintf(s->usage, sizeof s->usage, "lopt pathology %s [--task T] [--out DIR] "
+             "[--Ks K1,K2,...] %s", s->study, usage_tail);
+    s->spec = (cli_spec){s->command, s->usage, about, s->opts, s->nopts};
+    cli_parse(&s->spec, argc, argv);
+    if (s->out && !*s->out) cli_usage_error(&s->spec, "--out needs a directory name");
+    if (s->seed < -1) cli_usage_error(&s->spec, "--seed must not be negative");
+    s->nK = s->Ks_s ? parse_Ks(&s->spec, "Ks", s->Ks_s, s->Ks) : 0;
+    lopt_pathology_common *c = s->c;
+    if (!c) return;
+    lopt_err err = {0};
+    if (s->lopt_path && !*s->lopt_path) cli_usage_error(&s->spec, "--lopt needs a file name");
+    if (s->lopt_path && (cli_find(&s->spec, "step-mult")->seen || cli_find(&s->spec, "arch")->seen))
+        cli_usage_error(&s->spec, "--step-mult and --arch set the default theta: not with "
+                                  "--lopt");
+    if (!(s->step_mult > 0)) cli_usage_error(&s->spec, "--step-mult must be positive");
+    c->outer_split = (lopt_split)s->split;
+    c->loss_clip = !isnan(s->loss_clip) ? (float)s->loss_clip
+                   : strcmp(s->task_name, "quadratic") == 0 ? 0.0f : 10.0f;
+    if (s->seed >= 0) c->seed = (uint64_t)s->seed;
+    if (!s->lopt_path && lopt_arch_preset(&s->arch, s->arch_name, &err) != LOPT_OK)
+        cli_usage_error(&s->spec, "%s", err.msg);
+}
+
+/* the study's own checks (the library's), as usage errors */
+static void check(study_cli *s, lopt_status st, const lopt_err *err)
+{
+    if (st != LOPT_OK) cli_usage_error(&s->spec, "%s", err->msg);
+}
+
+/* the learned optimizer studied: --lopt FILE, or normalised SGD */
+static void load_theta(study_cli *s)
+{
+    lopt_pathology_common *c = s->c;
+    lopt_err err = {0};
+    if (s->lopt_path) {
+        if (lopt_file_read(s->lopt_path, &s->arch, &s->theta, NULL, &err) != LOPT_OK)
+            cli_fail(s->command, "%s", err.msg);
+        snprintf(s->source, sizeof s->source, "%s", s->lopt_path);
+    } else {
+        s->arch.step_mult = (float)s->step_mult;
+        s->theta = lopt_floats(lopt_arch_nparams(&s->arch));
+        lopt_theta_normalized_sgd(&s->arch, 0.01f, 5, s->theta);
+        snprintf(s->source, sizeof s->source, "normalized-sgd (arch %s, step_mult %g, noise "
+                 "0.01, seed 5)", s->arch_name, s->step_mult);
+    }
+    c->arch = &s->arch;
+    c->theta = s->theta;
+    c->theta_source = s->source;
+    c->progress = on_progress;
+    c->user = s;
+}
+
+typedef lopt_status (*study_fn)(lopt_task *t, const void *opts, const char *dir,
+                                char **summary, lopt_err *err);
+
+/* the task, the study, its table on stdout */
+static int run_study(study_cli *s, study_fn fn, const void *opts)
+{
+    if (s->c) load_theta(s);
+    lopt_err err = {0};
+    lopt_task task;
+    lopt_task_opts topts = {0};
+    topts.grad_noise = (float)s->grad_noise;
+    lopt_status st = lopt_task_create(&task, s->task_name, &topts, &err);
+    if (st != LOPT_OK) {
+        lopt_free(s->theta);
+        if (st == LOPT_EUSAGE) cli_usage_error(&s->spec, "%s", err.msg);
+        cli_fail(s->command, "%s", err.msg);
+    }
+    char defdir[64];
+    snprintf(defdir, sizeof defdir, "pathology-%s", s->study);
+    const char *outdir = s->out ? s->out : defdir;
+    cli_progress_init(&s->bar, s->study);
+    char *summary = NULL;
+    st = fn(&task, opts, outdir, &summary, &err);
+    cli_progress_end(&s->bar);
+    lopt_free(s->theta);
+    task.free(&task);
+    if (st == LOPT_EUSAGE) cli_usage_error(&s->spec, "%s", err.msg);
+    if (st != LOPT_OK) cli_fail(s->command, "%s", err.msg);
+    fputs(summary, stdout);
+    free(summary);
+    printf("wrote %s/\n", outdir);
     return 0;
 }
 
-static lopt_split parse_split(const cli_spec *spec, const char *s)
+/* ---- the three studies ------------------------------------------------------------- */
+
+static lopt_status surface_fn(lopt_task *t, const void *o, const char *dir, char **summary,
+                              lopt_err *err)
 {
-    if (strcmp(s, "valid") == 0) return LOPT_SPLIT_VALID;
-    if (strcmp(s, "train") == 0) return LOPT_SPLIT_TRAIN;
-    cli_usage_error(spec, "--outer-loss must be train or valid, not '%s'", s);
+    return lopt_pathology_surface(t, o, dir, summary, err);
 }
+
+static int cmd_surface(int argc, char **argv)
+{
+    study_cli s;
+    lopt_surface_opts o;
+    lopt_surface_opts_default(&o);
+    init(&s, "surface", &o.c, o.c.seed, "unroll lengths (default 1,10,100,1000)");
+    const char *K2d_s = NULL;
+    cli_opt own[] = {
+        {"points", OPT_I32, &o.points, "points along the line", 0, 0},
+        {"radius", OPT_F64, &o.radius, "a in [-radius, radius]", 0, 0},
+        {"samples", OPT_I32, &o.samples, "perturbations for the smoothed loss, even, 0 off", 0,
+         0},
+        {"sigma", OPT_F32, &o.sigma, "smoothing scale, per coordinate of theta", 0, 0},
+        {"smooth-every", OPT_I32, &o.smooth_every, "smoothed loss at every N-th point", 0, 0 },
+        {"grid", OPT_I32, &o.grid, "2-D slice of grid x grid points, 0 off", 0, 0},
+        {"K2d", OPT_STR, &K2d_s, "unroll lengths of the 2-D slices, one heatmap each "
+                                 "(default 100)", 0, 0},
+    };
+    ADD(&s, own);
+    parse(&s, "[--points N] [--radius R] [--samples S] [--sigma X] [--grid G] [--K2d K1,..] "
+              "[--lopt FILE | --step-mult X] [--warmup N] ...",
+          "Outer loss L_K(theta + a u) along a random unit direction u for each unroll length "
+          "K, and the smoothed loss E_eps L_K(theta + a u + eps) from antithetic perturbations "
+          "shared by every point; optionally a 2-D slice (heatmap). Writes surface.csv, "
+          "surface2d.csv, summary.json and plots.", argc, argv);
+    if (s.nK) memcpy(o.Ks, s.Ks, sizeof s.Ks), o.nK = s.nK;
+    if (K2d_s) o.nK2d = parse_Ks(&s.spec, "K2d", K2d_s, o.K2d);
+    lopt_err err = {0};
+    check(&s, lopt_surface_check(&o, &err), &err);
+    return run_study(&s, surface_fn, &o);
+}
+
+static lopt_status gradvar_fn(lopt_task *t, const void *o, const char *dir, char **summary,
+                              lopt_err *err)
+{
+    return lopt_pathology_gradvar(t, o, dir, summary, err);
+}
+
+static int cmd_gradvar(int argc, char **argv)
+{
+    study_cli s;
+    lopt_gradvar_opts o;
+    lopt_gradvar_opts_default(&o);
+    init(&s, "gradvar", &o.c, o.c.seed, "unroll lengths (default 1,3,10,30,100,300)");
+    cli_opt own[] = {
+        {"samples", OPT_I32, &o.samples, "antithetic pairs S >= 2", 0, 0},
+        {"sigma", OPT_F32, &o.sigma, "perturbation scale", 0, 0},
+    };
+    ADD(&s, own);
+    parse(&s, "[--samples S] [--sigma X] [--lopt FILE | --step-mult X] [--warmup N] ...",
+          "For each unroll length K, S antithetic pairs from one inner state: rp (exact "
+          "backprop) and es estimates of the smoothed outer gradient, norms of their means, "
+          "their summed per-coordinate variances and the mean es weight of the inverse-variance "
+          "merge. Writes gradvar.csv, summary.json and plots.", argc, argv);
+    if (s.nK) memcpy(o.Ks, s.Ks, sizeof s.Ks), o.nK = s.nK;
+    lopt_err err = {0};
+    check(&s, lopt_gradvar_check(&o, &err), &err);
+    return run_study(&s, gradvar_fn, &o);
+}
+
+static lopt_status bias_fn(lopt_task *t, const void *o, const char *dir, char **summary,
+                           lopt_err *err)
+{
+    return lopt_pathology_bias(t, o, dir, summary, err);
+}
+
+static int cmd_bias(int argc, char **argv)
+{
+    study_cli s;
+    lopt_bias_opts o;
+    lopt_bias_opts_default(&o);
+    init(&s, "bias", NULL, o.seed, "truncation lengths <= horizon (default 1,5,20,50 below H, "
+                                   "and H)");
+    const char *lr_range = NULL;
+    char lrhelp[96];
+    snprintf(lrhelp, sizeof lrhelp, "LO:HI grid for the full-horizon optimum (default %g:%g)",
+             o.lr_lo, o.lr_hi);
+    cli_opt own[] = {
+        {"horizon", OPT_I64, &o.horizon, "inner steps H of a trajectory", 0, 0},
+        {"instances", OPT_I32, &o.instances, "task instances averaged", 0, 0},
+        {"outer-steps", OPT_I32, &o.outer_steps, "Adam steps on log lr per K", 0, 0},
+        {"outer-lr", OPT_F64, &o.outer_lr, "Adam step on log lr", 0, 0},
+        {"lr0", OPT_F64, &o.lr0, "initial lr of the meta-learning", 0, 0},
+        {"lr-range", OPT_STR, &lr_range, lrhelp, 0, 0},
+        {"grid-points", OPT_I32, &o.grid_points, "lrs on the grid, log-spaced", 0, 0},
+        {"grad-noise", OPT_FLOAT, &s.grad_noise, "quadratic: std of gradient noise (default 0)",
+         0, 0},
+        {"clip-factor", OPT_F64, &o.loss_clip_factor, "inner loss above factor x initial = "
+                                                      "diverged", 0, 0},
+    };
+    ADD(&s, own);
+    parse(&s, "[--horizon H] [--instances M] [--outer-steps N] [--outer-lr X] "
+              "[--lr-range LO:HI] [--grad-noise X] ...",
+          "Truncation bias: SGD's learning rate (log-parameterised) meta-learned by Adam on the "
+          "exact truncated meta-gradient (forward mode through the task's Hessian-vector "
+          "product) for each truncation K over a horizon H, against the optimum of the "
+          "full-horizon mean loss on an lr grid. Writes bias.csv, grid.csv, outer.csv, "
+          "summary.json and plots.", argc, argv);
+    if (s.nK) {
+        memcpy(o.Ks, s.Ks, sizeof s.Ks), o.nK = s.nK;
+    } else {   /* the defaults, capped at the horizon, and the horizon itself */
+        int m = 0;
+        for (int i = 0; i < o.nK; i++)
+            if (o.Ks[i] < o.horizon) o.Ks[m++] = o.Ks[i];
+        o.Ks[m++] = (int)o.horizon;
+        o.nK = m;
+    }
+    for (int i = 0; i < o.nK; i++)
+        if (o.Ks[i] > o.horizon)
+            cli_usage_error(&s.spec, "truncation %d is longer than the horizon %lld", o.Ks[i],
+                            (long long)o.horizon);
+    if (s.grad_noise < 0) cli_usage_error(&s.spec, "--grad-noise must not be negative");
+    if (lr_range && !cli_parse_range(lr_range, &o.lr_lo, &o.lr_hi))
+        cli_usage_error(&s.spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
+                        "e.g. 1e-4:1)", lr_range);
+    if (s.seed >= 0) o.seed = (uint64_t)s.seed;
+    o.progress = on_progress;
+    o.user = &s;
+    lopt_err err = {0};
+    check(&s, lopt_bias_check(&o, &err), &err);
+    return run_study(&s, bias_fn, &o);
+}
+
+/* ---- the command --------------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} studies[] = {
+    {"surface", cmd_surface},
+    {"gradvar", cmd_gradvar},
+    {"bias", cmd_bias},
+};
 
 static void general_usage(FILE *f)
 {
@@ -82,265 +380,10 @@ int cmd_pathology(int argc, char **argv)
         general_usage(stdout);
         return 0;
     }
-    const char *study = argv[0];
-    int is_surface = strcmp(study, "surface") == 0, is_gradvar = strcmp(study, "gradvar") == 0,
-        is_bias = strcmp(study, "bias") == 0;
-    if (!is_surface && !is_gradvar && !is_bias) {
-        fprintf(stderr, "lopt pathology: unknown study '%s' (want surface, gradvar or bias)\n",
-                study);
-        general_usage(stderr);
-        return EXIT_USAGE;
-    }
-
-    lopt_surface_opts so;
-    lopt_gradvar_opts go;
-    lopt_bias_opts bo;
-    lopt_surface_opts_default(&so);
-    lopt_gradvar_opts_default(&go);
-    lopt_bias_opts_default(&bo);
-    const char *task_name = is_bias ? "quadratic" : "fmnist8-mlp", *out = NULL,
-               *lopt_path = NULL, *Ks_s = NULL, *outer_loss = "valid", *arch_name = "paper",
-               *lr_range = NULL, *K2d_s = NULL;
-    double step_mult = 0.03, sigma = NAN, radius = so.radius, loss_clip = NAN,
-           grad_noise = 0, outer_lr = bo.outer_lr, lr0 = bo.lr0, clipf = bo.loss_clip_factor;
-    int64_t seed = -1, warmup = 0, samples = -1, points = so.points, smooth_every = so.smooth_every,
-            grid = so.grid, horizon = bo.horizon, instances = bo.instances,
-            outer_steps = bo.outer_steps, grid_points = bo.grid_points;
-
-    char outhelp[96];
-    snprintf(outhelp, sizeof outhelp, "output directory, created if missing (default "
-             "pathology-%s)", study);
-    cli_opt common[] = {
-        {"task", OPT_STR, &task_name, is_bias ? "task name (default quadratic)"
-                                              : "task name (default fmnist8-mlp)", 0, 0},
-        {"out", OPT_STR, &out, outhelp, 0, 0},
-        {"Ks", OPT_STR, &Ks_s, is_surface ? "unroll lengths (default 1,10,100,1000)"
-                               : is_gradvar ? "unroll lengths (default 1,3,10,30,100,300)"
-                                            : "truncation lengths <= horizon (default "
-                                              "1,5,20,50 below H, and H)", 0, 0},
-        {"seed", OPT_INT, &seed, is_bias ? "first task instance (default 1)"
-                                         : "task instance, directions, perturbations "
-                                           "(default 9)", 0, 0},
-    };
-    cli_opt lopt_opts[] = {
-        {"lopt", OPT_STR, &lopt_path, "learned optimizer (.lopt) to study (default: normalised "
-                                      "SGD, d = g/rms(g), see --step-mult)", 0, 0},
-        {"step-mult", OPT_FLOAT, &step_mult, "step of the default normalised-SGD theta "
-                                             "(default 0.03: chaotic for long unrolls)", 0, 0},
-        {"arch", OPT_STR, &arch_name, "preset of the default theta: paper|lo (default paper)",
-         0, 0},
-        {"warmup", OPT_INT, &warmup, "inner steps under theta before the start state "
-                                     "(default 0)", 0, 0},
-        {"outer-loss", OPT_STR, &outer_loss, "train|valid (default valid)", 0, 0},
-        {"loss-clip", OPT_FLOAT, &loss_clip, "outer losses clipped here, <= 0 off (default 10; "
-                                             "off on quadratic, whose losses start in the "
-                                             "hundreds)", 0, 0},
-    };
-    cli_opt surface_opts[] = {
-        {"points", OPT_INT, &points, "points along the line (default 121)", 0, 0},
-        {"radius", OPT_FLOAT, &radius, "a in [-radius, radius] (default 1)", 0, 0},
-        {"samples", OPT_INT, &samples, "perturbations for the smoothed loss, even, 0 off "
-                                       "(default 16)", 0, 0},
-        {"sigma", OPT_FLOAT, &sigma, "smoothing scale, per coordinate of theta (default 0.01)", 0, 0},
-        {"smooth-every", OPT_INT, &smooth_every, "smoothed loss at every N-th point "
-                                                 "(default 2)", 0, 0},
-        {"grid", OPT_INT, &grid, "2-D slice of grid x grid points, 0 off (default 0)", 0, 0},
-        {"K2d", OPT_STR, &K2d_s, "unroll lengths of the 2-D slices, one heatmap each "
-                                "(default 100)", 0, 0},
-    };
-    cli_opt gradvar_opts[] = {
-        {"samples", OPT_INT, &samples, "antithetic pairs S >= 2 (default 16)", 0, 0},
-        {"sigma", OPT_FLOAT, &sigma, "perturbation scale (default 0.01)", 0, 0},
-    };
-    cli_opt bias_opts[] = {
-        {"horizon", OPT_INT, &horizon, "inner steps H of a trajectory (default 200)", 0, 0},
-        {"instances", OPT_INT, &instances, "task instances averaged (default 8)", 0, 0},
-        {"outer-steps", OPT_INT, &outer_steps, "Adam steps on log lr per K (default 300)", 0, 0},
-        {"outer-lr", OPT_FLOAT, &outer_lr, "Adam step on log lr (default 0.05)", 0, 0},
-        {"lr0", OPT_FLOAT, &lr0, "initial lr of the meta-learning (default 1e-3)", 0, 0},
-        {"lr-range", OPT_STR, &lr_range, "LO:HI grid for the full-horizon optimum "
-                                         "(default 1e-4:1)", 0, 0},
-        {"grid-points", OPT_INT, &grid_points, "lrs on the grid, log-spaced (default 81)", 0, 0},
-        {"grad-noise", OPT_FLOAT, &grad_noise, "quadratic: std of gradient noise (default 0)",
-         0, 0},
-        {"clip-factor", OPT_FLOAT, &clipf, "inner loss above factor x initial = diverged "
-                                           "(default 10)", 0, 0},
-    };
-    cli_opt opts[32];
-    int nopts = 0;
-#define ADD(arr) for (size_t i_ = 0; i_ < sizeof arr / sizeof *arr; i_++) opts[nopts++] = arr[i_]
-    ADD(common);
-    if (!is_bias) ADD(lopt_opts);
-    if (is_surface) ADD(surface_opts);
-    if (is_gradvar) ADD(gradvar_opts);
-    if (is_bias) ADD(bias_opts);
-#undef ADD
-    char command[32], usage[512];
-    snprintf(command, sizeof command, "pathology %s", study);
-    snprintf(usage, sizeof usage, "lopt pathology %s [--task T] [--out DIR] [--Ks K1,K2,...] %s",
-             study, is_surface ? "[--points N] [--radius R] [--samples S] [--sigma X] [--grid G] "
-                                 "[--K2d K1,..] [--lopt FILE | --step-mult X] [--warmup N] ..."
-                    : is_gradvar ? "[--samples S] [--sigma X] [--lopt FILE | --step-mult X] "
-                                   "[--warmup N] ..."
-                                 : "[--horizon H] [--instances M] [--outer-steps N] "
-                                   "[--outer-lr X] [--lr-range LO:HI] [--grad-noise X] ...");
-    const char *about =
-        is_surface ? "Outer loss L_K(theta + a u) along a random unit direction u for each "
-                     "unroll length K, and the smoothed loss E_eps L_K(theta + a u + eps) from "
-                     "antithetic perturbations shared by every point; optionally a 2-D slice "
-                     "(heatmap). Writes surface.csv, surface2d.csv, summary.json and plots."
-        : is_gradvar ? "For each unroll length K, S antithetic pairs from one inner state: "
-                       "rp (exact backprop) and es estimates of the smoothed outer gradient, "
-                       "norms of their means, their summed per-coordinate variances and the "
-                       "mean es weight of the inverse-variance merge. Writes gradvar.csv, "
-                       "summary.json and plots."
-                     : "Truncation bias: SGD's learning rate (log-parameterised) meta-learned by "
-                       "Adam on the exact truncated meta-gradient (forward mode through the "
-                       "task's Hessian-vector product) for each truncation K over a horizon H, "
-                       "against the optimum of the full-horizon mean loss on an lr grid. "
-                       "Writes bias.csv, grid.csv, outer.csv, summary.json and plots.";
-    cli_spec spec = {command, usage, about, opts, nopts};
-    cli_parse(&spec, argc - 1, argv + 1);
-
-    /* flags: usage first, before anything slow */
-    if (out && !*out) cli_usage_error(&spec, "--out needs a directory name");
-    if (seed < -1) cli_usage_error(&spec, "--seed must not be negative");
-    int Ks[LOPT_PATH_MAX_K], nK = Ks_s ? parse_Ks(&spec, "Ks", Ks_s, Ks) : 0;
-    lopt_err err = {0};
-    lopt_arch arch;
-    float *theta = NULL;
-    char source[600];
-    lopt_path_common *c = is_surface ? &so.c : is_gradvar ? &go.c : NULL;
-    if (c) {
-        if (lopt_path && !*lopt_path) cli_usage_error(&spec, "--lopt needs a file name");
-        if (lopt_path && (opts_seen(&spec, "step-mult") || opts_seen(&spec, "arch")))
-            cli_usage_error(&spec, "--step-mult and --arch set the default theta: not with "
-                                   "--lopt");
-        if (!(step_mult > 0)) cli_usage_error(&spec, "--step-mult must be positive");
-        if (warmup < 0) cli_usage_error(&spec, "--warmup must not be negative");
-        c->outer_split = parse_split(&spec, outer_loss);
-        c->loss_clip = !isnan(loss_clip) ? (float)loss_clip
-                       : strcmp(task_name, "quadratic") == 0 ? 0.0f : 10.0f;
-        c->warmup = warmup;
-        if (seed >= 0) c->seed = (uint64_t)seed;
-        if (!lopt_path && lopt_arch_preset(&arch, arch_name, &err) != LOPT_OK)
-            cli_usage_error(&spec, "%s", err.msg);
-    }
-    if (is_surface) {
-        if (nK) memcpy(so.Ks, Ks, sizeof Ks), so.nK = nK;
-        so.points = (int)points;
-        so.radius = radius;
-        if (samples >= 0) so.samples = samples > 1000000 ? 1000001 : (int)samples;
-        if (!isnan(sigma)) so.sigma = (float)sigma;
-        so.smooth_every = smooth_every > 1000000 ? 1000000 : (int)smooth_every;
-        so.grid = grid > 100000 ? 100000 : (int)grid;
-        if (K2d_s) so.nK2d = parse_Ks(&spec, "K2d", K2d_s, so.K2d);
-        if (points < 3 || points > 100000) cli_usage_error(&spec, "--points must be in 3..100000");
-        if (!(radius > 0)) cli_usage_error(&spec, "--radius must be positive");
-        if (so.samples < 0 || so.samples % 2 || so.samples > 100000)
-            cli_usage_error(&spec, "--samples must be even (antithetic pairs) in 0..100000");
-        if (!(so.sigma > 0)) cli_usage_error(&spec, "--sigma must be positive");
-        if (smooth_every < 1) cli_usage_error(&spec, "--smooth-every must be >= 1");
-        if (grid < 0 || grid == 1 || grid > 1000)
-            cli_usage_error(&spec, "--grid must be 0 (off) or in 2..1000");
-    }
-    if (is_gradvar) {
-        if (nK) memcpy(go.Ks, Ks, sizeof Ks), go.nK = nK;
-        if (samples >= 0) go.samples = samples > 1000000 ? 1000001 : (int)samples;
-        if (!isnan(sigma)) go.sigma = (float)sigma;
-        if (go.samples < 2 || go.samples > 100000)
-            cli_usage_error(&spec, "--samples must be in 2..100000 (sample variances)");
-        if (!(go.sigma > 0)) cli_usage_error(&spec, "--sigma must be positive");
-    }
-    if (is_bias) {
-        if (horizon < 1 || horizon > 10000000)
-            cli_usage_error(&spec, "--horizon must be in 1..10000000");
-        bo.horizon = horizon;
-        if (nK) {
-            memcpy(bo.Ks, Ks, sizeof Ks), bo.nK = nK;
-        } else {   /* the defaults, capped at the horizon, and the horizon itself */
-            int m = 0;
-            for (int i = 0; i < bo.nK; i++)
-                if (bo.Ks[i] < horizon) bo.Ks[m++] = bo.Ks[i];
-            bo.Ks[m++] = (int)horizon;
-            bo.nK = m;
-        }
-        for (int i = 0; i < bo.nK; i++)
-            if (bo.Ks[i] > horizon)
-                cli_usage_error(&spec, "truncation %d is longer than the horizon %lld", bo.Ks[i],
-                                (long long)horizon);
-        if (instances < 1 || instances > 10000)
-            cli_usage_error(&spec, "--instances must be in 1..10000");
-        if (outer_steps < 0 || outer_steps > 10000000)
-            cli_usage_error(&spec, "--outer-steps must be in 0..10000000");
-        if (!(outer_lr > 0)) cli_usage_error(&spec, "--outer-lr must be positive");
-        if (!(lr0 > 0)) cli_usage_error(&spec, "--lr0 must be positive");
-        if (grid_points < 2 || grid_points > 100000)
-            cli_usage_error(&spec, "--grid-points must be in 2..100000");
-        if (!(clipf > 1)) cli_usage_error(&spec, "--clip-factor must be > 1");
-        if (grad_noise < 0) cli_usage_error(&spec, "--grad-noise must not be negative");
-        if (lr_range && !cli_parse_range(lr_range, &bo.lr_lo, &bo.lr_hi))
-            cli_usage_error(&spec, "malformed --lr-range '%s' (want LO:HI with 0 < LO < HI, "
-                            "e.g. 1e-4:1)", lr_range);
-        bo.instances = (int)instances;
-        bo.outer_steps = (int)outer_steps;
-        bo.outer_lr = outer_lr;
-        bo.lr0 = lr0;
-        bo.grid_points = (int)grid_points;
-        bo.loss_clip_factor = clipf;
-        if (seed >= 0) bo.seed = (uint64_t)seed;
-    }
-
-    /* the learned optimizer, then the data */
-    if (c) {
-        if (lopt_path) {
-            if (lopt_file_read(lopt_path, &arch, &theta, NULL, &err) != LOPT_OK)
-                cli_fail(command, "%s", err.msg);
-            snprintf(source, sizeof source, "%s", lopt_path);
-        } else {
-            arch.step_mult = (float)step_mult;
-            theta = lopt_floats(lopt_arch_nparams(&arch));
-            lopt_theta_normalized_sgd(&arch, 0.01f, 5, theta);
-            snprintf(source, sizeof source, "normalized-sgd (arch %s, step_mult %g, noise 0.01, "
-                     "seed 5)", arch_name, step_mult);
-        }
-        c->arch = &arch;
-        c->theta = theta;
-        c->theta_source = source;
-    }
-    lopt_task task;
-    lopt_task_opts topts = {0};
-    topts.grad_noise = (float)grad_noise;
-    lopt_status st = lopt_task_create(&task, task_name, &topts, &err);
-    if (st != LOPT_OK) {
-        lopt_free(theta);
-        if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
-        cli_fail(command, "%s", err.msg);
-    }
-    char defdir[64];
-    snprintf(defdir, sizeof defdir, "pathology-%s", study);
-    const char *outdir = out ? out : defdir;
-
-    path_ui ui;
-    cli_progress_init(&ui.bar, study);
-    if (c) {
-        c->progress = on_progress;
-        c->user = &ui;
-    } else {
-        bo.progress = on_progress;
-        bo.user = &ui;
-    }
-    char *summary = NULL;
-    st = is_surface ? lopt_pathology_surface(&task, &so, outdir, &summary, &err)
-       : is_gradvar ? lopt_pathology_gradvar(&task, &go, outdir, &summary, &err)
-                    : lopt_pathology_bias(&task, &bo, outdir, &summary, &err);
-    cli_progress_end(&ui.bar);
-    lopt_free(theta);
-    task.free(&task);
-    if (st == LOPT_EUSAGE) cli_usage_error(&spec, "%s", err.msg);
-    if (st != LOPT_OK) cli_fail(command, "%s", err.msg);
-    fputs(summary, stdout);
-    free(summary);
-    printf("wrote %s/\n", outdir);
-    return 0;
+    for (size_t i = 0; i < sizeof studies / sizeof *studies; i++)
+        if (strcmp(argv[0], studies[i].name) == 0) return studies[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "lopt pathology: unknown study '%s' (want surface, gradvar or bias)\n",
+            argv[0]);
+    general_usage(stderr);
+    return EXIT_USAGE;
 }

@@ -151,7 +151,7 @@ int cmd_train(int argc, char **argv)
             task.free(&task);
             cli_fail("train", "%s", err.msg);
         }
-    } else if (lopt_optim_create(&opt, opt_name, &hp, task.n, &err) != LOPT_OK) {
+    } else if (lopt_optimizer_create(&opt, opt_name, &hp, task.n, &err) != LOPT_OK) {
         cli_usage_error(&spec, "%s", err.msg);
     }
 

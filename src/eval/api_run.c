@@ -72,7 +72,7 @@ int lopt_train(const lopt_train_settings *s, lopt_train_report *report, char *er
             if (s->lr > 0 && isfinite(s->lr)) hp.lr = s->lr;
             else st = lopt_fail(&err, LOPT_EUSAGE, "lopt_train: lr must be positive");
         }
-        if (st == LOPT_OK) st = lopt_optim_create(&o, s->opt, &hp, task.n, &err);
+        if (st == LOPT_OK) st = lopt_optimizer_create(&o, s->opt, &hp, task.n, &err);
         if (st != LOPT_OK) {
             task.free(&task);
             return lopt_report(errbuf, errlen, &err);

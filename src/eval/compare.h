@@ -44,6 +44,21 @@
  *
  * Left out: tuning anything but the learning rate, tuning the learned optimizer
  * (it has no learning rate).
+ *
+ * Intended usage (src/cli/cmd_compare.c adds flags, progress, MPI and output checks):
+ *
+ *     const char *baselines[] = {"adam", "adam:cosine"};
+ *     uint64_t seeds[] = {1000, 1001};
+ *     lopt_compare_opts o = {.steps = 1000, .baselines = baselines, .nbaselines = 2,
+ *                            .warmup = LOPT_COMPARE_WARMUP_DEFAULT, .grid_points = 7,
+ *                            .seeds = seeds, .nseeds = 2, .tune_seeds = 1,
+ *                            .arch = &arch, .theta = theta, .make_task = ...};
+ *     if (lopt_compare_check(&o, &err) != LOPT_OK) ...        // bad options
+ *     lopt_outdir_create(dir, &err);                          // fail before the runs
+ *     lopt_compare_result r;
+ *     if (lopt_compare_run(&task, &o, &r, &err) == LOPT_OK)   // compare.c: the engine
+ *         lopt_compare_write(&r, dir, &err);                  // compare_report.c
+ *     lopt_compare_free(&r);
  */
 #ifndef LOPT_COMPARE_H
 #define LOPT_COMPARE_H
@@ -84,7 +99,7 @@ typedef struct {
 typedef struct {
     int64_t steps;                 /* > 0 */
     int64_t eval_every;            /* 0: steps/20 (at least 1) */
-    /* (nbaselines) NAME or NAME:SCHEDULE, NAME one that lopt_optim_create knows */
+    /* (nbaselines) NAME or NAME:SCHEDULE, NAME one that lopt_optimizer_create knows */
     const char *const *baselines;
     int nbaselines;
     /* warm-up steps of the baselines with a :SCHEDULE suffix; LOPT_COMPARE_WARMUP_DEFAULT:
@@ -178,7 +193,7 @@ typedef struct {
 
 /* Default learning-rate grid range for a baseline (NAME or NAME:SCHEDULE; the
  * schedule does not change it), around torch's default: adam, rmsprop [1e-4, 1e-1];
- * sgd, momentum, nesterov [1e-3, 1]. LOPT_EUSAGE for a name lopt_optim_create does
+ * sgd, momentum, nesterov [1e-3, 1]. LOPT_EUSAGE for a name lopt_optimizer_create does
  * not know. */
 lopt_status lopt_compare_lr_range(const char *name, double *lo, double *hi, lopt_err *err);
 
@@ -194,11 +209,7 @@ lopt_status lopt_compare_run(lopt_task *t, const lopt_compare_opts *o,
                              lopt_compare_result *res, lopt_err *err);
 void lopt_compare_free(lopt_compare_result *res);
 
-/* Creates the output directory dir (and its parents) if missing and checks it is a
- * writable directory, so a bad --out fails before the runs, not after. LOPT_EIO. */
-lopt_status lopt_compare_outdir(const char *dir, lopt_err *err);
-
-/* Writes curves.csv, tuning.csv, summary.json, summary.md and the four plots
+/* compare_report.c: writes curves.csv, tuning.csv, summary.json, summary.md and the four plots
  * (valid_loss_vs_step, valid_loss_vs_time, train_loss_vs_step, and
  * train_valid_loss_vs_step: training and validation loss side by side; .svg and
  * .png) into dir, creating it (and its parents) if missing. Every file atomically. */

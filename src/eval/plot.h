@@ -58,4 +58,19 @@ char *lopt_plot_svg_row(const lopt_plot *p, int np, size_t *len);
 void lopt_plot_raster_row(const lopt_plot *p, int np, uint8_t **rgb, int *w, int *h);
 lopt_status lopt_plot_write_row(const lopt_plot *p, int np, const char *base, lopt_err *err);
 
+/* ---- heatmaps (heatmap.c) -------------------------------------------------------
+ * A square grid of values z over [-radius, radius]^2 in viridis (NaN grey), each
+ * colour min-max normalised over the finite values. */
+typedef struct {
+    const char *title;        /* SVG only */
+    const char *xlabel, *ylabel;
+    const double *z;          /* (G, G) row = y index (bottom row first), column = x index */
+    int G;
+    double radius;            /* both axes span [-radius, radius] */
+} lopt_heatmap;
+
+/* Writes BASE.png (the bare cells and a colour bar) and BASE.svg (the same with the
+ * title, the axes' ends and the value range) atomically, PNG first. */
+lopt_status lopt_heatmap_write(const lopt_heatmap *h, const char *base, lopt_err *err);
+
 #endif

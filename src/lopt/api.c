@@ -36,8 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "core/out.h"
 #include "core/ser.h"
 #include "lopt/api_impl.h"
 
@@ -320,7 +320,7 @@ lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *g
         return NULL;
     }
     memcpy(o->theta, model->theta, o->np * sizeof(float));
-    o->theta_crc = (uint32_t)crc32(0L, (const Bytef *)o->theta, (uInt)(o->np * sizeof(float)));
+    o->theta_crc = lopt_crc32(o->theta, o->np * sizeof(float));
     int k = 0;
     for (int g = 0; g < ngroups; g++) {
         o->gopts[g] = groups[g].opts;
@@ -514,7 +514,7 @@ static void state_encode(const lopt_opt *o, ser_out *out)
     ser_u64(out, (uint64_t)o->t);
     ser_u64(out, (uint64_t)o->t_max);
     ser_f32s(out, o->m, (size_t)o->rows * o->n);
-    ser_u64(out, (uint32_t)crc32(0L, out->p, (uInt)out->len));
+    ser_u64(out, lopt_crc32(out->p, out->len));
 }
 
 size_t lopt_opt_save_state(const lopt_opt *o, void *buf, size_t cap, char *errbuf,
@@ -544,7 +544,7 @@ int lopt_opt_load_state(lopt_opt *o, const void *buf, size_t len, char *errbuf, 
                                "is %zu (truncated, or another layout)", len,
                                lopt_opt_state_size(o));
     ser_in crc_in = {p + len - 8, 8, 0, 0};
-    if (ser_get_u64(&crc_in) != (uint32_t)crc32(0L, p, (uInt)(len - 8)))
+    if (ser_get_u64(&crc_in) != lopt_crc32(p, len - 8))
         return lopt_report_msg(errbuf, errlen, "corrupt optimizer state (checksum mismatch)");
     ser_in in = {p, len - 8, 8, 0};
     if (ser_get_u64(&in) != STATE_VERSION)

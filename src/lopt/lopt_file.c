@@ -9,8 +9,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "core/out.h"
 #include "lopt/lopt_file.h"
 
 _Static_assert(sizeof(float) == 4 && FLT_RADIX == 2, "the .lopt format needs binary32 floats");
@@ -24,19 +24,6 @@ enum {
     /* version 2: plus form, nominal_dir, nominal_mom, nominal_step and horizon */
     MIN_BYTES_V2 = MIN_BYTES_V1 + 4 * 4 + 8,
 };
-
-/* zlib's crc32 takes a uInt length: feed large buffers in pieces */
-static uint32_t crc_of(const unsigned char *p, size_t n)
-{
-    uLong c = crc32(0L, Z_NULL, 0);
-    while (n > 0) {
-        uInt k = n > (size_t)UINT_MAX ? UINT_MAX : (uInt)n;
-        c = crc32(c, p, k);
-        p += k;
-        n -= k;
-    }
-    return (uint32_t)c;
-}
 
 /* ---- encoding ------------------------------------------------------------------- */
 
@@ -143,7 +130,7 @@ lopt_status lopt_file_encode(const lopt_arch *a, const float *theta, const lopt_
     put_u64(&b, p->horizon);
     put_str(&b, p->outer_loss);
     put_str(&b, p->note);
-    put_u32(&b, crc_of(b.p, b.len));
+    put_u32(&b, lopt_crc32(b.p, b.len));
     LOPT_ASSERT(b.len == size);
     *data = b.p;
     *n = size;
@@ -320,7 +307,7 @@ lopt_status lopt_file_decode(const unsigned char *data, size_t n, lopt_arch *a, 
         return lopt_fail(err, LOPT_EFORMAT, "%llu trailing bytes after the .lopt data",
                          (unsigned long long)(n - size));
     rbuf c = {data, n, n - 4, 0};
-    if (get_u32(&c) != crc_of(data, n - 4))
+    if (get_u32(&c) != lopt_crc32(data, n - 4))
         return lopt_fail(err, LOPT_EFORMAT, "corrupt: checksum mismatch");
 
     rbuf b = {data, n - 4, HEADER_BYTES, 0};

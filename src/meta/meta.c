@@ -5,14 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "core/out.h"
 #include "core/dist.h"
 #include "core/ser.h"
 #include "lopt/lopt_file.h"
+#include "optim/adam.h"
 #include "meta/dist.h"
 #include "meta/meta.h"
 
@@ -543,17 +544,17 @@ static int outer_update(lopt_meta *m)
     const size_t np = m->np;
     for (size_t i = 0; i < np; i++)
         if (!isfinite(m->g[i])) return 0;
-    const double b1 = 0.9, b2 = 0.999, e = 1e-8;
     const int64_t t = m->adam_t + 1;
-    double bc1 = 1 - pow(b1, (double)t), bc2 = 1 - pow(b2, (double)t);
+    const lopt_adam_bias ab = lopt_adam_bias_at(0.9, 0.999, t);
     for (int pass = 0; pass < 2; pass++) {   /* 0: check, 1: apply */
         for (size_t i = 0; i < np; i++) {
             if (m->mask && !m->mask[i]) continue;
             float g = m->g[i];
             if (c->grad_clip > 0) g = fminf(fmaxf(g, -c->grad_clip), c->grad_clip);
-            float am = (float)(b1 * m->adam_m[i] + (1 - b1) * g);
-            float av = (float)(b2 * m->adam_v[i] + (1 - b2) * (double)g * g);
-            double upd = (am / bc1) / (sqrt(av / bc2) + e);
+            double dm = m->adam_m[i], dv = m->adam_v[i];
+            lopt_adam_moments(&ab, &dm, &dv, g);
+            float am = (float)dm, av = (float)dv;   /* the moments are kept in float */
+            double upd = lopt_adam_dir(&ab, am, av, 1e-8);
             float th = m->theta[i] - (float)(c->outer_lr * upd);
             if (pass == 0) {
                 if (!isfinite(th)) return 0;
@@ -901,7 +902,7 @@ lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
     if (c->estimator == LOPT_EST_PES) ser_f32s(&o, m->xi, (size_t)c->samples * m->np);
     put_state_v2(&o, m);
     ser_blob(&o, m->log, m->log_len);
-    uint32_t crc = (uint32_t)crc32(0L, o.p, (uInt)o.len);
+    uint32_t crc = lopt_crc32(o.p, o.len);
     ser_u64(&o, crc);
     /* never a checkpoint that lopt_meta_load would refuse as too large */
     lopt_status st = o.len > LOPT_META_CKPT_MAX
@@ -924,7 +925,7 @@ static lopt_status load_owned(lopt_meta **out, unsigned char *data, size_t len, 
     }
     ser_in crc_in = {data + len - 8, 8, 0, 0};
     uint64_t crc = ser_get_u64(&crc_in);
-    if (crc != (uint32_t)crc32(0L, data, (uInt)(len - 8))) {
+    if (crc != lopt_crc32(data, len - 8)) {
         free(data);
         return lopt_fail(err, LOPT_EFORMAT, "%s: corrupt checkpoint (checksum mismatch)", path);
     }

@@ -28,6 +28,25 @@
  * horizon on the eval seeds before the first step and after every eval_every
  * steps; the log gets the mean final validation loss and the mean over the
  * horizon, and the best theta so far by the final loss is kept (checkpointed).
+ *
+ * Intended usage (src/cli/cmd_meta.c is the whole of it, with checkpoints, MPI and
+ * the best-theta file):
+ *
+ *     lopt_meta_cfg cfg;
+ *     lopt_meta_cfg_default(&cfg);              // every default lives here
+ *     cfg.estimator = LOPT_EST_MERGED; cfg.K = 20; cfg.outer_steps = 200;
+ *     lopt_meta *m;
+ *     if (lopt_meta_create(&m, &cfg, &err) != LOPT_OK) ...   // err.msg says why
+ *     while (lopt_meta_steps_done(m) < cfg.outer_steps) {
+ *         lopt_meta_row row;                    // one log row: losses, variances, w_es
+ *         if (lopt_meta_step(m, &row, &err) != LOPT_OK) break;
+ *         if (row.step % 50 == 0) lopt_meta_save(m, "run.ckpt", &err);   // resumable
+ *     }
+ *     const float *theta = lopt_meta_theta(m);  // with lopt_meta_arch(m): a .lopt
+ *     lopt_meta_free(m);
+ *
+ * lopt_meta_load continues a saved run bit-identically; lopt_meta_set_evaluator
+ * (src/eval/horizon.h) turns on the full-horizon evaluation.
  */
 #ifndef LOPT_META_H
 #define LOPT_META_H

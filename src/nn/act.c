@@ -10,34 +10,34 @@
 #include "nn/kern.h"
 #include "nn/nn.h"
 
-void relu_forward(float *y, const float *x, size_t n)
+void nn_relu_forward(float *y, const float *x, size_t n)
 {
     NN_OMP(parallel for simd if (parallel: nn_par(n)) schedule(static))
     for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 /* y = max(x, 0)  =>  dx += dy [y > 0] */
-void relu_backward(float *dx, const float *dy, const float *y, size_t n)
+void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n)
 {
     NN_OMP(parallel for simd if (parallel: nn_par(n)) schedule(static))
     for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* y = max(x, 0)  =>  ry = rx [y > 0] */
-void relu_rforward(float *ry, const float *rx, const float *y, size_t n)
+void nn_relu_rforward(float *ry, const float *rx, const float *y, size_t n)
 {
     NN_OMP(parallel for simd if (parallel: nn_par(n)) schedule(static))
     for (size_t i = 0; i < n; i++) ry[i] = y[i] > 0.0f ? rx[i] : 0.0f;
 }
 
 /* dx = dy [y > 0], the mask constant almost everywhere  =>  R{dx} = rdy [y > 0] */
-void relu_rbackward(float *rdx, const float *rdy, const float *y, size_t n)
+void nn_relu_rbackward(float *rdx, const float *rdy, const float *y, size_t n)
 {
     NN_OMP(parallel for simd if (parallel: nn_par(n)) schedule(static))
     for (size_t i = 0; i < n; i++) rdx[i] += y[i] > 0.0f ? rdy[i] : 0.0f;
 }
 
-void tanh_forward(float *y, const float *x, size_t n)
+void nn_tanh_forward(float *y, const float *x, size_t n)
 {
     /* tanhf costs ~20 ns, so fork at a smaller size than the streaming loops */
     NN_OMP(parallel for if (parallel: nn_par(16 * n)) schedule(static))
@@ -45,21 +45,21 @@ void tanh_forward(float *y, const float *x, size_t n)
 }
 
 /* y = tanh(x)  =>  dx += dy (1 - y^2) */
-void tanh_backward(float *dx, const float *dy, const float *y, size_t n)
+void nn_tanh_backward(float *dx, const float *dy, const float *y, size_t n)
 {
     NN_OMP(parallel for simd if (parallel: nn_par(n)) schedule(static))
     for (size_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
 }
 
 /* y = tanh(x)  =>  ry = rx (1 - y^2) */
-void tanh_rforward(float *ry, const float *rx, const float *y, size_t n)
+void nn_tanh_rforward(float *ry, const float *rx, const float *y, size_t n)
 {
     NN_OMP(parallel for simd if (parallel: nn_par(n)) schedule(static))
     for (size_t i = 0; i < n; i++) ry[i] = rx[i] * (1.0f - y[i] * y[i]);
 }
 
 /* dx = dy (1 - y^2)  =>  R{dx} = rdy (1 - y^2) - 2 dy y ry */
-void tanh_rbackward(float *rdx, const float *rdy, const float *dy, const float *y,
+void nn_tanh_rbackward(float *rdx, const float *rdy, const float *dy, const float *y,
                     const float *ry, size_t n)
 {
     NN_OMP(parallel for simd if (parallel: nn_par(n)) schedule(static))

@@ -27,7 +27,7 @@
 #include "nn/kern.h"
 #include "nn/nn.h"
 
-conv_shape conv_shape_make(int B, int C, int H, int W, int O, int KH, int KW,
+conv_shape nn_conv_shape_make(int B, int C, int H, int W, int O, int KH, int KW,
                            int stride, int pad)
 {
     LOPT_ASSERT(B > 0 && C > 0 && H > 0 && W > 0 && O > 0 && KH > 0 && KW > 0);
@@ -39,7 +39,7 @@ conv_shape conv_shape_make(int B, int C, int H, int W, int O, int KH, int KW,
     return s;
 }
 
-size_t conv_col_floats(const conv_shape *s)
+size_t nn_conv_col_floats(const conv_shape *s)
 {
     return (size_t)s->C * s->KH * s->KW * s->B * s->OH * s->OW;
 }
@@ -138,7 +138,7 @@ static void im2col_3x3(float *col, const float *x, const conv_shape *s)
     const int B = s->B, H = s->H, W = s->W;
     const size_t HW = (size_t)H * W, N = B * HW;
     const long planes = (long)s->C * B;
-    NN_OMP(parallel for if (parallel: nn_par(conv_col_floats(s))) schedule(static))
+    NN_OMP(parallel for if (parallel: nn_par(nn_conv_col_floats(s))) schedule(static))
     for (long t = 0; t < planes; t++) {
         int c = (int)(t / B), b = (int)(t % B);
         const float *xp = x + (size_t)t * HW;   /* (H,W), t = c*B + b */
@@ -280,7 +280,7 @@ static void rows_sum_into(float *db, const float *dy, int O, size_t N)
 
 /* ---- the layer ------------------------------------------------------------------------ */
 
-void conv2d_forward(float *y, float *col, const float *x, const float *W,
+void nn_conv2d_forward(float *y, float *col, const float *x, const float *W,
                     const float *b, const conv_shape *s)
 {
     const int CKK = s->C * s->KH * s->KW;
@@ -315,7 +315,7 @@ static void input_adjoint(float *dx, const float *W, const float *dy, const floa
     }
 }
 
-void conv2d_backward(float *dx, float *dW, float *db, const float *dy,
+void nn_conv2d_backward(float *dx, float *dW, float *db, const float *dy,
                      const float *col, const float *W, const conv_shape *s,
                      float *scratch)
 {
@@ -327,7 +327,7 @@ void conv2d_backward(float *dx, float *dW, float *db, const float *dy,
 }
 
 /* y = W col + b  =>  ry = W rcol + rW col + rb,  rcol = im2col(rx) */
-void conv2d_rforward(float *ry, float *rcol, const float *rx, const float *col,
+void nn_conv2d_rforward(float *ry, float *rcol, const float *rx, const float *col,
                      const float *W, const float *rW, const float *rb,
                      const conv_shape *s)
 {
@@ -346,7 +346,7 @@ void conv2d_rforward(float *ry, float *rcol, const float *rx, const float *col,
 /* dW = dy col^T, db = sum dy, dcol = W^T dy, differentiated along (rx, rW, rb):
  *   R{dW} = rdy col^T + dy rcol^T ;  R{db} = sum rdy ;
  *   R{dx} = col2im(W^T rdy + rW^T dy) */
-void conv2d_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
+void nn_conv2d_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
                       const float *dy, const float *col, const float *rcol,
                       const float *W, const float *rW, const conv_shape *s,
                       float *scratch)

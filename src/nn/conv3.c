@@ -395,20 +395,20 @@ static void wg_pairs(float *dWp, int npairs, const float *const x[2], const floa
 
 /* ---- the layer ----------------------------------------------------------------------------- */
 
-size_t conv3_padded_floats(int B, int H, int W, int C)
+size_t nn_conv3_padded_floats(int B, int H, int W, int C)
 {
     /* + a 32-pixel tail: a partial last tile reads past the last image */
     return ((size_t)B * (H + 2) * (W + 2) + 32) * (size_t)C;
 }
 
-void conv3_pack(float *Wp, const float *W, int C, int O)
+void nn_conv3_pack(float *Wp, const float *W, int C, int O)
 {
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < 9; k++) Wp[((size_t)k * C + c) * O + o] = W[((size_t)o * C + c) * 9 + k];
 }
 
-void conv3_pack_adjoint(float *Wt, const float *W, int C, int O)
+void nn_conv3_pack_adjoint(float *Wt, const float *W, int C, int O)
 {
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++)
@@ -416,46 +416,46 @@ void conv3_pack_adjoint(float *Wt, const float *W, int C, int O)
                 Wt[((size_t)(8 - k) * O + o) * C + c] = W[((size_t)o * C + c) * 9 + k];
 }
 
-void conv3_unpack_grad(float *dW, const float *dWp, int C, int O)
+void nn_conv3_unpack_grad(float *dW, const float *dWp, int C, int O)
 {
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < 9; k++) dW[((size_t)o * C + c) * 9 + k] += dWp[((size_t)k * C + c) * O + o];
 }
 
-void conv3_forward(float *y, const float *x, const float *Wp, const float *b,
+void nn_conv3_forward(float *y, const float *x, const float *Wp, const float *b,
                    const conv3_shape *s)
 {
     const float *xs[2] = {x, NULL}, *ws[2] = {Wp, NULL};
     fwd_pairs(y, 1, xs, ws, b, s->B, s->H, s->W, s->C, s->O);
 }
 
-void conv3_backward(float *dx, float *dWp, float *db, const float *dy, const float *x,
+void nn_conv3_backward(float *dx, float *dWp, float *db, const float *dy, const float *x,
                     const float *Wt, const conv3_shape *s)
 {
     const float *xs[2] = {x, NULL}, *dys[2] = {dy, NULL};
     wg_pairs(dWp, 1, xs, dys, s->B, s->H, s->W, s->C, s->O);
-    nhwc_pixel_sum(db, dy, s->B, s->H, s->W, s->O);
+    nn_nhwc_pixel_sum(db, dy, s->B, s->H, s->W, s->O);
     if (dx) {
         const float *ws[2] = {Wt, NULL};
         fwd_pairs(dx, 1, dys, ws, NULL, s->B, s->H, s->W, s->O, s->C);
     }
 }
 
-void conv3_rforward(float *ry, const float *rx, const float *x, const float *Wp,
+void nn_conv3_rforward(float *ry, const float *rx, const float *x, const float *Wp,
                     const float *rWp, const float *rb, const conv3_shape *s)
 {
     const float *xs[2] = {x, rx}, *ws[2] = {rWp, Wp};
     fwd_pairs(ry, rx ? 2 : 1, xs, ws, rb, s->B, s->H, s->W, s->C, s->O);
 }
 
-void conv3_rbackward(float *rdx, float *rdWp, float *rdb, const float *rdy, const float *dy,
+void nn_conv3_rbackward(float *rdx, float *rdWp, float *rdb, const float *rdy, const float *dy,
                      const float *x, const float *rx, const float *Wt, const float *rWt,
                      const conv3_shape *s)
 {
     const float *xs[2] = {x, rx}, *dys[2] = {rdy, dy};
     wg_pairs(rdWp, rx ? 2 : 1, xs, dys, s->B, s->H, s->W, s->C, s->O);
-    nhwc_pixel_sum(rdb, rdy, s->B, s->H, s->W, s->O);
+    nn_nhwc_pixel_sum(rdb, rdy, s->B, s->H, s->W, s->O);
     if (rdx) {
         const float *ws[2] = {Wt, rWt};
         fwd_pairs(rdx, 2, dys, ws, NULL, s->B, s->H, s->W, s->O, s->C);

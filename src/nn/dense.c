@@ -147,7 +147,7 @@ static void rows_sum_into(float *db, const float *dy, int B, int O)
         for (int o = 0; o < O; o++) db[o] += dy[(size_t)i * O + o];
 }
 
-void dense_forward(float *y, const float *x, const float *W, const float *b, int B,
+void nn_dense_forward(float *y, const float *x, const float *W, const float *b, int B,
                    int I, int O)
 {
     rows_set_bias(y, b, B, O);
@@ -155,7 +155,7 @@ void dense_forward(float *y, const float *x, const float *W, const float *b, int
 }
 
 /* y = x W^T + b  =>  dx += dy W ; dW += dy^T x ; db += sum_b dy */
-void dense_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
+void nn_dense_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
                     const float *W, int B, int I, int O)
 {
     if (dx) gemm_nn(dx, dy, W, B, I, O);
@@ -164,7 +164,7 @@ void dense_backward(float *dx, float *dW, float *db, const float *dy, const floa
 }
 
 /* y = x W^T + b  =>  ry = rx W^T + x rW^T + rb */
-void dense_rforward(float *ry, const float *rx, const float *x, const float *W,
+void nn_dense_rforward(float *ry, const float *rx, const float *x, const float *W,
                     const float *rW, const float *rb, int B, int I, int O)
 {
     rows_set_bias(ry, rb, B, O);
@@ -174,7 +174,7 @@ void dense_rforward(float *ry, const float *rx, const float *x, const float *W,
 
 /* dx = dy W, dW = dy^T x, db = sum_b dy, differentiated along (rx, rW, rb):
  *   R{dx} = rdy W + dy rW ;  R{dW} = rdy^T x + dy^T rx ;  R{db} = sum_b rdy */
-void dense_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
+void nn_dense_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
                      const float *dy, const float *x, const float *rx, const float *W,
                      const float *rW, int B, int I, int O)
 {

@@ -65,7 +65,7 @@ static void exp_row(double *e, const float *z, double m, int K)
     for (int k = 0; k < K; k++) e[k] = exp((double)z[k] - m);
 }
 
-double softmax_xent_forward(float *prob, int *correct, const float *z,
+double nn_softmax_xent_forward(float *prob, int *correct, const float *z,
                             const int32_t *labels, int B, int K)
 {
     double loss = 0.0;
@@ -91,7 +91,7 @@ double softmax_xent_forward(float *prob, int *correct, const float *z,
 }
 
 /* L = (1/B) sum_b [logsumexp(z_b) - z_b[y_b]]  =>  dz += (prob - onehot(y)) / B */
-void softmax_xent_backward(float *dz, const float *prob, const int32_t *labels, int B,
+void nn_softmax_xent_backward(float *dz, const float *prob, const int32_t *labels, int B,
                            int K)
 {
     float inv = 1.0f / (float)B;
@@ -105,7 +105,7 @@ void softmax_xent_backward(float *dz, const float *prob, const int32_t *labels, 
 
 /* dz = (prob - onehot)/B with prob = softmax(z)  =>
  * R{dz} = R{prob}/B = (prob * rz - prob <prob, rz>) / B  (softmax Jacobian) */
-void softmax_xent_rbackward(float *rdz, const float *prob, const float *rz, int B, int K)
+void nn_softmax_xent_rbackward(float *rdz, const float *prob, const float *rz, int B, int K)
 {
     float inv = 1.0f / (float)B;
     for (int b = 0; b < B; b++) {

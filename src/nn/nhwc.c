@@ -33,7 +33,7 @@ static inline float relu_nan(float x) { return x > 0.0f || x != x ? x : 0.0f; }
 /* the window element k (0..3 row-major) replaces the current best m */
 static inline int takes(float v, float m) { return v > m || (v != v && m == m); }
 
-void nhwc_pad(float *xp, const float *x, int B, int H, int W, int C)
+void nn_nhwc_pad(float *xp, const float *x, int B, int H, int W, int C)
 {
     const ptrdiff_t prow = (ptrdiff_t)(W + 2) * C, pimg = (H + 2) * prow;
     for (int b = 0; b < B; b++)
@@ -371,7 +371,7 @@ static const nhwc_impl *impl_for(int C)
     return t && C % t->vl == 0 ? t : NULL;
 }
 
-void relu_maxpool2_forward(float *P, int32_t *am, const float *y, int B, int H, int W, int C)
+void nn_relu_maxpool2_forward(float *P, int32_t *am, const float *y, int B, int H, int W, int C)
 {
     const nhwc_impl *t = impl_for(C);
     if (t)
@@ -380,7 +380,7 @@ void relu_maxpool2_forward(float *P, int32_t *am, const float *y, int B, int H, 
         relu_maxpool2_forward_scalar(P, am, y, B, H, W, C);
 }
 
-void relu_maxpool2_backward(float *dy, const float *dP, const int32_t *am, const float *P,
+void nn_relu_maxpool2_backward(float *dy, const float *dP, const int32_t *am, const float *P,
                             int B, int H, int W, int C)
 {
     const nhwc_impl *t = impl_for(C);
@@ -391,7 +391,7 @@ void relu_maxpool2_backward(float *dy, const float *dP, const int32_t *am, const
         relu_maxpool2_backward_scalar(dy, dP, am, P, B, H, W, C);
 }
 
-void relu_maxpool2_rforward(float *rP, const float *ry, const int32_t *am, const float *P,
+void nn_relu_maxpool2_rforward(float *rP, const float *ry, const int32_t *am, const float *P,
                             int B, int H, int W, int C)
 {
     const nhwc_impl *t = impl_for(C);
@@ -401,7 +401,7 @@ void relu_maxpool2_rforward(float *rP, const float *ry, const int32_t *am, const
         relu_maxpool2_rforward_scalar(rP, ry, am, P, B, H, W, C);
 }
 
-void relu_gap_forward(float *G, float *A, int B, int HW, int C)
+void nn_relu_gap_forward(float *G, float *A, int B, int HW, int C)
 {
     const nhwc_impl *t = impl_for(C);
     if (t)
@@ -410,7 +410,7 @@ void relu_gap_forward(float *G, float *A, int B, int HW, int C)
         relu_gap_forward_scalar(G, A, B, HW, C);
 }
 
-void relu_gap_backward(float *dy, const float *dG, const float *A, int B, int H, int W, int C)
+void nn_relu_gap_backward(float *dy, const float *dG, const float *A, int B, int H, int W, int C)
 {
     const nhwc_impl *t = impl_for(C);
     if (t)
@@ -419,7 +419,7 @@ void relu_gap_backward(float *dy, const float *dG, const float *A, int B, int H,
         relu_gap_backward_scalar(dy, dG, A, B, H, W, C);
 }
 
-void relu_gap_rforward(float *rG, float *rA, const float *A, int B, int HW, int C)
+void nn_relu_gap_rforward(float *rG, float *rA, const float *A, int B, int HW, int C)
 {
     const nhwc_impl *t = impl_for(C);
     if (t)
@@ -428,7 +428,7 @@ void relu_gap_rforward(float *rG, float *rA, const float *A, int B, int HW, int 
         relu_gap_rforward_scalar(rG, rA, A, B, HW, C);
 }
 
-void nhwc_pixel_sum(float *db, const float *dy, int B, int H, int W, int C)
+void nn_nhwc_pixel_sum(float *db, const float *dy, int B, int H, int W, int C)
 {
     const nhwc_impl *t = impl_for(C);
     if (t)

@@ -4,7 +4,7 @@
  * Max-pool is piecewise linear: its R-forward gathers tangents through the cached
  * argmax and its R-backward scatters them, exactly like its backward (Pearlmutter
  * 1994; second derivative zero away from ties). Global average pooling is linear, so
- * its R-pair is gap_forward / gap_backward applied to tangents.
+ * its R-pair is nn_gap_forward / nn_gap_backward applied to tangents.
  * Ties pick the first maximum in row-major window order, and a NaN wins (as torch),
  * so divergence is not hidden. */
 #include "nn/kern.h"
@@ -84,7 +84,7 @@ static void maxpool_plane(float *y, int32_t *am, const float *x, int H, int W, i
         }
 }
 
-void maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, int W,
+void nn_maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, int W,
                      int k)
 {
     size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
@@ -103,7 +103,7 @@ void maxpool_forward(float *y, int32_t *argmax, const float *x, int P, int H, in
 
 /* y[j] = x[argmax[j]] (per plane)  =>  dx[argmax[j]] += dy[j]. Windows do not
  * overlap, so planes are independent and no two outputs hit one input. */
-void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, int P, int H,
+void nn_maxpool_backward(float *dx, const float *dy, const int32_t *argmax, int P, int H,
                       int W, int k)
 {
     size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
@@ -117,7 +117,7 @@ void maxpool_backward(float *dx, const float *dy, const int32_t *argmax, int P, 
 }
 
 /* y[j] = x[argmax[j]]  =>  ry[j] = rx[argmax[j]] */
-void maxpool_rforward(float *ry, const float *rx, const int32_t *argmax, int P, int H,
+void nn_maxpool_rforward(float *ry, const float *rx, const int32_t *argmax, int P, int H,
                       int W, int k)
 {
     size_t HW = (size_t)H * W, OHW = (size_t)(H / k) * (W / k);
@@ -130,14 +130,14 @@ void maxpool_rforward(float *ry, const float *rx, const int32_t *argmax, int P, 
 
 /* dx[argmax[j]] += dy[j] is linear in dy with a fixed argmax  =>
  * R{dx}[argmax[j]] += rdy[j] */
-void maxpool_rbackward(float *rdx, const float *rdy, const int32_t *argmax, int P,
+void nn_maxpool_rbackward(float *rdx, const float *rdy, const int32_t *argmax, int P,
                        int H, int W, int k)
 {
-    maxpool_backward(rdx, rdy, argmax, P, H, W, k);
+    nn_maxpool_backward(rdx, rdy, argmax, P, H, W, k);
 }
 
 /* y[b,c] = (1/HW) sum_i x[c,b,i] */
-void gap_forward(float *y, const float *x, int C, int B, int HW)
+void nn_gap_forward(float *y, const float *x, int C, int B, int HW)
 {
     float inv = 1.0f / (float)HW;
     NN_OMP(parallel for if (parallel: nn_par((size_t)C * B * HW)) schedule(static))
@@ -151,7 +151,7 @@ void gap_forward(float *y, const float *x, int C, int B, int HW)
 }
 
 /* y[b,c] = (1/HW) sum_i x[c,b,i]  =>  dx[c,b,i] += dy[b,c] / HW */
-void gap_backward(float *dx, const float *dy, int C, int B, int HW)
+void nn_gap_backward(float *dx, const float *dy, int C, int B, int HW)
 {
     float inv = 1.0f / (float)HW;
     NN_OMP(parallel for if (parallel: nn_par((size_t)C * B * HW)) schedule(static))

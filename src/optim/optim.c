@@ -29,12 +29,13 @@
  * allocates.
  */
 #include "optim.h"
+#include "optim/adam.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-const char *const lopt_optim_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
+const char *const lopt_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                         NULL};
 
 /* ---- learning-rate schedules ------------------------------------------------------ */
@@ -165,24 +166,9 @@ static void rmsprop_step(lopt_optimizer *o, float *w, const float *g)
 static void adam_step(lopt_optimizer *o, float *w, const float *g)
 {
     optim_ctx *c = o->ctx;
-    const size_t n = o->n;
-    const float wd = c->hp.weight_decay, eps = c->hp.eps;
-    const float b1 = c->hp.beta1, b2 = c->hp.beta2;
-    const float one_m_b1 = (float)(1.0 - (double)b1), one_m_b2 = (float)(1.0 - (double)b2);
     c->t++;
-    const double bc1 = 1.0 - pow((double)b1, (double)c->t);
-    const double bc2 = 1.0 - pow((double)b2, (double)c->t);
-    const float neg_step = (float)(-(step_lr(c) / bc1));
-    const float bc2_sqrt = (float)sqrt(bc2);
-    float *m = c->m;   /* (n) first moment */
-    float *v = c->v;   /* (n) second moment */
-    for (size_t i = 0; i < n; i++) {
-        float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
-        m[i] = b1 * m[i] + one_m_b1 * d;
-        v[i] = b2 * v[i] + (one_m_b2 * d) * d;
-        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        w[i] = w[i] + (neg_step * m[i]) / denom;
-    }
+    const lopt_adam_bias a = lopt_adam_bias_at(c->hp.beta1, c->hp.beta2, c->t);
+    lopt_adam_f32(w, c->m, c->v, g, o->n, &a, step_lr(c), c->hp.eps, c->hp.weight_decay);
 }
 
 /* ---- the common interface --------------------------------------------------------- */
@@ -273,7 +259,7 @@ static lopt_status check_hparams(const char *name, const lopt_hparams *hp, lopt_
 /* sgd, momentum and nesterov are all torch.optim.SGD driven by hp; the name picks the
  * defaults (lopt_hparams_default), and "nesterov" also forces Nesterov's variant.
  * hp NULL means the name's defaults. */
-lopt_status lopt_optim_create(lopt_optimizer *o, const char *name,
+lopt_status lopt_optimizer_create(lopt_optimizer *o, const char *name,
                               const lopt_hparams *hp, size_t n, lopt_err *err)
 {
     memset(o, 0, sizeof *o);
@@ -297,8 +283,8 @@ lopt_status lopt_optim_create(lopt_optimizer *o, const char *name,
         c->m = lopt_floats(vecs * n);
         if (vecs == 2) c->v = c->m + n;
     }
-    for (int i = 0; lopt_optim_names[i]; i++)   /* static storage, outlives the caller's */
-        if (strcmp(name, lopt_optim_names[i]) == 0) o->name = lopt_optim_names[i];
+    for (int i = 0; lopt_optimizer_names[i]; i++)   /* static storage, outlives the caller's */
+        if (strcmp(name, lopt_optimizer_names[i]) == 0) o->name = lopt_optimizer_names[i];
     o->n = n;
     o->ctx = c;
     o->step = kind == 0 ? sgd_step : kind == 1 ? rmsprop_step : adam_step;

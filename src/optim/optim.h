@@ -38,6 +38,10 @@
 
 #include "core/core.h"
 
+/* lopt_optimizer is lopt's one name for the optimizer concept inside the library:
+ * lopt_optimizer_create makes a hand-designed one, lopt_learned_create
+ * (lopt/mlp_lopt.h) a learned one. The public API's handle lopt_opt (include/lopt.h)
+ * is the learned optimizer as programs outside lopt see it. */
 typedef struct lopt_optimizer lopt_optimizer;
 struct lopt_optimizer {
     const char *name;
@@ -100,10 +104,10 @@ typedef struct {
 lopt_status lopt_hparams_default(lopt_hparams *hp, const char *name, lopt_err *err);
 
 /* Creates the named optimizer for n parameters. o->free(o) releases it. */
-lopt_status lopt_optim_create(lopt_optimizer *o, const char *name,
+lopt_status lopt_optimizer_create(lopt_optimizer *o, const char *name,
                               const lopt_hparams *hp, size_t n, lopt_err *err);
 
-/* The names lopt_optim_create knows, NULL-terminated. */
-extern const char *const lopt_optim_names[];
+/* The names lopt_optimizer_create knows, NULL-terminated. */
+extern const char *const lopt_optimizer_names[];
 
 #endif

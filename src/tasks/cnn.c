@@ -106,14 +106,14 @@ typedef struct {
 static void ws_alloc(cnn_ws *s)
 {
     const int n = CNN_CHUNK;
-    s->x = lopt_floats(conv3_padded_floats(n, 28, 28, 1));
+    s->x = lopt_floats(nn_conv3_padded_floats(n, 28, 28, 1));
     s->y1 = lopt_floats((size_t)n * 784 * C1);
-    s->p1 = lopt_floats(conv3_padded_floats(n, 14, 14, C1));
-    s->rp1 = lopt_floats(conv3_padded_floats(n, 14, 14, C1));
+    s->p1 = lopt_floats(nn_conv3_padded_floats(n, 14, 14, C1));
+    s->rp1 = lopt_floats(nn_conv3_padded_floats(n, 14, 14, C1));
     s->am1 = lopt_xcalloc((size_t)n * 196 * C1, sizeof(int32_t));
     s->y2 = lopt_floats((size_t)n * 196 * C2);
-    s->p2 = lopt_floats(conv3_padded_floats(n, 7, 7, C2));
-    s->rp2 = lopt_floats(conv3_padded_floats(n, 7, 7, C2));
+    s->p2 = lopt_floats(nn_conv3_padded_floats(n, 7, 7, C2));
+    s->rp2 = lopt_floats(nn_conv3_padded_floats(n, 7, 7, C2));
     s->am2 = lopt_xcalloc((size_t)n * 49 * C2, sizeof(int32_t));
     s->a3 = lopt_floats((size_t)n * 49 * C3);
     s->ra3 = lopt_floats((size_t)n * 49 * C3);
@@ -126,14 +126,14 @@ static void ws_alloc(cnn_ws *s)
     s->prob = lopt_floats((size_t)n * NCLS);
     s->dz = lopt_floats((size_t)n * NCLS);
     s->rdz = lopt_floats((size_t)n * NCLS);
-    s->da3 = lopt_floats(conv3_padded_floats(n, 7, 7, C3));
-    s->rda3 = lopt_floats(conv3_padded_floats(n, 7, 7, C3));
+    s->da3 = lopt_floats(nn_conv3_padded_floats(n, 7, 7, C3));
+    s->rda3 = lopt_floats(nn_conv3_padded_floats(n, 7, 7, C3));
     s->dp2 = lopt_floats((size_t)n * 49 * C2);
-    s->da2 = lopt_floats(conv3_padded_floats(n, 14, 14, C2));
-    s->rda2 = lopt_floats(conv3_padded_floats(n, 14, 14, C2));
+    s->da2 = lopt_floats(nn_conv3_padded_floats(n, 14, 14, C2));
+    s->rda2 = lopt_floats(nn_conv3_padded_floats(n, 14, 14, C2));
     s->dp1 = lopt_floats((size_t)n * 196 * C1);
-    s->da1 = lopt_floats(conv3_padded_floats(n, 28, 28, C1));
-    s->rda1 = lopt_floats(conv3_padded_floats(n, 28, 28, C1));
+    s->da1 = lopt_floats(nn_conv3_padded_floats(n, 28, 28, C1));
+    s->rda1 = lopt_floats(nn_conv3_padded_floats(n, 28, 28, C1));
 }
 
 static void ws_free(cnn_ws *s)
@@ -166,11 +166,11 @@ static void packed_free(cnn_packed *p)
 
 static void pack(cnn_packed *p, const float *w)
 {
-    conv3_pack(p->wp1, P(w, T_W1), 1, C1);
-    conv3_pack(p->wp2, P(w, T_W2), C1, C2);
-    conv3_pack(p->wp3, P(w, T_W3), C2, C3);
-    conv3_pack_adjoint(p->wt2, P(w, T_W2), C1, C2);
-    conv3_pack_adjoint(p->wt3, P(w, T_W3), C2, C3);
+    nn_conv3_pack(p->wp1, P(w, T_W1), 1, C1);
+    nn_conv3_pack(p->wp2, P(w, T_W2), C1, C2);
+    nn_conv3_pack(p->wp3, P(w, T_W3), C2, C3);
+    nn_conv3_pack_adjoint(p->wt2, P(w, T_W2), C1, C2);
+    nn_conv3_pack_adjoint(p->wt3, P(w, T_W3), C2, C3);
 }
 
 static conv3_shape sh1(int n) { return (conv3_shape){n, 28, 28, 1, C1}; }
@@ -182,18 +182,18 @@ static double chunk_forward(cnn_ws *s, const cnn_packed *pw, const float *w, con
                             const int32_t *y, int n, int *correct)
 {
     conv3_shape s1 = sh1(n), s2 = sh2(n), s3 = sh3(n);
-    nhwc_pad(s->x, x, n, 28, 28, 1);
-    conv3_forward(s->y1, s->x, pw->wp1, P(w, T_B1), &s1);
-    relu_maxpool2_forward(s->p1, s->am1, s->y1, n, 28, 28, C1);
-    conv3_forward(s->y2, s->p1, pw->wp2, P(w, T_B2), &s2);
-    relu_maxpool2_forward(s->p2, s->am2, s->y2, n, 14, 14, C2);
-    conv3_forward(s->a3, s->p2, pw->wp3, P(w, T_B3), &s3);
-    relu_gap_forward(s->g, s->a3, n, 49, C3);
-    dense_forward(s->z, s->g, P(w, T_WF), P(w, T_BF), n, C3, NCLS);
+    nn_nhwc_pad(s->x, x, n, 28, 28, 1);
+    nn_conv3_forward(s->y1, s->x, pw->wp1, P(w, T_B1), &s1);
+    nn_relu_maxpool2_forward(s->p1, s->am1, s->y1, n, 28, 28, C1);
+    nn_conv3_forward(s->y2, s->p1, pw->wp2, P(w, T_B2), &s2);
+    nn_relu_maxpool2_forward(s->p2, s->am2, s->y2, n, 14, 14, C2);
+    nn_conv3_forward(s->a3, s->p2, pw->wp3, P(w, T_B3), &s3);
+    nn_relu_gap_forward(s->g, s->a3, n, 49, C3);
+    nn_dense_forward(s->z, s->g, P(w, T_WF), P(w, T_BF), n, C3, NCLS);
     double loss = 0;
     for (int i = 0; i < n; i++) {
         int ok = 0;
-        loss += softmax_xent_forward(s->prob + i * NCLS, &ok, s->z + i * NCLS, y + i, 1, NCLS);
+        loss += nn_softmax_xent_forward(s->prob + i * NCLS, &ok, s->z + i * NCLS, y + i, 1, NCLS);
         *correct += ok;
     }
     return loss;
@@ -213,13 +213,13 @@ static void chunk_backward(cnn_ws *s, const cnn_packed *pw, const float *w, cons
         d[y[i]] -= invB;
     }
     memset(s->dg, 0, (size_t)n * C3 * sizeof(float));
-    dense_backward(s->dg, P(g, T_WF), P(g, T_BF), s->dz, s->g, P(w, T_WF), n, C3, NCLS);
-    relu_gap_backward(s->da3, s->dg, s->a3, n, 7, 7, C3);
-    conv3_backward(s->dp2, P(g, T_W3), P(g, T_B3), s->da3, s->p2, pw->wt3, &s3);
-    relu_maxpool2_backward(s->da2, s->dp2, s->am2, s->p2, n, 14, 14, C2);
-    conv3_backward(s->dp1, P(g, T_W2), P(g, T_B2), s->da2, s->p1, pw->wt2, &s2);
-    relu_maxpool2_backward(s->da1, s->dp1, s->am1, s->p1, n, 28, 28, C1);
-    conv3_backward(NULL, P(g, T_W1), P(g, T_B1), s->da1, s->x, NULL, &s1);
+    nn_dense_backward(s->dg, P(g, T_WF), P(g, T_BF), s->dz, s->g, P(w, T_WF), n, C3, NCLS);
+    nn_relu_gap_backward(s->da3, s->dg, s->a3, n, 7, 7, C3);
+    nn_conv3_backward(s->dp2, P(g, T_W3), P(g, T_B3), s->da3, s->p2, pw->wt3, &s3);
+    nn_relu_maxpool2_backward(s->da2, s->dp2, s->am2, s->p2, n, 14, 14, C2);
+    nn_conv3_backward(s->dp1, P(g, T_W2), P(g, T_B2), s->da2, s->p1, pw->wt2, &s2);
+    nn_relu_maxpool2_backward(s->da1, s->dp1, s->am1, s->p1, n, 28, 28, C1);
+    nn_conv3_backward(NULL, P(g, T_W1), P(g, T_B1), s->da1, s->x, NULL, &s1);
 }
 
 /* R-forward along v, then R-backward; h (N, packed) += the chunk's share of H v */
@@ -228,13 +228,13 @@ static void chunk_hvp(cnn_ws *s, const cnn_packed *pw, const cnn_packed *pv, con
 {
     conv3_shape s1 = sh1(n), s2 = sh2(n), s3 = sh3(n);
     /* R-forward; the image is data, so the first convolution has no input tangent */
-    conv3_rforward(s->y1, NULL, s->x, pw->wp1, pv->wp1, P(v, T_B1), &s1);
-    relu_maxpool2_rforward(s->rp1, s->y1, s->am1, s->p1, n, 28, 28, C1);
-    conv3_rforward(s->y2, s->rp1, s->p1, pw->wp2, pv->wp2, P(v, T_B2), &s2);
-    relu_maxpool2_rforward(s->rp2, s->y2, s->am2, s->p2, n, 14, 14, C2);
-    conv3_rforward(s->ra3, s->rp2, s->p2, pw->wp3, pv->wp3, P(v, T_B3), &s3);
-    relu_gap_rforward(s->rg, s->ra3, s->a3, n, 49, C3);
-    dense_rforward(s->rz, s->rg, s->g, P(w, T_WF), P(v, T_WF), P(v, T_BF), n, C3, NCLS);
+    nn_conv3_rforward(s->y1, NULL, s->x, pw->wp1, pv->wp1, P(v, T_B1), &s1);
+    nn_relu_maxpool2_rforward(s->rp1, s->y1, s->am1, s->p1, n, 28, 28, C1);
+    nn_conv3_rforward(s->y2, s->rp1, s->p1, pw->wp2, pv->wp2, P(v, T_B2), &s2);
+    nn_relu_maxpool2_rforward(s->rp2, s->y2, s->am2, s->p2, n, 14, 14, C2);
+    nn_conv3_rforward(s->ra3, s->rp2, s->p2, pw->wp3, pv->wp3, P(v, T_B3), &s3);
+    nn_relu_gap_rforward(s->rg, s->ra3, s->a3, n, 49, C3);
+    nn_dense_rforward(s->rz, s->rg, s->g, P(w, T_WF), P(v, T_WF), P(v, T_BF), n, C3, NCLS);
 
     /* dz = (prob - onehot)/B  =>  R{dz} = (prob * rz - prob <prob, rz>) / B */
     for (int i = 0; i < n; i++) {
@@ -245,16 +245,16 @@ static void chunk_hvp(cnn_ws *s, const cnn_packed *pw, const cnn_packed *pv, con
         for (int k = 0; k < NCLS; k++) r[k] = p[k] * (rz[k] - (float)dot) * invB;
     }
     memset(s->rdg, 0, (size_t)n * C3 * sizeof(float));
-    dense_rbackward(s->rdg, P(h, T_WF), P(h, T_BF), s->rdz, s->dz, s->g, s->rg, P(w, T_WF),
+    nn_dense_rbackward(s->rdg, P(h, T_WF), P(h, T_BF), s->rdz, s->dz, s->g, s->rg, P(w, T_WF),
                     P(v, T_WF), n, C3, NCLS);
-    relu_gap_backward(s->rda3, s->rdg, s->a3, n, 7, 7, C3);
-    conv3_rbackward(s->dp2, P(h, T_W3), P(h, T_B3), s->rda3, s->da3, s->p2, s->rp2, pw->wt3,
+    nn_relu_gap_backward(s->rda3, s->rdg, s->a3, n, 7, 7, C3);
+    nn_conv3_rbackward(s->dp2, P(h, T_W3), P(h, T_B3), s->rda3, s->da3, s->p2, s->rp2, pw->wt3,
                     pv->wt3, &s3);
-    relu_maxpool2_backward(s->rda2, s->dp2, s->am2, s->p2, n, 14, 14, C2);
-    conv3_rbackward(s->dp1, P(h, T_W2), P(h, T_B2), s->rda2, s->da2, s->p1, s->rp1, pw->wt2,
+    nn_relu_maxpool2_backward(s->rda2, s->dp2, s->am2, s->p2, n, 14, 14, C2);
+    nn_conv3_rbackward(s->dp1, P(h, T_W2), P(h, T_B2), s->rda2, s->da2, s->p1, s->rp1, pw->wt2,
                     pv->wt2, &s2);
-    relu_maxpool2_backward(s->rda1, s->dp1, s->am1, s->p1, n, 28, 28, C1);
-    conv3_rbackward(NULL, P(h, T_W1), P(h, T_B1), s->rda1, s->da1, s->x, NULL, NULL, NULL, &s1);
+    nn_relu_maxpool2_backward(s->rda1, s->dp1, s->am1, s->p1, n, 28, 28, C1);
+    nn_conv3_rbackward(NULL, P(h, T_W1), P(h, T_B1), s->rda1, s->da1, s->x, NULL, NULL, NULL, &s1);
 }
 
 /* out (N, torch layout) = sum over groups of part (packed), in group order */
@@ -270,9 +270,9 @@ static void reduce_groups(float *out, const float *part, int G)
     memset(P(out, T_W1), 0, C1 * 9 * sizeof(float));
     memset(P(out, T_W2), 0, C2 * C1 * 9 * sizeof(float));
     memset(P(out, T_W3), 0, C3 * C2 * 9 * sizeof(float));
-    conv3_unpack_grad(P(out, T_W1), P(acc, T_W1), 1, C1);
-    conv3_unpack_grad(P(out, T_W2), P(acc, T_W2), C1, C2);
-    conv3_unpack_grad(P(out, T_W3), P(acc, T_W3), C2, C3);
+    nn_conv3_unpack_grad(P(out, T_W1), P(acc, T_W1), 1, C1);
+    nn_conv3_unpack_grad(P(out, T_W2), P(acc, T_W2), C1, C2);
+    nn_conv3_unpack_grad(P(out, T_W3), P(acc, T_W3), C2, C3);
 }
 
 /* The whole batch: the loss; grad (may be NULL) the gradient; with v, hv = H v. */
@@ -357,14 +357,14 @@ static void cnn_free(void *ctx)
     lopt_free(c->part_g);
     lopt_free(c->part_h);
     lopt_free(c->gbuf);
-    task_data_release(c->data);
+    lopt_task_data_release(c->data);
     free(c);
 }
 
-lopt_status task_cnn_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *err)
+lopt_status lopt_task_cnn_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *err)
 {
     const lopt_fmnist *fm;
-    lopt_status st = task_data_acquire(&fm, 28, o->data_dir, err);
+    lopt_status st = lopt_task_data_acquire(&fm, 28, o->data_dir, err);
     if (st != LOPT_OK) return st;
     cnn_ctx *c = lopt_xcalloc(1, sizeof *c);
     c->data = fm;
@@ -386,7 +386,7 @@ lopt_status task_cnn_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *
     t->tensors = cnn_tensors;
     t->batch_size = o->batch > 0 ? o->batch : CNN_BATCH;
     t->input = 784;
-    task_data_splits(t->data, fm);
+    lopt_task_data_splits(t->data, fm);
     t->ctx = c;
     t->init = cnn_init;
     t->loss_grad = cnn_loss_grad;

@@ -44,10 +44,10 @@ static double mlp_forward(mlp_ctx *c, const float *w, const lopt_batch_view *b)
 {
     int B = b->size, correct = 0;
     LOPT_ASSERT(B <= c->cap);
-    dense_forward(c->h, b->x, P(w, T_W1), P(w, T_B1), B, MLP_IN, MLP_HID);
-    relu_forward(c->h, c->h, (size_t)B * MLP_HID);
-    dense_forward(c->z, c->h, P(w, T_W2), P(w, T_B2), B, MLP_HID, MLP_OUT);
-    double loss = softmax_xent_forward(c->prob, &correct, c->z, b->labels, B, MLP_OUT);
+    nn_dense_forward(c->h, b->x, P(w, T_W1), P(w, T_B1), B, MLP_IN, MLP_HID);
+    nn_relu_forward(c->h, c->h, (size_t)B * MLP_HID);
+    nn_dense_forward(c->z, c->h, P(w, T_W2), P(w, T_B2), B, MLP_HID, MLP_OUT);
+    double loss = nn_softmax_xent_forward(c->prob, &correct, c->z, b->labels, B, MLP_OUT);
     c->accuracy = (double)correct / B;
     return loss;
 }
@@ -60,11 +60,11 @@ static void mlp_backward(mlp_ctx *c, const float *w, const lopt_batch_view *b, f
     memset(c->dz, 0, (size_t)B * MLP_OUT * sizeof(float));
     memset(c->dh, 0, (size_t)B * MLP_HID * sizeof(float));
     memset(c->da, 0, (size_t)B * MLP_HID * sizeof(float));
-    softmax_xent_backward(c->dz, c->prob, b->labels, B, MLP_OUT);
-    dense_backward(c->dh, P(grad, T_W2), P(grad, T_B2), c->dz, c->h, P(w, T_W2), B,
+    nn_softmax_xent_backward(c->dz, c->prob, b->labels, B, MLP_OUT);
+    nn_dense_backward(c->dh, P(grad, T_W2), P(grad, T_B2), c->dz, c->h, P(w, T_W2), B,
                    MLP_HID, MLP_OUT);
-    relu_backward(c->da, c->dh, c->h, (size_t)B * MLP_HID);
-    dense_backward(NULL, P(grad, T_W1), P(grad, T_B1), c->da, b->x, P(w, T_W1), B,
+    nn_relu_backward(c->da, c->dh, c->h, (size_t)B * MLP_HID);
+    nn_dense_backward(NULL, P(grad, T_W1), P(grad, T_B1), c->da, b->x, P(w, T_W1), B,
                    MLP_IN, MLP_HID);
 }
 
@@ -85,21 +85,21 @@ static double mlp_hvp(void *ctx, const float *w, const lopt_batch_view *b, const
     double loss = mlp_forward(c, w, b);
     mlp_backward(c, w, b, grad ? grad : gbuf);
     /* R-forward: the input is data (no tangent) */
-    dense_rforward(c->rh, NULL, b->x, P(w, T_W1), P(v, T_W1), P(v, T_B1), B, MLP_IN,
+    nn_dense_rforward(c->rh, NULL, b->x, P(w, T_W1), P(v, T_W1), P(v, T_B1), B, MLP_IN,
                    MLP_HID);
-    relu_rforward(c->rh, c->rh, c->h, (size_t)B * MLP_HID);
-    dense_rforward(c->rz, c->rh, c->h, P(w, T_W2), P(v, T_W2), P(v, T_B2), B, MLP_HID,
+    nn_relu_rforward(c->rh, c->rh, c->h, (size_t)B * MLP_HID);
+    nn_dense_rforward(c->rz, c->rh, c->h, P(w, T_W2), P(v, T_W2), P(v, T_B2), B, MLP_HID,
                    MLP_OUT);
     /* R-backward */
     memset(hv, 0, MLP_N * sizeof(float));
     memset(c->rdz, 0, (size_t)B * MLP_OUT * sizeof(float));
     memset(c->rdh, 0, (size_t)B * MLP_HID * sizeof(float));
     memset(c->rda, 0, (size_t)B * MLP_HID * sizeof(float));
-    softmax_xent_rbackward(c->rdz, c->prob, c->rz, B, MLP_OUT);
-    dense_rbackward(c->rdh, P(hv, T_W2), P(hv, T_B2), c->rdz, c->dz, c->h, c->rh,
+    nn_softmax_xent_rbackward(c->rdz, c->prob, c->rz, B, MLP_OUT);
+    nn_dense_rbackward(c->rdh, P(hv, T_W2), P(hv, T_B2), c->rdz, c->dz, c->h, c->rh,
                     P(w, T_W2), P(v, T_W2), B, MLP_HID, MLP_OUT);
-    relu_rbackward(c->rda, c->rdh, c->h, (size_t)B * MLP_HID);
-    dense_rbackward(NULL, P(hv, T_W1), P(hv, T_B1), c->rda, c->da, b->x, NULL,
+    nn_relu_rbackward(c->rda, c->rdh, c->h, (size_t)B * MLP_HID);
+    nn_dense_rbackward(NULL, P(hv, T_W1), P(hv, T_B1), c->rda, c->da, b->x, NULL,
                     P(w, T_W1), P(v, T_W1), B, MLP_IN, MLP_HID);
     return loss;
 }
@@ -119,14 +119,14 @@ static void mlp_free(void *ctx)
     float *bufs[] = {c->h, c->z, c->prob, c->dz, c->dh, c->da, c->rh, c->rz,
                      c->rdz, c->rdh, c->rda};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) lopt_free(bufs[i]);
-    task_data_release(c->data);
+    lopt_task_data_release(c->data);
     free(c);
 }
 
-lopt_status task_mlp_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *err)
+lopt_status lopt_task_mlp_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *err)
 {
     const lopt_fmnist *fm;
-    lopt_status st = task_data_acquire(&fm, 8, o->data_dir, err);
+    lopt_status st = lopt_task_data_acquire(&fm, 8, o->data_dir, err);
     if (st != LOPT_OK) return st;
     mlp_ctx *c = lopt_xcalloc(1, sizeof *c);
     int B = o->batch > 0 ? o->batch : MLP_BATCH;
@@ -150,7 +150,7 @@ lopt_status task_mlp_spec(lopt_task_spec *t, const lopt_task_opts *o, lopt_err *
     t->tensors = mlp_tensors;
     t->batch_size = B;
     t->input = MLP_IN;
-    task_data_splits(t->data, fm);
+    lopt_task_data_splits(t->data, fm);
     t->ctx = c;
     t->init = mlp_init;
     t->loss_grad = mlp_loss_grad;

@@ -63,7 +63,7 @@ static double quad_accuracy(void *ctx) { (void)ctx; return NAN; }
 
 static void quad_free(void *ctx) { free(ctx); }
 
-lopt_status task_quadratic_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err)
+lopt_status lopt_task_quadratic_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err)
 {
     (void)err;
     quad_ctx *q = lopt_xcalloc(1, sizeof *q);

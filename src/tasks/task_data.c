@@ -14,7 +14,7 @@ typedef struct {
 
 static data_slot slots[2];
 
-lopt_status task_data_acquire(const lopt_fmnist **fm, int size, const char *dir,
+lopt_status lopt_task_data_acquire(const lopt_fmnist **fm, int size, const char *dir,
                               lopt_err *err)
 {
     data_slot *s = &slots[size == 28 ? 0 : 1];
@@ -28,14 +28,14 @@ lopt_status task_data_acquire(const lopt_fmnist **fm, int size, const char *dir,
     return LOPT_OK;
 }
 
-void task_data_release(const lopt_fmnist *fm)
+void lopt_task_data_release(const lopt_fmnist *fm)
 {
     for (int i = 0; i < 2; i++)
         if (fm == &slots[i].fm && slots[i].refs > 0 && --slots[i].refs == 0)
             lopt_fmnist_free(&slots[i].fm);
 }
 
-void task_data_splits(lopt_split_data data[3], const lopt_fmnist *fm)
+void lopt_task_data_splits(lopt_split_data data[3], const lopt_fmnist *fm)
 {
     for (int k = 0; k < 3; k++) {
         const lopt_dataset *d = &fm->split[k];

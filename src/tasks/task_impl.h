@@ -6,17 +6,17 @@
 
 #include "tasks/task.h"
 
-lopt_status task_quadratic_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
-lopt_status task_mlp_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
-lopt_status task_cnn_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
+lopt_status lopt_task_quadratic_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
+lopt_status lopt_task_mlp_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
+lopt_status lopt_task_cnn_spec(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
 
 /* The in-memory splits of a loaded Fashion-MNIST, for a spec's data. */
-void task_data_splits(lopt_split_data data[3], const lopt_fmnist *fm);
+void lopt_task_data_splits(lopt_split_data data[3], const lopt_fmnist *fm);
 
 /* Loads Fashion-MNIST at size x size once per process and shares it between
  * tasks (read-only after loading; reference counted). */
-lopt_status task_data_acquire(const lopt_fmnist **fm, int size, const char *dir,
+lopt_status lopt_task_data_acquire(const lopt_fmnist **fm, int size, const char *dir,
                               lopt_err *err);
-void task_data_release(const lopt_fmnist *fm);
+void lopt_task_data_release(const lopt_fmnist *fm);
 
 #endif

@@ -23,7 +23,7 @@ const lopt_task_info lopt_task_list[] = {
 };
 
 typedef lopt_status (*builtin_fn)(lopt_task_spec *s, const lopt_task_opts *o, lopt_err *err);
-static const builtin_fn builtins[] = {task_quadratic_spec, task_mlp_spec, task_cnn_spec};
+static const builtin_fn builtins[] = {lopt_task_quadratic_spec, lopt_task_mlp_spec, lopt_task_cnn_spec};
 
 #define REG_MAX 64
 #define REG_NAME 64
