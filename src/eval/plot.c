@@ -6,52 +6,45 @@
 
 #include "eval/plot.h"
 
-lopt_status lopt_plot_write(const lopt_plot *p, const char *base, lopt_err *err)
+/* BASE.svg from svg (len bytes), then BASE.png from the rgb raster (w x h); both
+ * atomically, both buffers freed */
+static lopt_status write_svg_png(const char *base, char *svg, size_t len, uint8_t *rgb, int w,
+                                 int h, lopt_err *err)
 {
     char path[4096];
-    size_t len;
-    char *svg = lopt_plot_svg(p, &len);
-    if (snprintf(path, sizeof path, "%s.svg", base) >= (int)sizeof path) {
-        free(svg);
-        return lopt_fail(err, LOPT_EUSAGE, "path too long: %s", base);
-    }
-    lopt_status st = lopt_write_atomic(path, svg, len, err);
+    lopt_status st = LOPT_OK;
+    if (snprintf(path, sizeof path, "%s.svg", base) >= (int)sizeof path)
+        st = lopt_fail(err, LOPT_EUSAGE, "path too long: %s", base);
+    if (st == LOPT_OK) st = lopt_write_atomic(path, svg, len, err);
     free(svg);
-    if (st != LOPT_OK) return st;
-    uint8_t *rgb;
-    int w, h;
-    lopt_plot_raster(p, &rgb, &w, &h);
-    unsigned char *png;
-    size_t n;
-    st = lopt_png_encode(rgb, w, h, &png, &n, err);
+    unsigned char *png = NULL;
+    size_t n = 0;
+    if (st == LOPT_OK) st = lopt_png_encode(rgb, w, h, &png, &n, err);
     free(rgb);
-    if (st != LOPT_OK) return st;
-    snprintf(path, sizeof path, "%s.png", base);
-    st = lopt_write_atomic(path, png, n, err);
+    if (st == LOPT_OK) {
+        snprintf(path, sizeof path, "%s.png", base);
+        st = lopt_write_atomic(path, png, n, err);
+    }
     free(png);
     return st;
 }
 
+lopt_status lopt_plot_write(const lopt_plot *p, const char *base, lopt_err *err)
+{
+    size_t len;
+    char *svg = lopt_plot_svg(p, &len);
+    uint8_t *rgb;
+    int w, h;
+    lopt_plot_raster(p, &rgb, &w, &h);
+    return write_svg_png(base, svg, len, rgb, w, h, err);
+}
+
 lopt_status lopt_plot_write_row(const lopt_plot *p, int np, const char *base, lopt_err *err)
 {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s.svg", base) >= (int)sizeof path)
-        return lopt_fail(err, LOPT_EUSAGE, "path too long: %s", base);
     size_t len;
     char *svg = lopt_plot_svg_row(p, np, &len);
-    lopt_status st = lopt_write_atomic(path, svg, len, err);
-    free(svg);
-    if (st != LOPT_OK) return st;
     uint8_t *rgb;
     int w, h;
     lopt_plot_raster_row(p, np, &rgb, &w, &h);
-    unsigned char *png;
-    size_t n;
-    st = lopt_png_encode(rgb, w, h, &png, &n, err);
-    free(rgb);
-    if (st != LOPT_OK) return st;
-    snprintf(path, sizeof path, "%s.png", base);
-    st = lopt_write_atomic(path, png, n, err);
-    free(png);
-    return st;
+    return write_svg_png(base, svg, len, rgb, w, h, err);
 }
