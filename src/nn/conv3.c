@@ -125,18 +125,6 @@ typedef void (*c3_wg_fn)(const c3_wg_args *);
 #define FWD_TILES(X) X(1, 14, 2) X(2, 7, 2) X(2, 14, 1) X(4, 7, 1)
 #define WG_TILES(X) X(3, 1, 1) X(3, 1, 2) X(1, 4, 2) X(1, 8, 1)
 #include "nn/conv3_tmpl.h"
-#undef SFX
-#undef TGT
-#undef V
-#undef VL
-#undef VLD
-#undef VST
-#undef VBC
-#undef VFMA
-#undef VADD
-#undef VZERO
-#undef FWD_TILES
-#undef WG_TILES
 
 /* AVX2 + FMA: 16 registers; 14 accumulators + a weight + a broadcast */
 #define SFX avx2
@@ -152,18 +140,6 @@ typedef void (*c3_wg_fn)(const c3_wg_args *);
 #define FWD_TILES(X) X(1, 14, 1) X(2, 7, 1)
 #define WG_TILES(X) X(3, 1, 1) X(1, 4, 1)
 #include "nn/conv3_tmpl.h"
-#undef SFX
-#undef TGT
-#undef V
-#undef VL
-#undef VLD
-#undef VST
-#undef VBC
-#undef VFMA
-#undef VADD
-#undef VZERO
-#undef FWD_TILES
-#undef WG_TILES
 
 /* SSE (x86-64 baseline): 16 registers, multiply then add (no FMA) needs a temporary */
 #define SFX sse
@@ -179,18 +155,6 @@ typedef void (*c3_wg_fn)(const c3_wg_args *);
 #define FWD_TILES(X) X(1, 7, 1)
 #define WG_TILES(X) X(3, 1, 1) X(1, 2, 1)
 #include "nn/conv3_tmpl.h"
-#undef SFX
-#undef TGT
-#undef V
-#undef VL
-#undef VLD
-#undef VST
-#undef VBC
-#undef VFMA
-#undef VADD
-#undef VZERO
-#undef FWD_TILES
-#undef WG_TILES
 #endif
 
 static int isa_floats(nn_isa isa)

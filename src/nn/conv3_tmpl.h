@@ -1,5 +1,6 @@
 /* conv3_tmpl.h - the register-tiled kernels of conv3.c for one instruction set.
- * Not a header of its own: conv3.c includes it once per ISA with these defined:
+ * Not a header of its own: conv3.c includes it once per ISA with these defined (and
+ * this file undefines them again at its end):
  *   SFX               suffix of the generated names (avx512, avx2, sse)
  *   TGT               the function attribute that enables the ISA (empty: baseline)
  *   V, VL             the vector type and how many floats it holds
@@ -145,3 +146,16 @@ static c3_wg_fn C3_CAT(wg_pick, SFX)(const c3_tile *t, int C)
 #undef C3_WG_ALL_C
 #undef C3_FWD_PICK
 #undef C3_WG_PICK
+/* the instruction set's macros (conv3.c defines them before each inclusion) */
+#undef SFX
+#undef TGT
+#undef V
+#undef VL
+#undef VLD
+#undef VST
+#undef VBC
+#undef VFMA
+#undef VADD
+#undef VZERO
+#undef FWD_TILES
+#undef WG_TILES

@@ -233,29 +233,6 @@ typedef struct {
 #define VMOR(a, b) ((VM)((a) | (b)))
 #define VMANDNOT(a, b) ((VM)((a) & ~(b)))
 #include "nn/nhwc_tmpl.h"
-#undef SFX
-#undef TGT
-#undef V
-#undef VI
-#undef VM
-#undef VL
-#undef VLD
-#undef VST
-#undef VILD
-#undef VIST
-#undef VSET1
-#undef VISET1
-#undef VZERO
-#undef VADD
-#undef VMUL
-#undef VMAX
-#undef VGT
-#undef VUNORD
-#undef VIEQ
-#undef VSEL
-#undef VISEL
-#undef VMOR
-#undef VMANDNOT
 
 #define SFX avx2
 #define TGT __attribute__((target("avx2")))
@@ -282,29 +259,6 @@ typedef struct {
 #define VMOR(a, b) _mm256_or_ps((a), (b))
 #define VMANDNOT(a, b) _mm256_andnot_ps((b), (a))
 #include "nn/nhwc_tmpl.h"
-#undef SFX
-#undef TGT
-#undef V
-#undef VI
-#undef VM
-#undef VL
-#undef VLD
-#undef VST
-#undef VILD
-#undef VIST
-#undef VSET1
-#undef VISET1
-#undef VZERO
-#undef VADD
-#undef VMUL
-#undef VMAX
-#undef VGT
-#undef VUNORD
-#undef VIEQ
-#undef VSEL
-#undef VISEL
-#undef VMOR
-#undef VMANDNOT
 
 #define SFX sse
 #define TGT
@@ -331,29 +285,6 @@ typedef struct {
 #define VMOR(a, b) _mm_or_ps((a), (b))
 #define VMANDNOT(a, b) _mm_andnot_ps((b), (a))
 #include "nn/nhwc_tmpl.h"
-#undef SFX
-#undef TGT
-#undef V
-#undef VI
-#undef VM
-#undef VL
-#undef VLD
-#undef VST
-#undef VILD
-#undef VIST
-#undef VSET1
-#undef VISET1
-#undef VZERO
-#undef VADD
-#undef VMUL
-#undef VMAX
-#undef VGT
-#undef VUNORD
-#undef VIEQ
-#undef VSEL
-#undef VISEL
-#undef VMOR
-#undef VMANDNOT
 #endif
 
 /* the vector table for C channels, or NULL: the scalar code */

@@ -1,6 +1,7 @@
 /* nhwc_tmpl.h - the vector forms of nhwc.c's fused layers for one instruction set,
  * included by nhwc.c once per ISA (the macro set of conv3_tmpl.h plus masks and
- * 32-bit integer lanes, see nhwc.c). Vectors run over channels; C % VL == 0.
+ * 32-bit integer lanes, see nhwc.c; undefined again at the end of this file, so
+ * the next inclusion defines its own). Vectors run over channels; C % VL == 0.
  * Lane for lane the same operations as the scalar forms (selects and the same
  * summation order), NaN rules included, so both give the same bits. */
 
@@ -173,3 +174,27 @@ static const nhwc_impl N2_FN(nhwc_impl) = {
 
 #undef N2_RELU
 #undef N2_TAKES
+/* the instruction set's macros (nhwc.c defines them before each inclusion) */
+#undef SFX
+#undef TGT
+#undef V
+#undef VI
+#undef VM
+#undef VL
+#undef VLD
+#undef VST
+#undef VILD
+#undef VIST
+#undef VSET1
+#undef VISET1
+#undef VZERO
+#undef VADD
+#undef VMUL
+#undef VMAX
+#undef VGT
+#undef VUNORD
+#undef VIEQ
+#undef VSEL
+#undef VISEL
+#undef VMOR
+#undef VMANDNOT
