@@ -4,12 +4,17 @@
  * (its schedule and the normalised momentum direction inside the unroll), for
  * every outer weighting (mean, end, tail:F) and several outer batches; and the
  * first-order variant (no inner HVP) shown NOT to match, so the check would catch
- * a missing second-order term. */
+ * a missing second-order term. And the log kept as rows: a version-2 checkpoint's
+ * CSV log is read into rows that print back to the same text, and a version-3
+ * checkpoint keeps them bit for bit. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "meta/meta.h"
 #include "meta/unroll.h"
 
 static int fd_skipped, fd_total, diff_used;
@@ -186,8 +191,87 @@ static void checkpointed_equals_full(int K, int seg)
     task.free(&task);
 }
 
+/* the length-prefixed CSV log inside a version-2 checkpoint's bytes */
+static const char *v2_log_text(const unsigned char *p, size_t n, size_t *len)
+{
+    size_t h = strlen(lopt_meta_csv_header);
+    for (size_t i = 8; i + h <= n; i++)
+        if (memcmp(p + i, lopt_meta_csv_header, h) == 0) {
+            uint64_t l = 0;
+            for (int k = 0; k < 8; k++) l |= (uint64_t)p[i - 8 + k] << (8 * k);
+            *len = (size_t)l;
+            return (const char *)p + i;
+        }
+    return NULL;
+}
+
+/* field by field (NaN equals NaN: the bits are compared) */
+static int same_rows(const lopt_meta_row *a, const lopt_meta_row *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const double da[] = {a[i].outer_loss, a[i].g_rp_norm, a[i].g_es_norm, a[i].v_rp,
+                             a[i].v_es, a[i].w_es, a[i].inner_steps_per_s, a[i].time_s,
+                             a[i].eval_final, a[i].eval_mean};
+        const double db[] = {b[i].outer_loss, b[i].g_rp_norm, b[i].g_es_norm, b[i].v_rp,
+                             b[i].v_es, b[i].w_es, b[i].inner_steps_per_s, b[i].time_s,
+                             b[i].eval_final, b[i].eval_mean};
+        if (memcmp(da, db, sizeof da) != 0 || a[i].step != b[i].step || a[i].K != b[i].K ||
+            a[i].resets != b[i].resets || a[i].diverged != b[i].diverged ||
+            a[i].skipped != b[i].skipped)
+            return 0;
+    }
+    return 1;
+}
+
+/* file: a version-2 checkpoint under the source tree; optional ones may be absent */
+static void log_rows_roundtrip(const char *file, int optional)
+{
+    const char *src = getenv("LOPT_SRCDIR") ? getenv("LOPT_SRCDIR") : ".";
+    char path[600], out[] = "/tmp/lopt_test_meta_XXXXXX";
+    snprintf(path, sizeof path, "%s/%s", src, file);
+    if (optional && access(path, R_OK) != 0) return;
+    lopt_err err = {0};
+    unsigned char *bytes;
+    size_t nbytes, textlen = 0;
+    lopt_meta *m = NULL, *m3 = NULL;
+    if (lopt_read_file(path, &bytes, &nbytes, &err) != LOPT_OK ||
+        lopt_meta_load(&m, path, &err) != LOPT_OK) {
+        CHECK(0, "%s: %s", path, err.msg);
+        return;
+    }
+    const char *text = v2_log_text(bytes, nbytes, &textlen);
+    const lopt_meta_row *rows, *rows3;
+    size_t n = lopt_meta_rows(m, &rows);
+    char *csv = lopt_meta_log_csv(rows, n);
+    CHECK(n > 0 && rows[n - 1].step == lopt_meta_steps_done(m),
+          "version-2 log: %zu rows, the last not of step %lld", n,
+          (long long)lopt_meta_steps_done(m));
+    CHECK(text && strlen(csv) == textlen && memcmp(csv, text, textlen) == 0,
+          "version-2 log: %zu rows do not print back to its text", n);
+    int fd = mkstemp(out);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd >= 0) close(fd);
+    if (lopt_meta_save(m, out, &err) != LOPT_OK || lopt_meta_load(&m3, out, &err) != LOPT_OK) {
+        CHECK(0, "version 3: %s", err.msg);
+    } else {
+        size_t n3 = lopt_meta_rows(m3, &rows3);
+        CHECK(n3 == n && same_rows(rows3, rows, n),
+              "version-3 checkpoint: %zu rows read back, not the %zu saved bit for bit", n3, n);
+        printf("ok   meta log: %s's %zu rows print back to its CSV (%zu bytes); version 3 "
+               "keeps them bit for bit\n", file, n, textlen);
+    }
+    unlink(out);
+    free(csv);
+    free(bytes);
+    lopt_meta_free(m);
+    lopt_meta_free(m3);
+}
+
 int main(void)
 {
+    log_rows_roundtrip("tests/fuzz/corpus/ckpt/es.ckpt", 0);
+    /* the headline run's, with the evaluation columns */
+    log_rows_roundtrip("runs/fmnist-cnn-cos/sched.lopt.ckpt", 1);
     checkpointed_equals_full(10, 3);
     checkpointed_equals_full(100, 10);
     rp_vs_fd("paper", "quadratic", 10, 0.1f, 2, 1e-2f, "mean", 1, 100000, 1);

@@ -82,14 +82,17 @@ static lopt_status write_outputs(lopt_meta *m, const char *out, const char *ckpt
     if (st == LOPT_OK) st = lopt_file_write(out, lopt_meta_arch(m), lopt_meta_theta(m), &p, err);
     if (st == LOPT_OK) st = write_best(m, out, err);
     if (st == LOPT_OK && log) {
-        const char *text = lopt_meta_log(m);
+        const lopt_meta_row *rows;
+        size_t nrows = lopt_meta_rows(m, &rows);
+        char *text = lopt_meta_log_csv(rows, nrows);
         st = lopt_write_atomic(log, text, strlen(text), err);
+        free(text);
         /* plots beside the log: LOG-without-.csv-loss.{svg,png}, ...-wes.{svg,png} */
         char base[1024];
         snprintf(base, sizeof base, "%s", log);
         size_t len = strlen(base);
         if (len > 4 && strcmp(base + len - 4, ".csv") == 0) base[len - 4] = 0;
-        if (st == LOPT_OK) st = lopt_meta_plot(text, base, err);
+        if (st == LOPT_OK) st = lopt_meta_plot(rows, nrows, base, err);
     }
     return st;
 }

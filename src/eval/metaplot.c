@@ -1,18 +1,13 @@
-/* metaplot.c - plots of a meta-training log (see metaplot.h). Columns are found
- * by their header names, so logs of older checkpoints (without the evaluation
- * columns) plot too; an empty field is a value not measured at that step. */
+/* metaplot.c - plots of a meta-training log (see metaplot.h). A NaN field is a
+ * value not measured at that step (row 0 has only the evaluation). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "eval/metaplot.h"
 #include "eval/plot.h"
 
 #define WINDOW 25
-enum { C_STEP, C_LOSS, C_WES, C_EVAL_FINAL, C_EVAL_MEAN, NWANT };
-static const char *const wanted[NWANT] = {"step", "outer_loss", "w_es", "eval_final",
-                                          "eval_mean"};
 
 /* running mean of the finite y over the last WINDOW points */
 static void smooth(const double *y, int n, double *out)
@@ -29,107 +24,72 @@ static void smooth(const double *y, int n, double *out)
     }
 }
 
-/* the column index of each wanted name in the header line (-1: absent) */
-static void find_columns(const char *csv, int *col)
-{
-    for (int w = 0; w < NWANT; w++) col[w] = -1;
-    const char *end = strchr(csv, '\n');
-    int idx = 0;
-    for (const char *p = csv; p && p < (end ? end : p + strlen(p)); idx++) {
-        const char *q = strpbrk(p, ",\n");
-        size_t len = q ? (size_t)(q - p) : strlen(p);
-        for (int w = 0; w < NWANT; w++)
-            if (strlen(wanted[w]) == len && strncmp(p, wanted[w], len) == 0) col[w] = idx;
-        if (!q || *q == '\n') break;
-        p = q + 1;
-    }
-}
+/* the columns the plots draw: over every row (row 0's outer loss and es weight are
+ * NaN, drawn as gaps), and over the rows evaluated at the horizon */
+typedef struct {
+    int n, neval;
+    double *step, *loss, *wes, *loss_mean, *wes_mean;   /* (n) */
+    double *eval_step, *eval_final, *eval_mean;         /* (neval) */
+} columns;
 
-/* field `k` of the line at p as a number; NaN when empty or absent */
-static double field(const char *p, int k)
+static void columns_fill(columns *c, const lopt_meta_row *rows, size_t n)
 {
-    if (k < 0) return NAN;
-    for (int i = 0; i < k; i++) {
-        p = strpbrk(p, ",\n");
-        if (!p || *p == '\n') return NAN;
-        p++;
-    }
-    if (*p == ',' || *p == '\n' || *p == 0) return NAN;
-    char *end;
-    double v = strtod(p, &end);
-    return end == p ? NAN : v;
-}
-
-static lopt_status plot_eval(const double *step, const double *fin, const double *mean, int n,
-                             const char *base, lopt_err *err)
-{
-    /* only the rows that were evaluated */
-    double *x = lopt_xcalloc((size_t)n, sizeof *x), *yf = lopt_xcalloc((size_t)n, sizeof *yf),
-           *ym = lopt_xcalloc((size_t)n, sizeof *ym);
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        if (!isnan(fin[i])) {
-            x[k] = step[i];
-            yf[k] = fin[i];
-            ym[k++] = mean[i];
+    double **all[] = {&c->step, &c->loss, &c->wes, &c->loss_mean, &c->wes_mean,
+                      &c->eval_step, &c->eval_final, &c->eval_mean};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        *all[i] = lopt_xcalloc(n ? n : 1, sizeof(double));
+    c->n = c->neval = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lopt_meta_row *r = &rows[i];
+        if (!isnan(r->eval_final)) {
+            c->eval_step[c->neval] = (double)r->step;
+            c->eval_final[c->neval] = r->eval_final;
+            c->eval_mean[c->neval++] = r->eval_mean;
         }
-    lopt_status st = LOPT_OK;
-    if (k > 0) {
-        char path[1024];
-        lopt_plot_series s[] = {{"eval_final", x, yf, NULL, NULL, k},
-                                {"eval_mean", x, ym, NULL, NULL, k}};
-        lopt_plot pl = {"at the full horizon, tuning seeds: final and mean validation loss",
-                        "outer step", "validation loss", 0, 0, 0, s, 2};
-        snprintf(path, sizeof path, "%s-eval", base);
-        st = lopt_plot_write(&pl, path, err);
+        c->step[c->n] = (double)r->step;
+        c->loss[c->n] = r->outer_loss;
+        c->wes[c->n++] = r->w_es;
     }
-    free(x);
-    free(yf);
-    free(ym);
-    return st;
+    smooth(c->loss, c->n, c->loss_mean);
+    smooth(c->wes, c->n, c->wes_mean);
 }
 
-lopt_status lopt_meta_plot(const char *csv, const char *base, lopt_err *err)
+static void columns_free(columns *c)
 {
-    int col[NWANT];
-    find_columns(csv, col);
-    int cap = 1024, n = 0;
-    double *v[NWANT];
-    for (int w = 0; w < NWANT; w++) {
-        v[w] = lopt_xcalloc((size_t)cap, sizeof(double));
-    }
-    for (const char *p = strchr(csv, '\n'); p && p[1]; p = strchr(p, '\n')) {
-        p++;
-        if (n == cap) {
-            cap *= 2;
-            for (int w = 0; w < NWANT; w++) {
-                v[w] = lopt_xrealloc(v[w], (size_t)cap * sizeof(double));
-            }
-        }
-        for (int w = 0; w < NWANT; w++) v[w][n] = field(p, col[w]);
-        if (!isnan(v[C_STEP][n])) n++;
-    }
+    double *all[] = {c->step, c->loss, c->wes, c->loss_mean, c->wes_mean,
+                     c->eval_step, c->eval_final, c->eval_mean};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
+}
+
+static lopt_status write_one(const lopt_plot *pl, const char *base, const char *suffix,
+                             lopt_err *err)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s-%s", base, suffix);
+    return lopt_plot_write(pl, path, err);
+}
+
+lopt_status lopt_meta_plot(const lopt_meta_row *rows, size_t n, const char *base,
+                           lopt_err *err)
+{
+    columns c;
+    columns_fill(&c, rows, n);
     lopt_status st = LOPT_OK;
-    if (n > 0) {
-        double *sl = lopt_xcalloc((size_t)n, sizeof *sl), *sw = lopt_xcalloc((size_t)n, sizeof *sw);
-        smooth(v[C_LOSS], n, sl);
-        smooth(v[C_WES], n, sw);
-        char path[1024];
-        lopt_plot_series s1[] = {{"outer loss (per step)", v[C_STEP], v[C_LOSS], NULL, NULL, n},
-                                 {"running mean of 25", v[C_STEP], sl, NULL, NULL, n}};
+    if (c.n > 0) {
+        lopt_plot_series s1[] = {{"outer loss (per step)", c.step, c.loss, NULL, NULL, c.n},
+                                 {"running mean of 25", c.step, c.loss_mean, NULL, NULL, c.n}};
         lopt_plot pl = {"meta-training: outer loss", "outer step", "outer loss", 1, 0, 0, s1, 2};
-        snprintf(path, sizeof path, "%s-loss", base);
-        st = lopt_plot_write(&pl, path, err);
-        lopt_plot_series s2[] = {{"es weight, mean of 25", v[C_STEP], sw, NULL, NULL, n}};
+        lopt_plot_series s2[] = {{"es weight, mean of 25", c.step, c.wes_mean, NULL, NULL, c.n}};
         lopt_plot pw = {"meta-training: weight of es in the merged gradient", "outer step",
                         "mean es weight", 0, 0, 0, s2, 1};
-        snprintf(path, sizeof path, "%s-wes", base);
-        if (st == LOPT_OK) st = lopt_plot_write(&pw, path, err);
-        if (st == LOPT_OK)
-            st = plot_eval(v[C_STEP], v[C_EVAL_FINAL], v[C_EVAL_MEAN], n, base, err);
-        free(sl);
-        free(sw);
+        lopt_plot_series s3[] = {{"eval_final", c.eval_step, c.eval_final, NULL, NULL, c.neval},
+                                 {"eval_mean", c.eval_step, c.eval_mean, NULL, NULL, c.neval}};
+        lopt_plot pe = {"at the full horizon, tuning seeds: final and mean validation loss",
+                        "outer step", "validation loss", 0, 0, 0, s3, 2};
+        st = write_one(&pl, base, "loss", err);
+        if (st == LOPT_OK) st = write_one(&pw, base, "wes", err);
+        if (st == LOPT_OK && c.neval > 0) st = write_one(&pe, base, "eval", err);
     }
-    for (int w = 0; w < NWANT; w++) free(v[w]);
+    columns_free(&c);
     return st;
 }

@@ -5,10 +5,12 @@
 #define LOPT_METAPLOT_H
 
 #include "core/core.h"
+#include "meta/meta.h"
 
-/* csv: the text of a meta-train log (lopt_meta_csv_header + rows). Writes
- * BASE-loss.{svg,png}, BASE-wes.{svg,png} and, if any row was evaluated at
- * the horizon, BASE-eval.{svg,png}. A log with no rows writes nothing. */
-lopt_status lopt_meta_plot(const char *csv, const char *base, lopt_err *err);
+/* rows: a meta-training log (lopt_meta_rows). Writes BASE-loss.{svg,png},
+ * BASE-wes.{svg,png} and, if any row was evaluated at the horizon,
+ * BASE-eval.{svg,png}. A log with no outer steps writes nothing. */
+lopt_status lopt_meta_plot(const lopt_meta_row *rows, size_t n, const char *base,
+                           lopt_err *err);
 
 #endif

@@ -16,21 +16,15 @@
 #include "optim/adam.h"
 #include "meta/dist.h"
 #include "meta/meta.h"
+#include "meta/meta_log.h"
 
 const char *const lopt_est_names[] = {"rp", "es", "merged", "pes", "nres", "fulles"};
-const char lopt_meta_csv_header[] =
-    "step,outer_loss,g_rp_norm,g_es_norm,v_rp,v_es,w_es,K,inner_steps_per_s,resets,"
-    "diverged,skipped,time_s,eval_final,eval_mean\n";
-/* the header of version-1 checkpoints' logs (no evaluation columns) */
-static const char csv_header_v1[] =
-    "step,outer_loss,g_rp_norm,g_es_norm,v_rp,v_es,w_es,K,inner_steps_per_s,resets,"
-    "diverged,skipped,time_s\n";
 
 enum {
     STREAM_EPS = 10, STREAM_TRAJ = 11, STREAM_K = 12, STREAM_HORIZON = 13, STREAM_EPS_LIFE = 14
 };
 #define CKPT_MAGIC "LOPTCKPT"
-#define CKPT_VERSION 2
+#define CKPT_VERSION 3   /* 3: the log as rows; 1 and 2: as CSV text */
 
 void lopt_meta_cfg_default(lopt_meta_cfg *c)
 {
@@ -114,8 +108,7 @@ struct lopt_meta {
     float *best_theta;                /* (np) */
     int64_t best_step;                /* -1: none yet */
     double best_final;
-    char *log;
-    size_t log_len, log_cap;
+    lopt_meta_log log;
 };
 
 static int uses_rp(const lopt_meta_cfg *c)
@@ -141,17 +134,6 @@ static int tape_len(const lopt_meta_cfg *c)
     if (c->estimator == LOPT_EST_FULLES) return (int)c->horizon;
     int k = c->K_max > c->K ? c->K_max : c->K;
     return (int)ceil(k * 1.2) + 1;
-}
-
-static void log_append(lopt_meta *m, const char *s)
-{
-    size_t n = strlen(s);
-    if (m->log_len + n + 1 > m->log_cap) {
-        m->log_cap = (m->log_len + n + 1) * 2;
-        m->log = lopt_xrealloc(m->log, m->log_cap);
-    }
-    memcpy(m->log + m->log_len, s, n + 1);
-    m->log_len += n;
 }
 
 static lopt_status check_cfg(const lopt_meta_cfg *c, lopt_err *err)
@@ -306,7 +288,6 @@ lopt_status lopt_meta_create(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_err
     lopt_status st = meta_alloc(&m, cfg, err);
     if (st != LOPT_OK) return st;
     lopt_theta_init(&m->arch, cfg->seed, m->theta);
-    log_append(m, lopt_meta_csv_header);
     *out = m;
     return LOPT_OK;
 }
@@ -330,8 +311,9 @@ void lopt_meta_free(lopt_meta *m)
                    m->g_es, m->g};
     for (size_t i = 0; i < sizeof fl / sizeof *fl; i++) lopt_free(fl[i]);
     void *pl[] = {m->mask, m->loss_plus, m->loss_minus, m->diff, m->inner_steps,
-                  m->reset_flags, m->div_flags, m->ids, m->log};
+                  m->reset_flags, m->div_flags, m->ids};
     for (size_t i = 0; i < sizeof pl / sizeof *pl; i++) free(pl[i]);
+    lopt_meta_log_free(&m->log);
     lopt_est_sums_free(&m->sums);
     lopt_est_sums_free(&m->pooled);
     for (int i = 0; m->ring && i < m->cfg.pool; i++) lopt_est_sums_free(&m->ring[i]);
@@ -376,7 +358,11 @@ void lopt_meta_set_eval_every(lopt_meta *m, int64_t every)
 {
     m->cfg.eval_every = every > 0 ? every : 0;
 }
-const char *lopt_meta_log(const lopt_meta *m) { return m->log; }
+size_t lopt_meta_rows(const lopt_meta *m, const lopt_meta_row **rows)
+{
+    *rows = m->log.rows;
+    return m->log.n;
+}
 
 void lopt_meta_set_evaluator(lopt_meta *m, lopt_meta_eval_fn fn, void *user)
 {
@@ -585,29 +571,6 @@ static lopt_status evaluate(lopt_meta *m, double *final, double *mean, lopt_err 
     return LOPT_OK;
 }
 
-/* a CSV number: empty for NaN (not measured at this step) */
-static void csv_num(char *buf, size_t cap, const char *fmt, double v)
-{
-    if (isnan(v)) buf[0] = 0;
-    else snprintf(buf, cap, fmt, v);
-}
-
-static void log_row(lopt_meta *m, const lopt_meta_row *r)
-{
-    char line[640], f[7][32];
-    const double v[7] = {r->outer_loss, r->g_rp_norm, r->g_es_norm, r->v_rp, r->v_es, r->w_es,
-                         r->inner_steps_per_s};
-    const char *fmt[7] = {"%.6f", "%.6g", "%.6g", "%.6g", "%.6g", "%.4f", "%.1f"};
-    for (int i = 0; i < 7; i++) csv_num(f[i], sizeof f[i], fmt[i], v[i]);
-    char ef[32], em[32];
-    csv_num(ef, sizeof ef, "%.6f", r->eval_final);
-    csv_num(em, sizeof em, "%.6f", r->eval_mean);
-    snprintf(line, sizeof line, "%lld,%s,%s,%s,%s,%s,%s,%d,%s,%lld,%lld,%d,%.2f,%s,%s\n",
-             (long long)r->step, f[0], f[1], f[2], f[3], f[4], f[5], r->K, f[6],
-             (long long)r->resets, (long long)r->diverged, r->skipped, r->time_s, ef, em);
-    log_append(m, line);
-}
-
 static int eval_due(const lopt_meta *m)
 {
     return m->cfg.eval_every > 0 && m->step % m->cfg.eval_every == 0;
@@ -631,7 +594,7 @@ lopt_status lopt_meta_step(lopt_meta *m, lopt_meta_row *row, lopt_err *err)
         r0.resets = m->resets;
         r0.diverged = m->diverged;
         r0.time_s = m->time_s;
-        log_row(m, &r0);
+        lopt_meta_log_push(&m->log, &r0);
     }
     int K = k_for_step(c, m->step);
     if (K > m->tape) K = m->tape;
@@ -684,7 +647,7 @@ lopt_status lopt_meta_step(lopt_meta *m, lopt_meta_row *row, lopt_err *err)
     row->resets = m->resets;
     row->diverged = m->diverged;
     row->time_s = m->time_s;
-    log_row(m, row);
+    lopt_meta_log_push(&m->log, row);
     return LOPT_OK;
 }
 
@@ -858,26 +821,6 @@ static void get_state_v2(ser_in *in, lopt_meta *m)
     ser_get_f32s(in, m->best_theta, m->np);
 }
 
-/* A version-1 log gets the evaluation columns (empty: not evaluated then). */
-static void upgrade_log_v1(lopt_meta *m)
-{
-    size_t hl = strlen(csv_header_v1);
-    if (!m->log || strncmp(m->log, csv_header_v1, hl) != 0) return;
-    char *old = m->log;
-    m->log = NULL;
-    m->log_len = m->log_cap = 0;
-    log_append(m, lopt_meta_csv_header);
-    for (char *p = old + hl; *p;) {
-        char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        char line[640];
-        snprintf(line, sizeof line, "%.*s,,\n", (int)(len < 600 ? len : 600), p);
-        log_append(m, line);
-        p += len + (nl ? 1 : 0);
-    }
-    free(old);
-}
-
 lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
 {
     const lopt_meta_cfg *c = &m->cfg;
@@ -901,7 +844,7 @@ lopt_status lopt_meta_save(const lopt_meta *m, const char *path, lopt_err *err)
         for (int s = 0; s < c->samples; s++) put_traj(&o, &m->minus[s], m->n, lopt_arch_state_rows(&m->arch));
     if (c->estimator == LOPT_EST_PES) ser_f32s(&o, m->xi, (size_t)c->samples * m->np);
     put_state_v2(&o, m);
-    ser_blob(&o, m->log, m->log_len);
+    lopt_meta_log_put(&o, &m->log);
     uint32_t crc = lopt_crc32(o.p, o.len);
     ser_u64(&o, crc);
     /* never a checkpoint that lopt_meta_load would refuse as too large */
@@ -965,19 +908,16 @@ static lopt_status load_owned(lopt_meta **out, unsigned char *data, size_t len, 
             for (int s = 0; s < cfg.samples; s++) get_traj(&in, &m->minus[s], m->n, lopt_arch_state_rows(&m->arch));
         if (cfg.estimator == LOPT_EST_PES) ser_get_f32s(&in, m->xi, (size_t)cfg.samples * m->np);
         if (version >= 2) get_state_v2(&in, m);
-        size_t loglen;
-        const unsigned char *log = ser_get_blob(&in, &loglen);
-        if (log) {
-            m->log = lopt_xrealloc(NULL, loglen + 1);
-            memcpy(m->log, log, loglen);
-            m->log[loglen] = 0;
-            m->log_len = loglen;
-            m->log_cap = loglen + 1;
+        if (version >= 3) {
+            lopt_meta_log_get(&in, &m->log);
+        } else {
+            size_t loglen;
+            const unsigned char *log = ser_get_blob(&in, &loglen);
+            if (log && !lopt_meta_log_from_csv(log, loglen, &m->log)) in.bad = 1;
         }
     }
     int bad = in.bad || in.pos != in.len;
     free(data);
-    if (!bad && version < 2) upgrade_log_v1(m);
     if (bad) {
         lopt_meta_free(m);
         return lopt_fail(err, LOPT_EFORMAT, "%s: truncated or inconsistent checkpoint", path);

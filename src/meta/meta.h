@@ -99,7 +99,7 @@ typedef struct {
 /* Defaults in one place (sized for this 2-core machine and fmnist8-mlp). */
 void lopt_meta_cfg_default(lopt_meta_cfg *c);
 
-/* What one outer step did: a CSV row. */
+/* What one outer step did: a row of the log (the --log CSV's columns, in order). */
 typedef struct {
     int64_t step;             /* outer steps completed */
     double outer_loss;        /* mean over samples and both sides */
@@ -116,7 +116,10 @@ typedef struct {
     double eval_mean;         /* mean validation loss over the horizon (NaN: idem) */
 } lopt_meta_row;
 
+/* The log's CSV header line (with its newline), and the log as CSV text: the header,
+ * then a line per row, NaN as an empty field (malloc'ed; the caller frees it). */
 extern const char lopt_meta_csv_header[];
+char *lopt_meta_log_csv(const lopt_meta_row *rows, size_t n);
 
 typedef struct lopt_meta lopt_meta;
 
@@ -153,8 +156,10 @@ void lopt_meta_set_outer_steps(lopt_meta *m, int64_t steps);
 /* Changes the evaluation interval (resume; 0 turns it off). */
 void lopt_meta_set_eval_every(lopt_meta *m, int64_t every);
 
-/* The CSV log so far (header + one line per step), kept in the checkpoint. */
-const char *lopt_meta_log(const lopt_meta *m);
+/* The log so far, a row per outer step (and row 0, the starting theta's
+ * evaluation, with eval_every > 0), kept in the checkpoint: sets *rows (valid until
+ * the next step) and returns their count. */
+size_t lopt_meta_rows(const lopt_meta *m, const lopt_meta_row **rows);
 
 /* Checkpoint: everything needed to continue exactly (config, theta, Adam state,
  * RNG counters, live trajectories, the log), CRC-checked, written atomically, at most
