@@ -14,6 +14,19 @@ expect 2 "usage: lopt" --
 expect 2 "unknown command" -- frobnicate
 expect 0 "commands:" -- --help
 for c in tasks train bench init-lopt info; do expect 0 "usage: lopt $c" -- "$c" --help; done
+# every default in --help comes from one place, the value the flag starts with: none
+# is stated twice, and the bound ones show the library's defaults
+twice=$(for c in tasks train bench init-lopt info meta-train compare "pathology surface" \
+          "pathology gradvar" "pathology bias"; do
+          # shellcheck disable=SC2086
+          "$lopt" $c --help 2>&1 | grep "(default.*(default" | sed "s/^/$c: /"; done)
+if [ -z "$twice" ]; then echo "ok   --help states each default once"
+else echo "FAIL: a default stated twice in --help:"; echo "$twice"; fail=1; fi
+expect 0 "--estimator S .*(default merged)" -- meta-train --help
+expect 0 "--eval-seeds S .*(default 10000,10001,10002)" -- meta-train --help
+expect 0 "--steps N .*(default 1000)" -- compare --help
+expect 0 "--baselines S .*(default adam,rmsprop,momentum)" -- compare --help
+expect 0 "--Ks S .*(default 1,3,10,30,100,300)" -- pathology gradvar --help
 expect 0 "fmnist-cnn" -- tasks
 expect 2 "unknown task 'nope'" -- train --task nope --opt adam --steps 10
 expect 2 "bad value for --steps: 'ten'" -- train --task quadratic --opt adam --steps ten

@@ -59,7 +59,8 @@ void cli_settle(const cli_spec *spec, const char *what, lopt_status st, const lo
     lopt_dist_exit(st == LOPT_EUSAGE ? EXIT_USAGE : EXIT_RUNTIME);
 }
 
-/* " (default V)" for a bound option: its field's value before parsing */
+/* " (default V)" for a bound option, and for a string option that has a value
+ * before parsing: that value */
 static void default_text(const cli_opt *o, char *out, size_t cap)
 {
     out[0] = 0;
@@ -71,6 +72,11 @@ static void default_text(const cli_opt *o, char *out, size_t cap)
     case OPT_CHOICE: {
         const cli_choice *c = o->dest;
         snprintf(out, cap, " (default %s)", c->names[*c->value]);
+        break;
+    }
+    case OPT_STR: {
+        const char *v = *(const char *const *)o->dest;
+        if (v) snprintf(out, cap, " (default %s)", v);
         break;
     }
     default: break;
@@ -86,7 +92,7 @@ static void print_help(const cli_spec *s)
         const char *arg = o->kind == OPT_INT || o->kind == OPT_I32 || o->kind == OPT_I64 ? " N"
                         : o->kind == OPT_FLOAT || o->kind == OPT_F32 || o->kind == OPT_F64 ? " X"
                         : o->kind == OPT_STR || o->kind == OPT_CHOICE ? " S" : "";
-        char left[64], def[96];
+        char left[64], def[160];
         snprintf(left, sizeof left, "--%s%s", o->name, arg);
         default_text(o, def, sizeof def);
         printf("  %-22s %s%s%s\n", left, o->help, def, o->required ? " (required)" : "");
@@ -344,6 +350,15 @@ int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint6
         p = end + 1;
     }
     return n;
+}
+
+void cli_format_seeds(const uint64_t *seeds, int n, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%llu", i ? "," : "",
+                                (unsigned long long)seeds[i]);
 }
 
 /* ---- outputs -------------------------------------------------------------------- */

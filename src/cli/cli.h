@@ -13,9 +13,12 @@
 enum { EXIT_USAGE = 2, EXIT_RUNTIME = 1 };
 
 /* Option kinds. OPT_INT, OPT_FLOAT, OPT_STR and OPT_FLAG fill a command's own
- * variables. The bound kinds fill a field of a library config directly, and --help
- * prints that field's value before parsing - the default config's value - as
- * "(default V)": every default lives in the library's _default function alone.
+ * variables; OPT_INT and OPT_FLOAT print no default (their defaults are rules, such
+ * as "steps/20", which the help text states). The bound kinds fill a field of a
+ * library config directly (or a command's own variable), and --help prints that
+ * value before parsing - the default config's value - as "(default V)": every
+ * default lives in the library's _default function alone. An OPT_STR that points at
+ * a string before parsing prints it the same way (its default); NULL prints nothing.
  *   OPT_I32     int*, an integer in int32 range
  *   OPT_I64     int64_t*, an integer
  *   OPT_F32     float*, a finite number that is a float (cli_float_ok)
@@ -70,6 +73,9 @@ int cli_parse_range(const char *s, double *lo, double *hi);
  * count. */
 int cli_parse_seeds(const cli_spec *spec, const char *flag, const char *s, uint64_t *seeds,
                     int max);
+
+/* The inverse: seeds[0..n) as "a,b,c" into buf (a default for --help). */
+void cli_format_seeds(const uint64_t *seeds, int n, char *buf, size_t cap);
 
 /* Joins the MPI job when started by mpirun (core/dist.h) and checks that every rank
  * runs the same arguments (else exits 2). Called first by the commands that

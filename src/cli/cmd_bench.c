@@ -515,7 +515,7 @@ int cmd_bench(int argc, char **argv)
     int64_t runs = 7;
     const char *only = NULL;
     cli_opt opts[] = {
-        {"runs", OPT_INT, &runs, "timed runs per measurement (default 7)", 0, 0},
+        {"runs", OPT_I64, &runs, "timed runs per measurement", 0, 0},
         {"only", OPT_STR, &only, "run only measurements whose name contains S", 0, 0},
     };
     cli_spec spec = {"bench", "lopt bench [--runs N] [--only S]",

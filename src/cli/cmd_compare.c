@@ -161,7 +161,8 @@ static void free_thetas(float *theta, float **extra, int n)
 /* the command's state */
 typedef struct {
     const char *task_name, *lopt_path, *baselines, *extra_s, *seeds_s, *out, *lr_range;
-    int64_t steps, grid_points, tune_seeds, eval_every, jobs, warmup;
+    int64_t warmup;
+    char baselines_default[256], seeds_default[LOPT_COMPARE_MAX_SEEDS * 21];
     cli_opt opts[16];
     int nopts;
     cli_spec spec;
@@ -174,18 +175,22 @@ typedef struct {
     lopt_arch arch, extra_arch[LOPT_COMPARE_MAX_EXTRA];
     float *theta, *extra_theta[LOPT_COMPARE_MAX_EXTRA];
     compare_ui ui;
-    lopt_compare_opts co;
+    lopt_compare_opts co;   /* the flags bound to its fields: lopt_compare_opts_default */
     char defdir[96];
     const char *outdir;
 } compare_cli;
 
 static void define_flags(compare_cli *s)
 {
-    s->baselines = "adam,rmsprop,momentum";
-    s->seeds_s = "1000,1001,1002";
-    s->steps = 1000;
-    s->grid_points = 7;
-    s->tune_seeds = 1;
+    lopt_compare_opts_default(&s->co);
+    size_t len = 0;
+    for (int i = 0; i < s->co.nbaselines; i++)
+        len += (size_t)snprintf(s->baselines_default + len, sizeof s->baselines_default - len,
+                                "%s%s", i ? "," : "", s->co.baselines[i]);
+    s->baselines = s->baselines_default;
+    cli_format_seeds(s->co.seeds, s->co.nseeds, s->seeds_default, sizeof s->seeds_default);
+    s->seeds_s = s->seeds_default;
+    s->warmup = s->co.warmup;   /* a rule, not a number: OPT_INT, the help says it */
     const cli_opt opts[] = {
         {"task", OPT_STR, &s->task_name, "task name (lopt tasks)", 1, 0},
         {"lopt", OPT_STR, &s->lopt_path,
@@ -196,26 +201,25 @@ static void define_flags(compare_cli *s)
         {"baselines", OPT_STR, &s->baselines,
          "comma-separated NAME or NAME:SCHEDULE, NAME one of sgd, momentum, nesterov, rmsprop, "
          "adam and SCHEDULE one of const, cosine (to 0), linear (to 0), e.g. "
-         "adam:cosine,momentum:cosine,adam; each its own tuned row (default "
-         "adam,rmsprop,momentum)", 0, 0},
+         "adam:cosine,momentum:cosine,adam; each its own tuned row", 0, 0},
         {"warmup", OPT_INT, &s->warmup,
          "linear warm-up steps of the NAME:SCHEDULE baselines (default: 5% of --steps for "
          "cosine and linear, 0 for const); bare names never warm up", 0, 0},
-        {"steps", OPT_INT, &s->steps, "training steps of every run (default 1000)", 0, 0},
-        {"seeds", OPT_STR, &s->seeds_s, "test seeds (default 1000,1001,1002)", 0, 0},
+        {"steps", OPT_I64, &s->co.steps, "training steps of every run", 0, 0},
+        {"seeds", OPT_STR, &s->seeds_s, "test seeds", 0, 0},
         {"out", OPT_STR, &s->out, "output directory, created if missing (default compare-TASK)",
          0, 0},
-        {"grid-points", OPT_INT, &s->grid_points,
-         "learning rates per baseline, log-spaced (default 7)", 0, 0},
-        {"tune-seeds", OPT_INT, &s->tune_seeds,
-         "tuning seeds 10000.. per learning rate (default 1)", 0, 0},
-        {"eval-every", OPT_INT, &s->eval_every,
-         "validation every E steps (default steps/20)", 0, 0},
+        {"grid-points", OPT_I32, &s->co.grid_points, "learning rates per baseline, log-spaced",
+         0, 0},
+        {"tune-seeds", OPT_I32, &s->co.tune_seeds, "tuning seeds 10000.. per learning rate",
+         0, 0},
+        {"eval-every", OPT_I64, &s->co.eval_every, "validation every E steps (0: steps/20)", 0,
+         0},
         {"lr-range", OPT_STR, &s->lr_range,
          "LO:HI learning-rate grid for every baseline (default per optimizer: adam, rmsprop "
          "1e-4:1e-1; sgd, momentum, nesterov 1e-3:1)", 0, 0},
-        {"jobs", OPT_INT, &s->jobs, "tuning runs in parallel, one core each (default: all "
-                                 "cores); test runs always run one at a time", 0, 0},
+        {"jobs", OPT_I32, &s->co.jobs, "tuning runs in parallel, one core each (0: every "
+         "core); test runs always run one at a time", 0, 0},
     };
     s->nopts = (int)(sizeof opts / sizeof *opts);
     LOPT_ASSERT(s->nopts <= (int)(sizeof s->opts / sizeof *s->opts));
@@ -237,20 +241,13 @@ static void define_flags(compare_cli *s)
                      s->opts, s->nopts};
 }
 
-/* the flags' own checks, then the lists they hold: --lopt-extra, --baselines, --seeds,
- * --lr-range */
+/* the lists the flags hold: --lopt-extra, --baselines, --seeds, --lr-range (the
+ * numbers are lopt_compare_check's) */
 static void parse_lists(compare_cli *s)
 {
     const cli_spec *spec = &s->spec;
-    if (s->steps <= 0) cli_usage_error(spec, "--steps must be positive");
-    if (s->eval_every < 0) cli_usage_error(spec, "--eval-every must be positive");
-    if (s->grid_points < 2 || s->grid_points > LOPT_COMPARE_MAX_GRID)
-        cli_usage_error(spec, "--grid-points must be in 2..%d", LOPT_COMPARE_MAX_GRID);
-    if (s->tune_seeds < 1 || s->tune_seeds > LOPT_COMPARE_MAX_SEEDS)
-        cli_usage_error(spec, "--tune-seeds must be in 1..%d", LOPT_COMPARE_MAX_SEEDS);
     if (s->lopt_path && !*s->lopt_path) cli_usage_error(spec, "--lopt needs a file name");
     if (s->out && !*s->out) cli_usage_error(spec, "--out needs a directory name");
-    if (s->jobs < 0 || s->jobs > 256) cli_usage_error(spec, "--jobs must be in 1..256");
     s->nx = s->extra_s ? split_list(spec, "--lopt-extra", s->extra_s, s->extrabuf,
                                     sizeof s->extrabuf, s->extra_spec, LOPT_COMPARE_MAX_EXTRA)
                        : 0;
@@ -272,7 +269,6 @@ static void parse_lists(compare_cli *s)
     if (warmup_given && !nsched)
         cli_usage_error(spec, "--warmup applies to NAME:SCHEDULE baselines (e.g. adam:cosine) "
                         "and --baselines has none");
-    if (!warmup_given) s->warmup = LOPT_COMPARE_WARMUP_DEFAULT;
     s->ns = cli_parse_seeds(spec, "seeds", s->seeds_s, s->seeds, LOPT_COMPARE_MAX_SEEDS);
     if (s->lr_range) {
         double a, b;
@@ -283,30 +279,27 @@ static void parse_lists(compare_cli *s)
     }
 }
 
-/* the engine's options, checked: usage errors before anything slow */
+/* the engine's options (the bound flags are in s->co already), checked: usage errors
+ * before anything slow */
 static void build_opts(compare_cli *s)
 {
-    s->ui = (compare_ui){.steps = s->steps, .task_name = s->task_name};
-    s->co = (lopt_compare_opts){.steps = s->steps,
-                                .eval_every = s->eval_every,
-                                .baselines = s->names,
-                                .nbaselines = s->nb,
-                                .warmup = s->warmup,
-                                .lr_lo = s->lr_range ? s->lo : NULL,
-                                .lr_hi = s->lr_range ? s->hi : NULL,
-                                .grid_points = (int)s->grid_points,
-                                .seeds = s->seeds,
-                                .nseeds = s->ns,
-                                .tune_seeds = (int)s->tune_seeds,
-                                .learned_source = s->lopt_path,
-                                .extra = s->extra,
-                                .nextra = s->nx,
-                                .jobs = (int)s->jobs,
-                                .make_task = make_task,
-                                .on_run = on_run,
-                                .on_step = on_step,
-                                .on_tuned = on_tuned,
-                                .user = &s->ui};
+    lopt_compare_opts *co = &s->co;
+    s->ui = (compare_ui){.steps = co->steps, .task_name = s->task_name};
+    co->baselines = s->names;
+    co->nbaselines = s->nb;
+    co->warmup = s->warmup;
+    co->lr_lo = s->lr_range ? s->lo : NULL;
+    co->lr_hi = s->lr_range ? s->hi : NULL;
+    co->seeds = s->seeds;
+    co->nseeds = s->ns;
+    co->learned_source = s->lopt_path;
+    co->extra = s->extra;
+    co->nextra = s->nx;
+    co->make_task = make_task;
+    co->on_run = on_run;
+    co->on_step = on_step;
+    co->on_tuned = on_tuned;
+    co->user = &s->ui;
     lopt_err err = {0};
     /* split_list kept a slot for the learned optimizer */
     if (lopt_compare_check(&s->co, &err) != LOPT_OK) cli_usage_error(&s->spec, "%s", err.msg);

@@ -60,18 +60,18 @@ int cmd_init_lopt(int argc, char **argv)
     int force = 0;
     double lr = 1e-3, beta = 0.9, noise = 0.01, nominal_step = 0;
     cli_opt opts[] = {
-        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal|nominal-adam (default paper)", 0, 0},
+        {"arch", OPT_STR, &arch_name, "architecture preset paper|lo|nominal|nominal-adam", 0, 0},
         {"nominal-step", OPT_FLOAT, &nominal_step, "with --arch nominal: RMS step per tensor of "
-                                                   "the hand-designed rule (default 3e-3)", 0, 0},
+                                                   "the hand-designed rule (default: the preset's)", 0, 0},
         {"nominal-mom", OPT_INT, &nominal_mom, "with --arch nominal: index of the momentum the "
                                                "rule follows (0-based: 1 = beta 0.9, the "
                                                "default), or -1 for the gradient", 0, 0},
         {"like", OPT_STR, &like, "random|sgd|momentum: random weights, or weights that "
-                                 "make a per-tensor normalised SGD / momentum (default random)", 0, 0},
-        {"lr", OPT_FLOAT, &lr, "with --like sgd|momentum: RMS step per tensor (default 1e-3)", 0, 0},
-        {"beta", OPT_FLOAT, &beta, "with --like momentum: which of the preset's momenta (default 0.9)", 0, 0},
-        {"noise", OPT_FLOAT, &noise, "with --like sgd|momentum: std of the noise on every weight "
-                                     "(default 0.01)", 0, 0},
+                                 "make a per-tensor normalised SGD / momentum", 0, 0},
+        {"lr", OPT_F64, &lr, "with --like sgd|momentum: RMS step per tensor", 0, 0},
+        {"beta", OPT_F64, &beta, "with --like momentum: which of the preset's momenta", 0, 0},
+        {"noise", OPT_F64, &noise, "with --like sgd|momentum: std of the noise on every weight",
+         0, 0},
         {"schedule", OPT_STR, &sched_name, "with --arch nominal*: start the hand-designed step on "
                                            "a learning-rate schedule const|cosine|linear over "
                                            "--horizon steps, as `lopt train --schedule` (default: "
@@ -82,10 +82,9 @@ int cmd_init_lopt(int argc, char **argv)
                                      "`lopt train`, 5% of --horizon for cosine and linear)", 0, 0},
         {"horizon", OPT_INT, &horizon, "with --schedule: the steps the schedule spans (required "
                                        "with it); recorded as the file's horizon", 0, 0},
-        {"floor", OPT_FLOAT, &floor_frac, "with --schedule: the smallest fraction of the peak "
-                                          "the fit aims at where the schedule reaches 0 "
-                                          "(default 0.01)", 0, 0},
-        {"seed", OPT_INT, &seed, "seed of the random weights (default 0)", 0, 0},
+        {"floor", OPT_F64, &floor_frac, "with --schedule: the smallest fraction of the peak "
+                                        "the fit aims at where the schedule reaches 0", 0, 0},
+        {"seed", OPT_I64, &seed, "seed of the random weights", 0, 0},
         {"out", OPT_STR, &out, "the .lopt file to write (an existing file only with --force)",
          1, 0},
         {"force", OPT_FLAG, &force, "replace an existing --out", 0, 0},

@@ -194,7 +194,7 @@ typedef struct {
     int split;
     cli_choice split_choice;
     int resume, force;
-    char task_help[96], arch_help[96], train_help[128];
+    char weight_default[32], seeds_default[LOPT_META_MAX_EVAL * 21];
     cli_opt opts[40];
     int nopts;
     cli_spec spec;
@@ -208,35 +208,34 @@ static void define_flags(meta_cli *s)
     s->arch = s->c.arch;
     s->train = s->c.train;
     s->est = lopt_est_names[s->c.estimator];
-    s->weight = "mean";
-    s->shape = "none";
+    lopt_outer_weight_str(&s->c.weight, s->weight_default, sizeof s->weight_default);
+    s->weight = s->weight_default;
+    s->shape = lopt_shape_names[s->c.shape];
+    cli_format_seeds(s->c.eval_seeds, s->c.neval, s->seeds_default, sizeof s->seeds_default);
+    s->eval_seeds = s->seeds_default;
     s->ckpt_every = 50;
     s->split = (int)s->c.outer_split;
     s->split_choice = (cli_choice){&s->split, split_names};
-    snprintf(s->task_help, sizeof s->task_help, "task to meta-train on (default %s)", s->c.task);
-    snprintf(s->arch_help, sizeof s->arch_help, "paper|lo|nominal|nominal-adam (default %s)",
-             s->c.arch);
-    snprintf(s->train_help, sizeof s->train_help, "coordinates of theta that move: all|nominal|"
-             "schedule (default %s)", s->c.train);
     const cli_opt opts[] = {
-        {"task", OPT_STR, &s->task, s->task_help, 0, 0},
-        {"estimator", OPT_STR, &s->est, "rp|es|merged|pes|nres|fulles (default merged)", 0, 0},
-        {"arch", OPT_STR, &s->arch, s->arch_help, 0, 0},
-        {"train", OPT_STR, &s->train, s->train_help, 0, 0},
+        {"task", OPT_STR, &s->task, "task to meta-train on", 0, 0},
+        {"estimator", OPT_STR, &s->est, "rp|es|merged|pes|nres|fulles", 0, 0},
+        {"arch", OPT_STR, &s->arch, "paper|lo|nominal|nominal-adam", 0, 0},
+        {"train", OPT_STR, &s->train, "coordinates of theta that move: all|nominal|schedule", 0,
+         0},
         {"K", OPT_I32, &s->c.K, "truncation length (fulles: the horizon)", 0, 0},
         {"K-max", OPT_I32, &s->c.K_max, "grow K linearly up to this (0: constant K)", 0, 0},
         {"K-grow", OPT_I64, &s->c.K_grow, "outer steps over which K grows", 0, 0},
         {"samples", OPT_I32, &s->c.samples, "antithetic pairs per outer step", 0, 0},
         {"sigma", OPT_F32, &s->c.sigma, "perturbation scale", 0, 0},
         {"outer-loss", OPT_CHOICE, &s->split_choice, "train|valid", 0, 0},
-        {"outer-weight", OPT_STR, &s->weight, "steps of a truncation that count: mean|end|tail:F "
-         "(default mean)", 0, 0},
+        {"outer-weight", OPT_STR, &s->weight, "steps of a truncation that count: mean|end|tail:F",
+         0, 0},
         {"outer-batches", OPT_I32, &s->c.outer_batches, "batches averaged per outer-loss "
          "evaluation", 0, 0},
         {"pool", OPT_I32, &s->c.pool, "merged: per-coordinate variances from the samples of the "
          "last N outer steps", 0, 0},
         {"shape", OPT_STR, &s->shape, "es loss differences as they are, by sign or by rank: "
-         "none|sign|rank (default none)", 0, 0},
+         "none|sign|rank", 0, 0},
         {"outer-lr", OPT_F32, &s->c.outer_lr, "Adam learning rate on theta", 0, 0},
         {"grad-clip", OPT_F32, &s->c.grad_clip, "clip outer gradient by value (0 off)", 0, 0},
         {"outer-steps", OPT_I64, &s->c.outer_steps, "outer steps", 0, 0},
@@ -250,12 +249,12 @@ static void define_flags(meta_cli *s)
         {"threads", OPT_I32, &s->c.threads, "worker threads (0: all cores)", 0, 0},
         {"eval-every", OPT_I64, &s->c.eval_every, "train theta over the full horizon on the eval "
          "seeds every N outer steps, log it, keep the best as OUT.best.lopt (0: off)", 0, 0},
-        {"eval-seeds", OPT_STR, &s->eval_seeds, "tuning seeds of the evaluation (default "
-         "10000,10001,10002; never the test seeds 1000..1999)", 0, 0},
+        {"eval-seeds", OPT_STR, &s->eval_seeds, "tuning seeds of the evaluation (never the test "
+         "seeds 1000..1999)", 0, 0},
         {"eval-points", OPT_I32, &s->c.eval_points, "validation evaluations along the horizon "
          "for the eval_mean column", 0, 0},
         {"out", OPT_STR, &s->out, "output .lopt (default lopt-TASK.lopt); checkpoint: OUT.ckpt", 0, 0},
-        {"checkpoint-every", OPT_INT, &s->ckpt_every, "checkpoint every N outer steps (default 50)", 0, 0},
+        {"checkpoint-every", OPT_I64, &s->ckpt_every, "checkpoint every N outer steps", 0, 0},
         {"resume", OPT_FLAG, &s->resume, "continue from OUT.ckpt (its settings; --outer-steps may "
          "raise the target, --eval-every may turn evaluation on or change its interval)", 0, 0},
         {"force", OPT_FLAG, &s->force, "start afresh over an existing OUT, OUT.ckpt, OUT.best.lopt "
@@ -313,9 +312,8 @@ static void check_flags(meta_cli *s)
     c->estimator = (lopt_est_kind)e;
     c->outer_split = (lopt_split)s->split;
     c->shape = (lopt_shape_kind)sh;
-    if (s->eval_seeds)
-        c->neval = cli_parse_seeds(spec, "eval-seeds", s->eval_seeds, c->eval_seeds,
-                                   LOPT_META_MAX_EVAL);
+    c->neval = cli_parse_seeds(spec, "eval-seeds", s->eval_seeds, c->eval_seeds,
+                               LOPT_META_MAX_EVAL);
 }
 
 /* OUT (default lopt-TASK.lopt), OUT.ckpt, OUT.best.lopt: checked before anything runs */
@@ -341,8 +339,9 @@ static lopt_meta *open_run(meta_cli *s)
     lopt_meta *m = NULL;
     lopt_status st;
     if (s->resume) {
-        if (s->eval_seeds) cli_usage_error(spec, "--eval-seeds is fixed when a run starts "
-                                           "(the best optimizer is chosen on them)");
+        if (cli_find(spec, "eval-seeds")->seen)
+            cli_usage_error(spec, "--eval-seeds is fixed when a run starts (the best "
+                            "optimizer is chosen on them)");
         if (s->rank == 0) warn_resume_ignores(spec);
         st = load_ckpt(&m, s->ckpt, &err);
         cli_settle(spec, "cannot resume", st, &err);

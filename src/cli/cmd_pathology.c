@@ -25,7 +25,7 @@ static const char *const split_names[] = {"train", "valid", NULL};   /* = lopt_s
 /* what every study's command shares */
 typedef struct {
     const char *study;
-    char command[32], usage[512], outhelp[96], seedhelp[96];
+    char command[32], usage[512], outhelp[96], seedhelp[96], Ks_default[256];
     cli_opt opts[MAX_OPTS];
     int nopts;
     cli_spec spec;
@@ -74,6 +74,15 @@ static int parse_Ks(const cli_spec *spec, const char *what, const char *str, int
     return n;
 }
 
+/* the inverse: Ks as "1,10,100" (a default for --help) */
+static void format_Ks(const int *Ks, int n, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%d", i ? "," : "", Ks[i]);
+}
+
 static void add(study_cli *s, const cli_opt *o, size_t n)
 {
     LOPT_ASSERT(s->nopts + (int)n <= MAX_OPTS);
@@ -81,14 +90,20 @@ static void add(study_cli *s, const cli_opt *o, size_t n)
 }
 #define ADD(s, arr) add(s, arr, sizeof arr / sizeof *arr)
 
-/* --task, --out, --Ks, --seed; c: the learned optimizer's flags too (surface, gradvar) */
+/* --task, --out, --Ks, --seed; c: the learned optimizer's flags too (surface, gradvar).
+ * Ks (nK): the study's default unroll lengths, or NULL when they follow a rule that
+ * Ks_help states. */
 static void init(study_cli *s, const char *study, lopt_pathology_common *c, uint64_t seed,
-                 const char *Ks_help)
+                 const int *Ks, int nK, const char *Ks_help)
 {
     memset(s, 0, sizeof *s);
     s->study = study;
     s->c = c;
     s->task_name = c ? "fmnist8-mlp" : "quadratic";
+    if (Ks) {
+        format_Ks(Ks, nK, s->Ks_default, sizeof s->Ks_default);
+        s->Ks_s = s->Ks_default;
+    }
     s->seed = -1;
     snprintf(s->command, sizeof s->command, "pathology %s", study);
     snprintf(s->outhelp, sizeof s->outhelp, "output directory, created if missing (default "
@@ -97,8 +112,7 @@ static void init(study_cli *s, const char *study, lopt_pathology_common *c, uint
              c ? "task instance, directions, perturbations" : "first task instance",
              (unsigned long long)seed);
     cli_opt common[] = {
-        {"task", OPT_STR, &s->task_name, c ? "task name (default fmnist8-mlp)"
-                                           : "task name (default quadratic)", 0, 0},
+        {"task", OPT_STR, &s->task_name, "task name", 0, 0},
         {"out", OPT_STR, &s->out, s->outhelp, 0, 0},
         {"Ks", OPT_STR, &s->Ks_s, Ks_help, 0, 0},
         {"seed", OPT_INT, &s->seed, s->seedhelp, 0, 0},
@@ -113,10 +127,9 @@ static void init(study_cli *s, const char *study, lopt_pathology_common *c, uint
     cli_opt lopt_opts[] = {
         {"lopt", OPT_STR, &s->lopt_path, "learned optimizer (.lopt) to study (default: "
                                          "normalised SGD, d = g/rms(g), see --step-mult)", 0, 0 },
-        {"step-mult", OPT_FLOAT, &s->step_mult, "step of the default normalised-SGD theta "
-                                                "(default 0.03: chaotic for long unrolls)", 0, 0 },
-        {"arch", OPT_STR, &s->arch_name, "preset of the default theta: paper|lo (default paper)",
-         0, 0},
+        {"step-mult", OPT_F64, &s->step_mult, "step of the default normalised-SGD theta (the "
+                                              "default is chaotic for long unrolls)", 0, 0 },
+        {"arch", OPT_STR, &s->arch_name, "preset of the default theta: paper|lo", 0, 0},
         {"warmup", OPT_I64, &c->warmup, "inner steps under theta before the start state", 0, 0 },
         {"outer-loss", OPT_CHOICE, &s->split_choice, "train|valid", 0, 0},
         {"loss-clip", OPT_FLOAT, &s->loss_clip, "outer losses clipped here, <= 0 off (default "
@@ -228,8 +241,10 @@ static int cmd_surface(int argc, char **argv)
     study_cli s;
     lopt_surface_opts o;
     lopt_surface_opts_default(&o);
-    init(&s, "surface", &o.c, o.c.seed, "unroll lengths (default 1,10,100,1000)");
-    const char *K2d_s = NULL;
+    init(&s, "surface", &o.c, o.c.seed, o.Ks, o.nK, "unroll lengths");
+    char K2d_default[256];
+    format_Ks(o.K2d, o.nK2d, K2d_default, sizeof K2d_default);
+    const char *K2d_s = K2d_default;
     cli_opt own[] = {
         {"points", OPT_I32, &o.points, "points along the line", 0, 0},
         {"radius", OPT_F64, &o.radius, "a in [-radius, radius]", 0, 0},
@@ -238,8 +253,7 @@ static int cmd_surface(int argc, char **argv)
         {"sigma", OPT_F32, &o.sigma, "smoothing scale, per coordinate of theta", 0, 0},
         {"smooth-every", OPT_I32, &o.smooth_every, "smoothed loss at every N-th point", 0, 0 },
         {"grid", OPT_I32, &o.grid, "2-D slice of grid x grid points, 0 off", 0, 0},
-        {"K2d", OPT_STR, &K2d_s, "unroll lengths of the 2-D slices, one heatmap each "
-                                 "(default 100)", 0, 0},
+        {"K2d", OPT_STR, &K2d_s, "unroll lengths of the 2-D slices, one heatmap each", 0, 0},
     };
     ADD(&s, own);
     parse(&s, "[--points N] [--radius R] [--samples S] [--sigma X] [--grid G] [--K2d K1,..] "
@@ -249,7 +263,7 @@ static int cmd_surface(int argc, char **argv)
           "shared by every point; optionally a 2-D slice (heatmap). Writes surface.csv, "
           "surface2d.csv, summary.json and plots.", argc, argv);
     if (s.nK) memcpy(o.Ks, s.Ks, sizeof s.Ks), o.nK = s.nK;
-    if (K2d_s) o.nK2d = parse_Ks(&s.spec, "K2d", K2d_s, o.K2d);
+    o.nK2d = parse_Ks(&s.spec, "K2d", K2d_s, o.K2d);
     lopt_err err = {0};
     check(&s, lopt_surface_check(&o, &err), &err);
     return run_study(&s, surface_fn, &o);
@@ -266,7 +280,7 @@ static int cmd_gradvar(int argc, char **argv)
     study_cli s;
     lopt_gradvar_opts o;
     lopt_gradvar_opts_default(&o);
-    init(&s, "gradvar", &o.c, o.c.seed, "unroll lengths (default 1,3,10,30,100,300)");
+    init(&s, "gradvar", &o.c, o.c.seed, o.Ks, o.nK, "unroll lengths");
     cli_opt own[] = {
         {"samples", OPT_I32, &o.samples, "antithetic pairs S >= 2", 0, 0},
         {"sigma", OPT_F32, &o.sigma, "perturbation scale", 0, 0},
@@ -294,8 +308,8 @@ static int cmd_bias(int argc, char **argv)
     study_cli s;
     lopt_bias_opts o;
     lopt_bias_opts_default(&o);
-    init(&s, "bias", NULL, o.seed, "truncation lengths <= horizon (default 1,5,20,50 below H, "
-                                   "and H)");
+    init(&s, "bias", NULL, o.seed, NULL, 0, "truncation lengths <= horizon (default 1,5,20,50 "
+                                            "below H, and H)");
     const char *lr_range = NULL;
     char lrhelp[96];
     snprintf(lrhelp, sizeof lrhelp, "LO:HI grid for the full-horizon optimum (default %g:%g)",
@@ -308,8 +322,7 @@ static int cmd_bias(int argc, char **argv)
         {"lr0", OPT_F64, &o.lr0, "initial lr of the meta-learning", 0, 0},
         {"lr-range", OPT_STR, &lr_range, lrhelp, 0, 0},
         {"grid-points", OPT_I32, &o.grid_points, "lrs on the grid, log-spaced", 0, 0},
-        {"grad-noise", OPT_FLOAT, &s.grad_noise, "quadratic: std of gradient noise (default 0)",
-         0, 0},
+        {"grad-noise", OPT_F64, &s.grad_noise, "quadratic: std of gradient noise", 0, 0},
         {"clip-factor", OPT_F64, &o.loss_clip_factor, "inner loss above factor x initial = "
                                                       "diverged", 0, 0},
     };

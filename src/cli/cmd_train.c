@@ -60,7 +60,7 @@ int cmd_train(int argc, char **argv)
          "and linear, 0 with const)", 0, 0},
         {"steps", OPT_INT, &steps, "training steps", 1, 0},
         {"batch", OPT_INT, &batch, "batch size (default: the task's)", 0, 0},
-        {"seed", OPT_INT, &seed, "initialisation and data-order seed (default 0)", 0, 0},
+        {"seed", OPT_I64, &seed, "initialisation and data-order seed", 0, 0},
         {"eval-every", OPT_INT, &eval_every,
          "evaluate on the validation split every E steps (default steps/20)", 0, 0},
         {"log", OPT_STR, &log, "write the curve as CSV (step,train_loss,valid_loss,time_s)", 0, 0},

@@ -108,10 +108,27 @@ lopt_status lopt_compare_lr_range(const char *name, double *lo, double *hi, lopt
     return LOPT_OK;
 }
 
+void lopt_compare_opts_default(lopt_compare_opts *o)
+{
+    static const char *const baselines[] = {"adam", "rmsprop", "momentum"};
+    static const uint64_t seeds[] = {1000, 1001, 1002};
+    *o = (lopt_compare_opts){.steps = 1000,
+                             .baselines = baselines,
+                             .nbaselines = 3,
+                             .warmup = LOPT_COMPARE_WARMUP_DEFAULT,
+                             .grid_points = 7,
+                             .seeds = seeds,
+                             .nseeds = 3,
+                             .tune_seeds = 1};
+}
+
 lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
 {
-    if (o->steps <= 0) return lopt_fail(err, LOPT_EUSAGE, "steps must be positive");
-    if (o->eval_every < 0) return lopt_fail(err, LOPT_EUSAGE, "eval-every must be positive");
+    if (o->steps <= 0) return lopt_fail(err, LOPT_EUSAGE, "--steps must be positive");
+    if (o->eval_every < 0)
+        return lopt_fail(err, LOPT_EUSAGE, "--eval-every must be >= 0 (0: steps/20)");
+    if (o->jobs < 0 || o->jobs > 256)
+        return lopt_fail(err, LOPT_EUSAGE, "--jobs must be in 0..256 (0: every core)");
     if (o->nbaselines < 1)
         return lopt_fail(err, LOPT_EUSAGE, "at least one baseline is needed");
     if (o->nextra < 0 || o->nextra > LOPT_COMPARE_MAX_EXTRA)
@@ -166,13 +183,13 @@ lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
                              "0 < lo < hi", o->baselines[b]);
     }
     if (o->grid_points < 2 || o->grid_points > LOPT_COMPARE_MAX_GRID)
-        return lopt_fail(err, LOPT_EUSAGE, "grid-points must be in 2..%d",
+        return lopt_fail(err, LOPT_EUSAGE, "--grid-points must be in 2..%d",
                          LOPT_COMPARE_MAX_GRID);
     if (o->nseeds < 1 || o->nseeds > LOPT_COMPARE_MAX_SEEDS)
         return lopt_fail(err, LOPT_EUSAGE, "between 1 and %d test seeds",
                          LOPT_COMPARE_MAX_SEEDS);
     if (o->tune_seeds < 1 || o->tune_seeds > LOPT_COMPARE_MAX_SEEDS)
-        return lopt_fail(err, LOPT_EUSAGE, "tune-seeds must be in 1..%d",
+        return lopt_fail(err, LOPT_EUSAGE, "--tune-seeds must be in 1..%d",
                          LOPT_COMPARE_MAX_SEEDS);
     for (int i = 0; i < o->nseeds; i++) {
         for (int k = 0; k < i; k++)

@@ -48,11 +48,10 @@
  * Intended usage (src/cli/cmd_compare.c adds flags, progress, MPI and output checks):
  *
  *     const char *baselines[] = {"adam", "adam:cosine"};
- *     uint64_t seeds[] = {1000, 1001};
- *     lopt_compare_opts o = {.steps = 1000, .baselines = baselines, .nbaselines = 2,
- *                            .warmup = LOPT_COMPARE_WARMUP_DEFAULT, .grid_points = 7,
- *                            .seeds = seeds, .nseeds = 2, .tune_seeds = 1,
- *                            .arch = &arch, .theta = theta, .make_task = ...};
+ *     lopt_compare_opts o;
+ *     lopt_compare_opts_default(&o);                          // every default lives here
+ *     o.baselines = baselines, o.nbaselines = 2;
+ *     o.arch = &arch, o.theta = theta, o.make_task = ...;
  *     if (lopt_compare_check(&o, &err) != LOPT_OK) ...        // bad options
  *     lopt_outdir_create(dir, &err);                          // fail before the runs
  *     lopt_compare_result r;
@@ -190,6 +189,12 @@ typedef struct {
     int ntuning;
     double elapsed_s;              /* wall-clock of the whole comparison */
 } lopt_compare_result;
+
+/* The defaults, in one place: 1000 steps, baselines adam, rmsprop and momentum,
+ * warm-up LOPT_COMPARE_WARMUP_DEFAULT, a 7-point grid, test seeds 1000..1002, one
+ * tuning seed, evaluation every steps/20, tuning on every core; no learned
+ * optimizer and no callbacks. The arrays are static. */
+void lopt_compare_opts_default(lopt_compare_opts *o);
 
 /* Default learning-rate grid range for a baseline (NAME or NAME:SCHEDULE; the
  * schedule does not change it), around torch's default: adam, rmsprop [1e-4, 1e-1];
