@@ -77,7 +77,7 @@ TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SONAME  := liblopt.so.$(SOVERSION)
 SHLIB   := liblopt.so.$(VERSION)
 
-.PHONY: all test bench demo asan fuzz clean install uninstall deps fixtures
+.PHONY: all test check bench demo asan fuzz clean install uninstall deps fixtures
 all: $(BUILD)/lopt $(BUILD)/liblopt.a $(BUILD)/liblopt.so
 
 deps:
@@ -131,14 +131,20 @@ $(BUILD)/fixtures/sched_ref.bin: tests/torch/sched_ref.py tests/torch/refio.py
 	$(PY) tests/torch/sched_ref.py $@
 fixtures: $(FIXTURES)
 
+# make test: the README's command on a fresh machine, so it installs what is missing
+# first (scripts/deps.sh: a dpkg query, apt only when a package is absent); make check:
+# the same suite without touching the system (what to run while working)
 test: deps
+	@$(MAKE) --no-print-directory check
+
+check:
 	@$(MAKE) --no-print-directory all $(TESTS) fixtures
 	@scripts/run_tests.sh $(BUILD)
 
 # the whole suite (C tests and shell tests) under ASan + UBSan, OpenMP on, without MPI
 # (Open MPI's own allocations would drown LeakSanitizer's report)
-asan:
-	@LOPT_ASAN=1 $(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OMP=1 MPI=0 test
+asan: deps
+	@LOPT_ASAN=1 $(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OMP=1 MPI=0 check
 
 # libFuzzer harnesses (clang) for the .lopt, checkpoint and IDX readers, each run for
 # FUZZ_SECONDS from the seed corpus in tests/fuzz/corpus (a crash fails the target)
