@@ -1458,5 +1458,10 @@ int main(void)
     test_xent();
     test_xent_isas();
     test_parallel_loops();
+    /* last, so that the random data of the checks above stay as they were: 3 rows of
+     * 64 columns, the fewest a tile still takes (6-row tiles); the learned
+     * optimizer's output layer (n x 32 -> 2, and dW with M = 2): CBLAS's share */
+    test_dense_tiles(3, 9, 64);
+    test_dense_tiles(1000, 32, 2);
     return check_done("test_nn");
 }

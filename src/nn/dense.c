@@ -25,7 +25,8 @@
 #include "nn/nn.h"
 
 /* ---- C (M,N) += sum_k A(m,k) B(k,:) ---------------------------------------------------
- * A(m,k) = A[m * lda + k] (rows) or A[k * lda + m] (columns, TRANS). */
+ * A(m,k) = A[m * lda + k] (rows) or A[k * lda + m] (columns, TRANS). With load 0 the
+ * tiles start from 0 instead of C (C = the sum). */
 
 #ifdef DN_X86
 /* One tile: RM rows x NV vectors of 16 columns (the last masked by `last`); rm <= RM
@@ -33,7 +34,7 @@
 #define DN_TILE(RM, NV, TRANS)                                                             \
     __attribute__((target("avx512f"))) static void dn_tile_##RM##_##NV##_##TRANS(        \
         float *C, ptrdiff_t ldc, const float *A, ptrdiff_t lda, const float *B,            \
-        ptrdiff_t ldb, int rm, int K, __mmask16 last)                                      \
+        ptrdiff_t ldb, int rm, int K, __mmask16 last, int load)                            \
     {                                                                                      \
         __m512 acc[RM][NV];                                                                \
         const float *ar[RM];                                                               \
@@ -42,7 +43,7 @@
             ar[r] = TRANS ? A + rr : A + rr * lda;                                         \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                         \
                 __mmask16 k = v == NV - 1 ? last : 0xFFFF;                                 \
-                acc[r][v] = r < rm ? _mm512_maskz_loadu_ps(k, C + r * ldc + v * 16)        \
+                acc[r][v] = load && r < rm ? _mm512_maskz_loadu_ps(k, C + r * ldc + v * 16) \
                                    : _mm512_setzero_ps();                                  \
             }                                                                              \
         }                                                                                  \
@@ -72,50 +73,57 @@ DN_TILE(12, 2, 1)
 DN_TILE(8, 3, 1)
 DN_TILE(6, 4, 1)
 typedef void (*dn_tile_fn)(float *, ptrdiff_t, const float *, ptrdiff_t, const float *,
-                           ptrdiff_t, int, int, __mmask16);
+                           ptrdiff_t, int, int, __mmask16, int);
 #endif
 
 /* Returns 0 (nothing done) when the AVX-512 tiles do not apply. */
 static int gemm_tiles(float *C, int ldc, const float *A, int lda, int trans, const float *B,
-                      int ldb, int M, int N, int K)
+                      int ldb, int M, int N, int K, int load)
 {
 #ifdef DN_X86
     if (nn_isa_active() != NN_ISA_AVX512) return 0;
+    /* a tile computes its RM rows whatever M is (RM = 24 for the narrowest columns):
+     * with fewer than half of them real in a column block (the learned optimizer's
+     * 2-output layer, M = 2) CBLAS does less work. Decided before any block is done. */
+    static const int rows_for[5] = {0, 24, 12, 8, 6};
+    for (int n0 = 0; n0 < N; n0 += 64) {
+        int nn = N - n0 < 64 ? N - n0 : 64;
+        if (2 * M < rows_for[(nn + 15) / 16]) return 0;
+    }
     for (int n0 = 0; n0 < N; n0 += 64) {
         int nn = N - n0 < 64 ? N - n0 : 64, nv = (nn + 15) / 16;
         __mmask16 last = (__mmask16)(nn % 16 ? (1u << (nn % 16)) - 1 : 0xFFFF);
-        static const int rows[5] = {0, 24, 12, 8, 6};   /* 24 accumulators */
         static const dn_tile_fn fns[2][5] = {
             {NULL, dn_tile_24_1_0, dn_tile_12_2_0, dn_tile_8_3_0, dn_tile_6_4_0},
             {NULL, dn_tile_24_1_1, dn_tile_12_2_1, dn_tile_8_3_1, dn_tile_6_4_1}};
-        const int RM = rows[nv];
+        const int RM = rows_for[nv];   /* RM x nv = 24 accumulators */
         const dn_tile_fn fn = fns[trans][nv];
         for (int m0 = 0; m0 < M; m0 += RM) {
             int rm = M - m0 < RM ? M - m0 : RM;
             const float *Am = trans ? A + m0 : A + (ptrdiff_t)m0 * lda;
-            fn(C + (ptrdiff_t)m0 * ldc + n0, ldc, Am, lda, B + n0, ldb, rm, K, last);
+            fn(C + (ptrdiff_t)m0 * ldc + n0, ldc, Am, lda, B + n0, ldb, rm, K, last, load);
         }
     }
     return 1;
 #else
     (void)C, (void)ldc, (void)A, (void)lda, (void)trans, (void)B, (void)ldb, (void)M, (void)N,
-        (void)K;
+        (void)K, (void)load;
     return 0;
 #endif
 }
 
-/* C (M,N) += A (M,K) B (K,N) */
-static void gemm_nn(float *C, const float *A, const float *B, int M, int N, int K)
+/* C (M,N) = beta C + A (M,K) B (K,N), beta 1 or 0 (C then only written) */
+static void gemm_nn(float *C, const float *A, const float *B, int M, int N, int K, float beta)
 {
-    if (!gemm_tiles(C, N, A, K, 0, B, N, M, N, K))
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, 1.0f,
+    if (!gemm_tiles(C, N, A, K, 0, B, N, M, N, K, beta != 0.0f))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, beta,
                     C, N);
 }
 
 /* C (M,N) += A^T B, A (K,M), B (K,N) */
 static void gemm_tn(float *C, const float *A, const float *B, int M, int N, int K)
 {
-    if (!gemm_tiles(C, N, A, M, 1, B, N, M, N, K))
+    if (!gemm_tiles(C, N, A, M, 1, B, N, M, N, K, 1))
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, M, B, N, 1.0f,
                     C, N);
 }
@@ -128,7 +136,7 @@ static void gemm_nt(float *C, const float *A, const float *W, int M, int N, int 
         float wt[DN_WT_MAX];   /* (K,N) */
         for (int n = 0; n < N; n++)
             for (int k = 0; k < K; k++) wt[(size_t)k * N + n] = W[(size_t)n * K + k];
-        if (gemm_tiles(C, N, A, K, 0, wt, N, M, N, K)) return;
+        if (gemm_tiles(C, N, A, K, 0, wt, N, M, N, K, 1)) return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, W, K, 1.0f, C, N);
 }
@@ -158,7 +166,16 @@ void nn_dense_forward(float *y, const float *x, const float *W, const float *b, 
 void nn_dense_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
                     const float *W, int B, int I, int O)
 {
-    if (dx) gemm_nn(dx, dy, W, B, I, O);
+    if (dx) gemm_nn(dx, dy, W, B, I, O, 1.0f);
+    gemm_tn(dW, dy, x, O, I, B);
+    rows_sum_into(db, dy, B, O);
+}
+
+/* the same with dx = dy W written: no zeroing pass over dx, no reading it back */
+void nn_dense_backward_set_dx(float *dx, float *dW, float *db, const float *dy,
+                              const float *x, const float *W, int B, int I, int O)
+{
+    gemm_nn(dx, dy, W, B, I, O, 0.0f);
     gemm_tn(dW, dy, x, O, I, B);
     rows_sum_into(db, dy, B, O);
 }
@@ -179,8 +196,8 @@ void nn_dense_rbackward(float *rdx, float *rdW, float *rdb, const float *rdy,
                      const float *rW, int B, int I, int O)
 {
     if (rdx) {
-        gemm_nn(rdx, rdy, W, B, I, O);
-        gemm_nn(rdx, dy, rW, B, I, O);
+        gemm_nn(rdx, rdy, W, B, I, O, 1.0f);
+        gemm_nn(rdx, dy, rW, B, I, O, 1.0f);
     }
     gemm_tn(rdW, rdy, x, O, I, B);
     if (rx) gemm_tn(rdW, dy, rx, O, I, B);

@@ -44,6 +44,10 @@ void nn_dense_backward(float *dx,               /* (B,I) += dy W, or NULL */
                     const float *x,          /* (B,I) */
                     const float *W,          /* (O,I) */
                     int B, int I, int O);
+/* The same with dx (B,I) = dy W written, not added: for a dx with no other
+ * contribution, without a zeroing pass first (dW and db still accumulate). */
+void nn_dense_backward_set_dx(float *dx, float *dW, float *db, const float *dy,
+                              const float *x, const float *W, int B, int I, int O);
 /* ry = rx W^T + x rW^T + rb */
 void nn_dense_rforward(float *ry,               /* (B,O) */
                     const float *rx,         /* (B,I) or NULL (data input) */
