@@ -134,70 +134,84 @@ static void fmt_stat(char *out, size_t cap, lopt_stat s, const char *f)
     snprintf(out, cap, "%s ± %s", m, d);
 }
 
-char *lopt_compare_markdown(const lopt_compare_result *r)
+/* the run: steps, seeds, the tuning grid and the schedules */
+static void md_setup(lopt_sbuf *b, const lopt_compare_result *r)
 {
-    lopt_sbuf b = {0};
-    lopt_sb_printf(&b, "# lopt compare: %s\n\n", r->task);
-    lopt_sb_printf(&b, "- %lld steps, validation every %lld; test seeds", (long long)r->steps,
+    lopt_sb_printf(b, "- %lld steps, validation every %lld; test seeds", (long long)r->steps,
               (long long)r->eval_every);
     for (int i = 0; i < r->nseeds; i++)
-        lopt_sb_printf(&b, "%s%llu", i ? ", " : " ", (unsigned long long)r->seeds[i]);
+        lopt_sb_printf(b, "%s%llu", i ? ", " : " ", (unsigned long long)r->seeds[i]);
     if (r->tune_seeds == 1)
-        lopt_sb_printf(&b, "; tuning seed %d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0);
+        lopt_sb_printf(b, "; tuning seed %d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0);
     else
-        lopt_sb_printf(&b, "; tuning seeds %d..%d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0,
+        lopt_sb_printf(b, "; tuning seeds %d..%d (disjoint)\n", LOPT_COMPARE_TUNE_SEED0,
                   LOPT_COMPARE_TUNE_SEED0 + r->tune_seeds - 1);
-    lopt_sb_printf(&b, "- baselines: learning rate tuned on a %d-point log grid by the mean final "
+    lopt_sb_printf(b, "- baselines: learning rate tuned on a %d-point log grid by the mean final "
                   "validation loss over the tuning seeds (a diverged run counts as +inf)\n",
               r->grid_points);
     int nsched = 0;
     for (int i = 0; i < r->nopt; i++) nsched += !r->opt[i].learned && r->opt[i].scheduled;
     if (nsched) {
-        lopt_sb_printf(&b, "- scheduled baselines (torch.optim.lr_scheduler's semantics over "
+        lopt_sb_printf(b, "- scheduled baselines (torch.optim.lr_scheduler's semantics over "
                        "the %lld steps; lr = the peak):", (long long)r->steps);
         for (int i = 0, k = 0; i < r->nopt; i++) {
             const lopt_compare_entry *e = &r->opt[i];
             if (e->learned || !e->scheduled) continue;
-            lopt_sb_printf(&b, "%s %s (warm-up %lld)", k++ ? "," : "", e->name,
+            lopt_sb_printf(b, "%s %s (warm-up %lld)", k++ ? "," : "", e->name,
                            (long long)e->sched.warmup);
         }
-        lopt_sb_printf(&b, "; cosine = CosineAnnealingLR to 0, linear = LinearLR to 0, "
+        lopt_sb_printf(b, "; cosine = CosineAnnealingLR to 0, linear = LinearLR to 0, "
                        "const = constant, each after a linear warm-up from lr/(W+1); a bare "
                        "name is a constant lr without warm-up\n");
     }
+}
+
+/* the learned optimizers compared, and the target the speedups are against */
+static void md_learned(lopt_sbuf *b, const lopt_compare_result *r)
+{
     int nextra = 0;
     for (int i = 0; i < r->nopt; i++) nextra += r->opt[i].learned > 1;
-    lopt_sb_printf(&b, "- learned optimizer: %s",
+    lopt_sb_printf(b, "- learned optimizer: %s",
               r->learned_source[0] ? r->learned_source
               : nextra ? "none" : "none (baselines only)");
     for (int i = 0; i < r->nopt; i++)
         if (r->opt[i].learned > 1)
-            lopt_sb_printf(&b, "; row %s: %s", r->opt[i].name, r->opt[i].source);
-    lopt_sb_printf(&b, "\n");
+            lopt_sb_printf(b, "; row %s: %s", r->opt[i].name, r->opt[i].source);
+    lopt_sb_printf(b, "\n");
     if (r->best >= 0)
-        lopt_sb_printf(&b, "- target: the strongest tuned baseline's final mean validation "
+        lopt_sb_printf(b, "- target: the strongest tuned baseline's final mean validation "
                       "loss, %s at lr %.3g: %.4g (speedups are against it)\n",
                   r->opt[r->best].name, r->opt[r->best].lr, r->target);
     else
-        lopt_sb_printf(&b, "- target: none (every baseline diverged on some test seed)\n");
+        lopt_sb_printf(b, "- target: none (every baseline diverged on some test seed)\n");
     if (r->best >= 0 && r->opt[r->best].reach_step < (double)r->steps)
-        lopt_sb_printf(&b, "- note: %s's own seed-mean curve first gets to that loss at step %.0f "
+        lopt_sb_printf(b, "- note: %s's own seed-mean curve first gets to that loss at step %.0f "
                       "(a noisy tail), hence its own speedup above 1\n",
                   r->opt[r->best].name, r->opt[r->best].reach_step);
-    lopt_sb_printf(&b, "- mean ± std over %d test seeds; time = training wall-clock (s), "
+    lopt_sb_printf(b, "- mean ± std over %d test seeds; time = training wall-clock (s), "
                   "evaluation excluded; total %.1f s\n",
               r->nseeds, r->elapsed_s);
+}
+
+/* grid edges and diverged seeds */
+static void md_warnings(lopt_sbuf *b, const lopt_compare_result *r)
+{
     for (int i = 0; i < r->nopt; i++) {
         const lopt_compare_entry *e = &r->opt[i];
         if (!e->learned && e->lr_edge)
-            lopt_sb_printf(&b, "- WARNING: %s's tuned lr %.3g is the %s end of its grid "
+            lopt_sb_printf(b, "- WARNING: %s's tuned lr %.3g is the %s end of its grid "
                           "[%.3g, %.3g]: the grid may be too narrow\n",
                       e->name, e->lr, e->lr_edge < 0 ? "low" : "high", e->lr_lo, e->lr_hi);
         if (e->ndiverged)
-            lopt_sb_printf(&b, "- WARNING: %s diverged on %d of %d test seeds\n", e->name,
+            lopt_sb_printf(b, "- WARNING: %s diverged on %d of %d test seeds\n", e->name,
                       e->ndiverged, e->nseeds);
     }
-    lopt_sb_printf(&b, "\n| optimizer | lr | train loss | valid loss | valid acc | test loss | "
+}
+
+/* the table: every optimizer, mean ± std over the test seeds */
+static void md_table(lopt_sbuf *b, const lopt_compare_result *r)
+{
+    lopt_sb_printf(b, "\n| optimizer | lr | train loss | valid loss | valid acc | test loss | "
                   "test acc | time (s) | steps to target | time to target (s) | "
                   "speedup (steps) | speedup (time) |\n"
                   "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -224,25 +238,41 @@ char *lopt_compare_markdown(const lopt_compare_result *r)
             snprintf(ss, sizeof ss, "-");
             snprintf(st, sizeof st, "-");
         }
-        lopt_sb_printf(&b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+        lopt_sb_printf(b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
                   e->name, i == r->best ? " (best)" : "", lr, c[0], c[1], c[2], c[3], c[4],
                   c[5], rs, rt, ss, st);
     }
+}
+
+/* the speedups against tuned constant-lr adam, when it is not the target */
+static void md_adam_table(lopt_sbuf *b, const lopt_compare_result *r)
+{
     if (r->adam >= 0 && r->adam != r->best && isfinite(r->adam_target)) {
-        lopt_sb_printf(&b, "\nAgainst tuned constant-lr adam (lr %.3g), final mean validation "
+        lopt_sb_printf(b, "\nAgainst tuned constant-lr adam (lr %.3g), final mean validation "
                        "loss %.4g:\n\n| optimizer | steps to adam's loss | time to adam's loss "
                        "(s) | speedup (steps) | speedup (time) |\n|---|---|---|---|---|\n",
                        r->opt[r->adam].lr, r->adam_target);
         for (int i = 0; i < r->nopt; i++) {
             const lopt_compare_entry *e = &r->opt[i];
             if (isfinite(e->adam_reach_step))
-                lopt_sb_printf(&b, "| %s | %.0f | %.3f | %.2fx | %.2fx |\n", e->name,
+                lopt_sb_printf(b, "| %s | %.0f | %.3f | %.2fx | %.2fx |\n", e->name,
                                e->adam_reach_step, e->adam_reach_time, e->adam_speedup_steps,
                                e->adam_speedup_time);
             else
-                lopt_sb_printf(&b, "| %s | not reached | not reached | - | - |\n", e->name);
+                lopt_sb_printf(b, "| %s | not reached | not reached | - | - |\n", e->name);
         }
     }
+}
+
+char *lopt_compare_markdown(const lopt_compare_result *r)
+{
+    lopt_sbuf b = {0};
+    lopt_sb_printf(&b, "# lopt compare: %s\n\n", r->task);
+    md_setup(&b, r);
+    md_learned(&b, r);
+    md_warnings(&b, r);
+    md_table(&b, r);
+    md_adam_table(&b, r);
     return b.s;
 }
 
