@@ -148,74 +148,63 @@ static lopt_status src_open(idx_src *s, const char *path, lopt_err *err)
     return LOPT_OK;
 }
 
-lopt_status lopt_idx_read(const char *path, int *ndim, int dims[4],
-                          unsigned char **data, lopt_err *err)
+/* The header: magic, element type, dimensions (each checked before anything is
+ * allocated); *total = the payload's bytes. */
+static lopt_status read_header(idx_src *s, const char *path, int *nd, int dims[4],
+                               uint64_t *total, lopt_err *err)
 {
-    *data = NULL;
-    *ndim = 0;
-    idx_src s;
-    lopt_status st = src_open(&s, path, err);
-    if (st != LOPT_OK) return st;
-
     unsigned char hdr[4 + 4 * 4];
     size_t got;
-    st = src_read(&s, hdr, 4, &got, err);
-    if (st != LOPT_OK) goto fail;
-    if (got < 4) {
-        st = lopt_fail(err, LOPT_EFORMAT, "%s: too short for an IDX header (%zu bytes)",
-                       path, got);
-        goto fail;
-    }
-    if (hdr[0] != 0 || hdr[1] != 0) {
-        st = lopt_fail(err, LOPT_EFORMAT,
-                       "%s: not an IDX file (magic %02x %02x %02x %02x)", path, hdr[0],
-                       hdr[1], hdr[2], hdr[3]);
-        goto fail;
-    }
-    if (hdr[2] != 0x08) {
-        st = lopt_fail(err, LOPT_EFORMAT,
-                       "%s: IDX element type 0x%02x, only unsigned bytes (0x08) supported",
-                       path, hdr[2]);
-        goto fail;
-    }
-    int nd = hdr[3];
-    if (nd < 1 || nd > 4) {
-        st = lopt_fail(err, LOPT_EFORMAT, "%s: IDX with %d dimensions, want 1..4", path,
-                       nd);
-        goto fail;
-    }
-    st = src_read(&s, hdr + 4, 4 * (size_t)nd, &got, err);
-    if (st != LOPT_OK) goto fail;
-    if (got < 4 * (size_t)nd) {
-        st = lopt_fail(err, LOPT_EFORMAT, "%s: truncated IDX header", path);
-        goto fail;
-    }
-    uint64_t total = 1;
-    for (int i = 0; i < nd; i++) {
+    lopt_status st = src_read(s, hdr, 4, &got, err);
+    if (st != LOPT_OK) return st;
+    if (got < 4)
+        return lopt_fail(err, LOPT_EFORMAT, "%s: too short for an IDX header (%zu bytes)",
+                         path, got);
+    if (hdr[0] != 0 || hdr[1] != 0)
+        return lopt_fail(err, LOPT_EFORMAT, "%s: not an IDX file (magic %02x %02x %02x %02x)",
+                         path, hdr[0], hdr[1], hdr[2], hdr[3]);
+    if (hdr[2] != 0x08)
+        return lopt_fail(err, LOPT_EFORMAT,
+                         "%s: IDX element type 0x%02x, only unsigned bytes (0x08) supported",
+                         path, hdr[2]);
+    *nd = hdr[3];
+    if (*nd < 1 || *nd > 4)
+        return lopt_fail(err, LOPT_EFORMAT, "%s: IDX with %d dimensions, want 1..4", path,
+                         *nd);
+    st = src_read(s, hdr + 4, 4 * (size_t)*nd, &got, err);
+    if (st != LOPT_OK) return st;
+    if (got < 4 * (size_t)*nd)
+        return lopt_fail(err, LOPT_EFORMAT, "%s: truncated IDX header", path);
+    *total = 1;
+    for (int i = 0; i < *nd; i++) {
         const unsigned char *p = hdr + 4 + 4 * i;
         uint64_t d = (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 |
                      p[3];   /* big-endian */
         /* each d < 2^32 and total <= 1e9 < 2^30 before multiplying: no overflow */
-        total *= d;
-        if (d > INT_MAX || total > IDX_MAX_ELEMS) {
-            st = lopt_fail(err, LOPT_EFORMAT,
-                           "%s: absurd IDX dimensions (dim %d = %llu, over %llu elements)",
-                           path, i, (unsigned long long)d,
-                           (unsigned long long)IDX_MAX_ELEMS);
-            goto fail;
-        }
+        *total *= d;
+        if (d > INT_MAX || *total > IDX_MAX_ELEMS)
+            return lopt_fail(err, LOPT_EFORMAT,
+                             "%s: absurd IDX dimensions (dim %d = %llu, over %llu elements)",
+                             path, i, (unsigned long long)d,
+                             (unsigned long long)IDX_MAX_ELEMS);
         dims[i] = (int)d;
     }
-    for (int i = nd; i < 4; i++) dims[i] = 1;
+    for (int i = *nd; i < 4; i++) dims[i] = 1;
+    return LOPT_OK;
+}
 
-    /* the buffer grows with the data that actually arrives (doubling, up to what
-     * the header declares), so a short file claiming 1e9 bytes costs no 1 GB */
-    size_t cap = total < ((size_t)1 << 20) ? (size_t)total : (size_t)1 << 20;
+/* The payload, total bytes, into *buf (malloc'ed; NULL on failure). The buffer grows
+ * with the data that actually arrives (doubling, up to what the header declares),
+ * so a short file claiming 1e9 bytes costs no 1 GB. */
+static lopt_status read_payload(idx_src *s, const char *path, uint64_t total,
+                                unsigned char **out, lopt_err *err)
+{
+    size_t cap = total < ((size_t)1 << 20) ? (size_t)total : (size_t)1 << 20, got = 0;
     unsigned char *buf = malloc(cap ? cap : 1);
-    got = 0;
+    lopt_status st = LOPT_OK;
     while (buf && st == LOPT_OK) {
         size_t r = 0;
-        st = src_read(&s, buf + got, cap - got, &r, err);
+        st = src_read(s, buf + got, cap - got, &r, err);
         got += r;
         if (st != LOPT_OK || got < cap || cap == total) break;
         size_t ncap = cap * 2 < total ? cap * 2 : (size_t)total;
@@ -228,33 +217,55 @@ lopt_status lopt_idx_read(const char *path, int *ndim, int dims[4],
         buf = nb;
         cap = ncap;
     }
-    if (!buf) {
-        st = lopt_fail(err, LOPT_ENOMEM, "out of memory reading %s (%llu bytes)", path,
-                       (unsigned long long)total);
-        goto fail;
-    }
+    if (!buf)
+        return lopt_fail(err, LOPT_ENOMEM, "out of memory reading %s (%llu bytes)", path,
+                         (unsigned long long)total);
     if (st == LOPT_OK && got < total)
         st = lopt_fail(err, LOPT_EFORMAT,
                        "%s: truncated payload (header declares %llu bytes, file has %zu)",
                        path, (unsigned long long)total, got);
-    if (st == LOPT_OK) {
-        /* The data must end here; for gzip this also reaches and checks the trailer. */
-        unsigned char extra;
-        st = src_read(&s, &extra, 1, &got, err);
-        if (st == LOPT_OK && got)
-            st = lopt_fail(err, LOPT_EFORMAT,
-                           "%s: trailing data after the %llu bytes the header declares",
-                           path, (unsigned long long)total);
-    }
     if (st != LOPT_OK) {
         free(buf);
-        goto fail;
+        return st;
     }
+    *out = buf;
+    return LOPT_OK;
+}
+
+/* The data must end with the payload; for gzip this also reaches and checks the
+ * trailer. */
+static lopt_status check_end(idx_src *s, const char *path, uint64_t total, lopt_err *err)
+{
+    unsigned char extra;
+    size_t got;
+    lopt_status st = src_read(s, &extra, 1, &got, err);
+    if (st == LOPT_OK && got)
+        st = lopt_fail(err, LOPT_EFORMAT,
+                       "%s: trailing data after the %llu bytes the header declares", path,
+                       (unsigned long long)total);
+    return st;
+}
+
+lopt_status lopt_idx_read(const char *path, int *ndim, int dims[4],
+                          unsigned char **data, lopt_err *err)
+{
+    *data = NULL;
+    *ndim = 0;
+    idx_src s;
+    lopt_status st = src_open(&s, path, err);
+    if (st != LOPT_OK) return st;
+    int nd = 0;
+    uint64_t total = 0;
+    unsigned char *buf = NULL;
+    st = read_header(&s, path, &nd, dims, &total, err);
+    if (st == LOPT_OK) st = read_payload(&s, path, total, &buf, err);
+    if (st == LOPT_OK) st = check_end(&s, path, total, err);
     src_close(&s);
+    if (st != LOPT_OK) {
+        free(buf);
+        return st;
+    }
     *ndim = nd;
     *data = buf;
     return LOPT_OK;
-fail:
-    src_close(&s);
-    return st;
 }

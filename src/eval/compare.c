@@ -122,21 +122,9 @@ void lopt_compare_opts_default(lopt_compare_opts *o)
                              .tune_seeds = 1};
 }
 
-lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
+/* the further learned optimizers' row names: well-formed, none taken twice */
+static lopt_status check_extras(const lopt_compare_opts *o, lopt_err *err)
 {
-    if (o->steps <= 0) return lopt_fail(err, LOPT_EUSAGE, "--steps must be positive");
-    if (o->eval_every < 0)
-        return lopt_fail(err, LOPT_EUSAGE, "--eval-every must be >= 0 (0: steps/20)");
-    if (o->jobs < 0 || o->jobs > 256)
-        return lopt_fail(err, LOPT_EUSAGE, "--jobs must be in 0..256 (0: every core)");
-    if (o->nbaselines < 1)
-        return lopt_fail(err, LOPT_EUSAGE, "at least one baseline is needed");
-    if (o->nextra < 0 || o->nextra > LOPT_COMPARE_MAX_EXTRA)
-        return lopt_fail(err, LOPT_EUSAGE, "at most %d further learned optimizers",
-                         LOPT_COMPARE_MAX_EXTRA);
-    if (o->nbaselines + (o->arch ? 1 : 0) + o->nextra > LOPT_COMPARE_MAX_OPT)
-        return lopt_fail(err, LOPT_EUSAGE, "at most %d optimizers in one comparison",
-                         LOPT_COMPARE_MAX_OPT);
     for (int k = 0; k < o->nextra; k++) {
         const char *nm = o->extra[k].name;
         size_t len = nm ? strlen(nm) : 0;
@@ -156,8 +144,12 @@ lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
             return lopt_fail(err, LOPT_EUSAGE, "row name '%s' is taken (by the learned "
                              "optimizer, a baseline or another row)", nm);
     }
-    if (o->warmup < 0 && o->warmup != LOPT_COMPARE_WARMUP_DEFAULT)
-        return lopt_fail(err, LOPT_EUSAGE, "warm-up must be non-negative");
+    return LOPT_OK;
+}
+
+/* each baseline a known optimizer and schedule, no run given twice, its grid range */
+static lopt_status check_baselines(const lopt_compare_opts *o, lopt_err *err)
+{
     char optim[LOPT_COMPARE_MAX_OPT][16];
     lopt_schedule sched[LOPT_COMPARE_MAX_OPT];
     for (int b = 0; b < o->nbaselines; b++) {
@@ -182,15 +174,12 @@ lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
             return lopt_fail(err, LOPT_EUSAGE, "learning-rate range for %s must satisfy "
                              "0 < lo < hi", o->baselines[b]);
     }
-    if (o->grid_points < 2 || o->grid_points > LOPT_COMPARE_MAX_GRID)
-        return lopt_fail(err, LOPT_EUSAGE, "--grid-points must be in 2..%d",
-                         LOPT_COMPARE_MAX_GRID);
-    if (o->nseeds < 1 || o->nseeds > LOPT_COMPARE_MAX_SEEDS)
-        return lopt_fail(err, LOPT_EUSAGE, "between 1 and %d test seeds",
-                         LOPT_COMPARE_MAX_SEEDS);
-    if (o->tune_seeds < 1 || o->tune_seeds > LOPT_COMPARE_MAX_SEEDS)
-        return lopt_fail(err, LOPT_EUSAGE, "--tune-seeds must be in 1..%d",
-                         LOPT_COMPARE_MAX_SEEDS);
+    return LOPT_OK;
+}
+
+/* the test seeds distinct and disjoint from the tuning seeds */
+static lopt_status check_seeds(const lopt_compare_opts *o, lopt_err *err)
+{
     for (int i = 0; i < o->nseeds; i++) {
         for (int k = 0; k < i; k++)
             if (o->seeds[k] == o->seeds[i])
@@ -205,6 +194,39 @@ lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
                              (unsigned long long)s, LOPT_COMPARE_TUNE_SEED0,
                              LOPT_COMPARE_TUNE_SEED0 + o->tune_seeds - 1);
     }
+    return LOPT_OK;
+}
+
+lopt_status lopt_compare_check(const lopt_compare_opts *o, lopt_err *err)
+{
+    if (o->steps <= 0) return lopt_fail(err, LOPT_EUSAGE, "--steps must be positive");
+    if (o->eval_every < 0)
+        return lopt_fail(err, LOPT_EUSAGE, "--eval-every must be >= 0 (0: steps/20)");
+    if (o->jobs < 0 || o->jobs > 256)
+        return lopt_fail(err, LOPT_EUSAGE, "--jobs must be in 0..256 (0: every core)");
+    if (o->nbaselines < 1)
+        return lopt_fail(err, LOPT_EUSAGE, "at least one baseline is needed");
+    if (o->nextra < 0 || o->nextra > LOPT_COMPARE_MAX_EXTRA)
+        return lopt_fail(err, LOPT_EUSAGE, "at most %d further learned optimizers",
+                         LOPT_COMPARE_MAX_EXTRA);
+    if (o->nbaselines + (o->arch ? 1 : 0) + o->nextra > LOPT_COMPARE_MAX_OPT)
+        return lopt_fail(err, LOPT_EUSAGE, "at most %d optimizers in one comparison",
+                         LOPT_COMPARE_MAX_OPT);
+    lopt_status st = check_extras(o, err);
+    if (st != LOPT_OK) return st;
+    if (o->warmup < 0 && o->warmup != LOPT_COMPARE_WARMUP_DEFAULT)
+        return lopt_fail(err, LOPT_EUSAGE, "warm-up must be non-negative");
+    if ((st = check_baselines(o, err)) != LOPT_OK) return st;
+    if (o->grid_points < 2 || o->grid_points > LOPT_COMPARE_MAX_GRID)
+        return lopt_fail(err, LOPT_EUSAGE, "--grid-points must be in 2..%d",
+                         LOPT_COMPARE_MAX_GRID);
+    if (o->nseeds < 1 || o->nseeds > LOPT_COMPARE_MAX_SEEDS)
+        return lopt_fail(err, LOPT_EUSAGE, "between 1 and %d test seeds",
+                         LOPT_COMPARE_MAX_SEEDS);
+    if (o->tune_seeds < 1 || o->tune_seeds > LOPT_COMPARE_MAX_SEEDS)
+        return lopt_fail(err, LOPT_EUSAGE, "--tune-seeds must be in 1..%d",
+                         LOPT_COMPARE_MAX_SEEDS);
+    if ((st = check_seeds(o, err)) != LOPT_OK) return st;
     if (o->arch && !o->theta)
         return lopt_fail(err, LOPT_EUSAGE, "learned optimizer without theta");
     return LOPT_OK;

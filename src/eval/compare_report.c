@@ -26,6 +26,67 @@ static void sb_jstat(lopt_sbuf *b, const char *name, lopt_stat s, int last)
     lopt_sb_printf(b, "}%s\n", last ? "" : ",");
 }
 
+/* "KEY": {"step": .., "time_s": .., "speedup_steps": .., "speedup_time": .., "reached": ..} */
+static void json_reach(lopt_sbuf *b, const char *key, double step, double time_s,
+                       double speedup_steps, double speedup_time)
+{
+    lopt_sb_printf(b, "      \"%s\": {\"step\": ", key);
+    lopt_json_num(b, step);
+    lopt_sb_printf(b, ", \"time_s\": ");
+    lopt_json_num(b, time_s);
+    lopt_sb_printf(b, ", \"speedup_steps\": ");
+    lopt_json_num(b, speedup_steps);
+    lopt_sb_printf(b, ", \"speedup_time\": ");
+    lopt_json_num(b, speedup_time);
+    lopt_sb_printf(b, ", \"reached\": %s},\n", isfinite(step) ? "true" : "false");
+}
+
+/* one optimizer's object in "optimizers" */
+static void json_entry(lopt_sbuf *b, const lopt_compare_entry *e, int has_adam, int last)
+{
+    lopt_sb_printf(b, "    {\n      \"name\": ");
+    lopt_json_str(b, e->name);
+    lopt_sb_printf(b, ",\n      \"learned\": %s,\n      \"lr\": ", e->learned ? "true" : "false");
+    lopt_json_num(b, e->lr);
+    if (e->learned) {
+        lopt_sb_printf(b, ",\n      \"lopt_file\": ");
+        lopt_json_str(b, e->source);
+    } else {
+        lopt_sb_printf(b, ",\n      \"optimizer\": ");
+        lopt_json_str(b, e->optim);
+        lopt_sb_printf(b, ",\n      \"schedule\": \"%s\",\n      \"warmup\": %lld",
+                       lopt_schedule_name(e->sched.kind), (long long)e->sched.warmup);
+        lopt_sb_printf(b, ",\n      \"lr_grid\": ");
+        lopt_json_nums(b, e->grid_lr, e->grid_points);
+        lopt_sb_printf(b, ",\n      \"lr_grid_mean_final_valid_loss\": ");
+        lopt_json_nums(b, e->grid_loss, e->grid_points);
+        lopt_sb_printf(b, ",\n      \"lr_grid_edge\": %s",
+                       e->lr_edge < 0 ? "\"low\"" : e->lr_edge > 0 ? "\"high\"" : "null");
+    }
+    lopt_sb_printf(b, ",\n      \"diverged_seeds\": %d,\n      \"final\": {\n", e->ndiverged);
+    sb_jstat(b, "train_loss", e->train_loss, 0);
+    sb_jstat(b, "valid_loss", e->valid_loss, 0);
+    sb_jstat(b, "valid_acc", e->valid_acc, 0);
+    sb_jstat(b, "test_loss", e->test_loss, 0);
+    sb_jstat(b, "test_acc", e->test_acc, 0);
+    sb_jstat(b, "time_s", e->time_s, 1);
+    lopt_sb_printf(b, "      },\n");
+    json_reach(b, "reach_target", e->reach_step, e->reach_time, e->speedup_steps,
+               e->speedup_time);
+    if (has_adam)
+        json_reach(b, "reach_adam", e->adam_reach_step, e->adam_reach_time,
+                   e->adam_speedup_steps, e->adam_speedup_time);
+    lopt_sb_printf(b, "      \"mean_curve\": {\n        \"step\": ");
+    lopt_json_nums(b, e->step, e->nrows);
+    lopt_sb_printf(b, ",\n        \"time_s\": ");
+    lopt_json_nums(b, e->time_mean, e->nrows);
+    lopt_sb_printf(b, ",\n        \"train_loss\": ");
+    lopt_json_nums(b, e->train_mean, e->nrows);
+    lopt_sb_printf(b, ",\n        \"valid_loss\": ");
+    lopt_json_nums(b, e->valid_mean, e->nrows);
+    lopt_sb_printf(b, "\n      }\n    }%s\n", last ? "" : ",");
+}
+
 static char *summary_json(const lopt_compare_result *r)
 {
     lopt_sbuf b = {0};
@@ -51,66 +112,7 @@ static char *summary_json(const lopt_compare_result *r)
     lopt_sb_printf(&b, ",\n  \"adam_target_valid_loss\": ");
     lopt_json_num(&b, r->adam_target);
     lopt_sb_printf(&b, ",\n  \"elapsed_s\": %.3f,\n  \"optimizers\": [\n", r->elapsed_s);
-    for (int i = 0; i < r->nopt; i++) {
-        const lopt_compare_entry *e = &r->opt[i];
-        lopt_sb_printf(&b, "    {\n      \"name\": ");
-        lopt_json_str(&b, e->name);
-        lopt_sb_printf(&b, ",\n      \"learned\": %s,\n      \"lr\": ", e->learned ? "true" : "false");
-        lopt_json_num(&b, e->lr);
-        if (e->learned) {
-            lopt_sb_printf(&b, ",\n      \"lopt_file\": ");
-            lopt_json_str(&b, e->source);
-        }
-        if (!e->learned) {
-            lopt_sb_printf(&b, ",\n      \"optimizer\": ");
-            lopt_json_str(&b, e->optim);
-            lopt_sb_printf(&b, ",\n      \"schedule\": \"%s\",\n      \"warmup\": %lld",
-                           lopt_schedule_name(e->sched.kind), (long long)e->sched.warmup);
-            lopt_sb_printf(&b, ",\n      \"lr_grid\": ");
-            lopt_json_nums(&b, e->grid_lr, e->grid_points);
-            lopt_sb_printf(&b, ",\n      \"lr_grid_mean_final_valid_loss\": ");
-            lopt_json_nums(&b, e->grid_loss, e->grid_points);
-            lopt_sb_printf(&b, ",\n      \"lr_grid_edge\": %s",
-                      e->lr_edge < 0 ? "\"low\"" : e->lr_edge > 0 ? "\"high\"" : "null");
-        }
-        lopt_sb_printf(&b, ",\n      \"diverged_seeds\": %d,\n      \"final\": {\n", e->ndiverged);
-        sb_jstat(&b, "train_loss", e->train_loss, 0);
-        sb_jstat(&b, "valid_loss", e->valid_loss, 0);
-        sb_jstat(&b, "valid_acc", e->valid_acc, 0);
-        sb_jstat(&b, "test_loss", e->test_loss, 0);
-        sb_jstat(&b, "test_acc", e->test_acc, 0);
-        sb_jstat(&b, "time_s", e->time_s, 1);
-        lopt_sb_printf(&b, "      },\n      \"reach_target\": {\"step\": ");
-        lopt_json_num(&b, e->reach_step);
-        lopt_sb_printf(&b, ", \"time_s\": ");
-        lopt_json_num(&b, e->reach_time);
-        lopt_sb_printf(&b, ", \"speedup_steps\": ");
-        lopt_json_num(&b, e->speedup_steps);
-        lopt_sb_printf(&b, ", \"speedup_time\": ");
-        lopt_json_num(&b, e->speedup_time);
-        lopt_sb_printf(&b, ", \"reached\": %s},\n", isfinite(e->reach_step) ? "true" : "false");
-        if (r->adam >= 0) {
-            lopt_sb_printf(&b, "      \"reach_adam\": {\"step\": ");
-            lopt_json_num(&b, e->adam_reach_step);
-            lopt_sb_printf(&b, ", \"time_s\": ");
-            lopt_json_num(&b, e->adam_reach_time);
-            lopt_sb_printf(&b, ", \"speedup_steps\": ");
-            lopt_json_num(&b, e->adam_speedup_steps);
-            lopt_sb_printf(&b, ", \"speedup_time\": ");
-            lopt_json_num(&b, e->adam_speedup_time);
-            lopt_sb_printf(&b, ", \"reached\": %s},\n",
-                           isfinite(e->adam_reach_step) ? "true" : "false");
-        }
-        lopt_sb_printf(&b, "      \"mean_curve\": {\n        \"step\": ");
-        lopt_json_nums(&b, e->step, e->nrows);
-        lopt_sb_printf(&b, ",\n        \"time_s\": ");
-        lopt_json_nums(&b, e->time_mean, e->nrows);
-        lopt_sb_printf(&b, ",\n        \"train_loss\": ");
-        lopt_json_nums(&b, e->train_mean, e->nrows);
-        lopt_sb_printf(&b, ",\n        \"valid_loss\": ");
-        lopt_json_nums(&b, e->valid_mean, e->nrows);
-        lopt_sb_printf(&b, "\n      }\n    }%s\n", i + 1 < r->nopt ? "," : "");
-    }
+    for (int i = 0; i < r->nopt; i++) json_entry(&b, &r->opt[i], r->adam >= 0, i + 1 == r->nopt);
     lopt_sb_printf(&b, "  ]\n}\n");
     return b.s;
 }

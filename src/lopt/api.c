@@ -243,59 +243,68 @@ static float *floats_nk(size_t n, size_t k)
 }
 
 /* The one constructor: lopt_opt_new and lopt_opt_new2 are its one-group case. */
-lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *groups,
-                              int ngroups, char *errbuf, size_t errlen)
+/* The groups' counts, checked: tensors and parameters in all and those updated
+ * (not frozen). Returns 0, or -1 with the reason in errbuf. */
+typedef struct {
+    int ntensors, nact;
+    size_t n_flat, n_act;
+} group_counts;
+
+static int count_groups(const lopt_param_group *groups, int ngroups, group_counts *c,
+                        char *errbuf, size_t errlen)
 {
-    if (!model || !groups || ngroups < 1) {
-        lopt_report_msg(errbuf, errlen, "lopt_opt_new_groups: %s", !model ? "model is NULL"
-                        : !groups ? "groups is NULL" : "ngroups must be >= 1");
-        return NULL;
-    }
-    int ntensors = 0, nact = 0;
-    size_t n_flat = 0, n_act = 0;
+    *c = (group_counts){0};
     for (int g = 0; g < ngroups; g++) {
         const lopt_param_group *G = &groups[g];
         if (!G->tensor_sizes || G->ntensors < 1) {
             lopt_report_msg(errbuf, errlen, "group %d: %s", g, !G->tensor_sizes
                             ? "tensor_sizes is NULL" : "ntensors must be >= 1");
-            return NULL;
+            return -1;
         }
-        if (check_opts(&G->opts, g, errbuf, errlen) != 0) return NULL;
-        if (G->ntensors > (1 << 24) - ntensors) {
+        if (check_opts(&G->opts, g, errbuf, errlen) != 0) return -1;
+        if (G->ntensors > (1 << 24) - c->ntensors) {
             lopt_report_msg(errbuf, errlen, "too many tensors");
-            return NULL;
+            return -1;
         }
         for (int i = 0; i < G->ntensors; i++) {
             size_t sz = G->tensor_sizes[i];
             if (sz == 0) {
                 lopt_report_msg(errbuf, errlen, "group %d: tensor %d has size 0", g, i);
-                return NULL;
+                return -1;
             }
-            if (sz > SIZE_MAX - n_flat) {
+            if (sz > SIZE_MAX - c->n_flat) {
                 lopt_report_msg(errbuf, errlen, "group %d: the tensor sizes overflow size_t "
                                 "(their sum passes SIZE_MAX at tensor %d)", g, i);
-                return NULL;
+                return -1;
             }
-            n_flat += sz;
-            if (!G->opts.frozen) n_act += sz;
+            c->n_flat += sz;
+            if (!G->opts.frozen) c->n_act += sz;
         }
-        ntensors += G->ntensors;
-        if (!G->opts.frozen) nact += G->ntensors;
+        c->ntensors += G->ntensors;
+        if (!G->opts.frozen) c->nact += G->ntensors;
     }
-    if (n_act > LOPT_LEARNED_MAX_PARAMS) {
+    if (c->n_act > LOPT_LEARNED_MAX_PARAMS) {
         lopt_report_msg(errbuf, errlen, "%zu parameters to update: a learned optimizer "
-                        "updates at most %zu", n_act, (size_t)LOPT_LEARNED_MAX_PARAMS);
-        return NULL;
+                        "updates at most %zu", c->n_act, (size_t)LOPT_LEARNED_MAX_PARAMS);
+        return -1;
     }
+    return 0;
+}
+
+/* Every buffer of the optimizer, sized by the counts; NULL (with the memory it would
+ * have needed in errbuf) if one cannot be had. */
+static lopt_opt *alloc_opt(const lopt_model *model, int ngroups, const group_counts *c,
+                           char *errbuf, size_t errlen)
+{
     const int R = lopt_arch_state_rows(&model->arch);
-    const size_t T = (size_t)ntensors;
+    const size_t T = (size_t)c->ntensors, n = c->n_act;
     lopt_opt *o = lopt_try_calloc(1, sizeof *o);
     int ok = o != NULL;
     if (ok) {
         o->arch = model->arch;
         o->np = lopt_arch_nparams(&o->arch);
         o->rows = R;
-        o->ntensors = ntensors;
+        o->ntensors = c->ntensors;
         o->ngroups = ngroups;
         ok = (o->theta = lopt_try_floats(o->np)) &&
              (o->tens = lopt_try_calloc(T, sizeof *o->tens)) &&
@@ -305,22 +314,25 @@ lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *g
              (o->skip = lopt_try_calloc(T, 1)) &&
              (o->pview = lopt_try_calloc(T, sizeof *o->pview)) &&
              (o->gview = lopt_try_calloc(T, sizeof *o->gview)) &&
-             (o->m = floats_nk(n_act, (size_t)R)) && (o->msave = floats_nk(n_act, (size_t)R)) &&
-             (o->delta = lopt_try_floats(n_act)) && (o->wbuf = lopt_try_floats(n_act)) &&
-             (o->gbuf = lopt_try_floats(n_act)) &&
-             lopt_mlp_work_try_init(&o->wk, &o->arch, n_act, nact) == LOPT_OK;
+             (o->m = floats_nk(n, (size_t)R)) && (o->msave = floats_nk(n, (size_t)R)) &&
+             (o->delta = lopt_try_floats(n)) && (o->wbuf = lopt_try_floats(n)) &&
+             (o->gbuf = lopt_try_floats(n)) &&
+             lopt_mlp_work_try_init(&o->wk, &o->arch, n, c->nact) == LOPT_OK;
     }
-    if (!ok) {
-        lopt_opt_free(o);
-        /* m and msave (R rows each), delta, wbuf, gbuf, and the MLP's work space */
-        double gb = ((double)lopt_mlp_work_bytes(&model->arch, n_act) +
-                     (2.0 * R + 3.0) * (double)n_act * sizeof(float)) / 1e9;
-        lopt_report_msg(errbuf, errlen, "out of memory: the learned optimizer's state for "
-                        "%zu parameters needs about %.3g GB", n_act, gb);
-        return NULL;
-    }
-    memcpy(o->theta, model->theta, o->np * sizeof(float));
-    o->theta_crc = lopt_crc32(o->theta, o->np * sizeof(float));
+    if (ok) return o;
+    lopt_opt_free(o);
+    /* m and msave (R rows each), delta, wbuf, gbuf, and the MLP's work space */
+    double gb = ((double)lopt_mlp_work_bytes(&model->arch, n) +
+                 (2.0 * R + 3.0) * (double)n * sizeof(float)) / 1e9;
+    lopt_report_msg(errbuf, errlen, "out of memory: the learned optimizer's state for "
+                    "%zu parameters needs about %.3g GB", n, gb);
+    return NULL;
+}
+
+/* Each tensor's place in the flat vector of all parameters and, if updated, in the
+ * packed vector of the updated ones (the learned optimizer's tensors) */
+static void lay_out_tensors(lopt_opt *o, const lopt_param_group *groups, int ngroups)
+{
     int k = 0;
     for (int g = 0; g < ngroups; g++) {
         o->gopts[g] = groups[g].opts;
@@ -333,7 +345,7 @@ lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *g
             o->n_flat += t->size;
         }
     }
-    for (int i = 0; i < ntensors; i++) {
+    for (int i = 0; i < o->ntensors; i++) {
         opt_tensor *t = &o->tens[i];
         if (t->active < 0) continue;
         o->act[t->active].name = "";
@@ -342,7 +354,24 @@ lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *g
         o->act_src[t->active] = i;
         o->n += t->size;
     }
-    LOPT_ASSERT(o->nact == nact && o->n == n_act && o->n_flat == n_flat);
+}
+
+lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *groups,
+                              int ngroups, char *errbuf, size_t errlen)
+{
+    if (!model || !groups || ngroups < 1) {
+        lopt_report_msg(errbuf, errlen, "lopt_opt_new_groups: %s", !model ? "model is NULL"
+                        : !groups ? "groups is NULL" : "ngroups must be >= 1");
+        return NULL;
+    }
+    group_counts c;
+    if (count_groups(groups, ngroups, &c, errbuf, errlen) != 0) return NULL;
+    lopt_opt *o = alloc_opt(model, ngroups, &c, errbuf, errlen);
+    if (!o) return NULL;
+    memcpy(o->theta, model->theta, o->np * sizeof(float));
+    o->theta_crc = lopt_crc32(o->theta, o->np * sizeof(float));
+    lay_out_tensors(o, groups, ngroups);
+    LOPT_ASSERT(o->nact == c.nact && o->n == c.n_act && o->n_flat == c.n_flat);
     o->horizon = model->prov.horizon <= (uint64_t)INT64_MAX ? (int64_t)model->prov.horizon : 0;
     o->t_max = o->horizon;
     return o;

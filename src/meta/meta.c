@@ -187,80 +187,66 @@ static lopt_status check_cfg(const lopt_meta_cfg *c, lopt_err *err)
     return LOPT_OK;
 }
 
-static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_err *err)
+/* Worker threads: as configured (0: every OpenMP thread), at most one per sample
+ * this rank runs (under MPI only its block of the samples) */
+static int worker_count(const lopt_meta_cfg *cfg)
 {
-    *out = NULL;
-    lopt_status st = check_cfg(cfg, err);
-    if (st != LOPT_OK) return st;
-    lopt_meta *m = lopt_xcalloc(1, sizeof *m);
-    m->cfg = *cfg;
-    m->best_step = -1;
-    if ((st = lopt_arch_preset(&m->arch, cfg->arch, err)) != LOPT_OK) {
-        free(m);
-        return st;
-    }
-    m->np = lopt_arch_nparams(&m->arch);
-    size_t S = (size_t)cfg->samples, np = m->np;
-    if (uses_rp(cfg) && !lopt_arch_has_vjp(&m->arch)) {
-        free(m);
-        return lopt_fail(err, LOPT_EUSAGE, "'%s' has no exact reverse pass (the Adam "
-                         "direction): rp and merged cannot train it; use es, pes, nres or "
-                         "fulles", cfg->arch);
-    }
-    if (strcmp(cfg->train, "all") != 0) {
-        m->mask = lopt_xcalloc(np, 1);
-        if ((st = lopt_arch_train_mask(&m->arch, cfg->train, m->mask, NULL, err)) != LOPT_OK) {
-            free(m->mask);
-            free(m);
-            return st;
-        }
-    }
     int threads = 1;
 #ifdef _OPENMP
     threads = cfg->threads > 0 ? cfg->threads : omp_get_max_threads();
 #endif
-    int own_lo, own_hi;   /* under MPI this rank runs only its block of the samples */
+    int own_lo, own_hi;
     lopt_dist_block(cfg->samples, lopt_dist_rank(), &own_lo, &own_hi);
     if (threads > own_hi - own_lo) threads = own_hi - own_lo > 0 ? own_hi - own_lo : 1;
-    if (threads > 1) openblas_set_num_threads(1);   /* parallel over samples instead */
-    m->nworkers = threads;
-    m->tape = tape_len(cfg);
+    return threads;
+}
+
+/* Each worker's own task, unroll and pair workspaces; on failure m->nworkers counts
+ * the workers made, for lopt_meta_free. */
+static lopt_status init_workers(lopt_meta *m, int threads, lopt_err *err)
+{
+    const lopt_meta_cfg *cfg = &m->cfg;
     m->workers = lopt_xcalloc((size_t)threads, sizeof *m->workers);
     for (int i = 0; i < threads; i++) {
         worker *w = &m->workers[i];
-        if ((st = lopt_task_create(&w->task, cfg->task, NULL, err)) != LOPT_OK) {
-            m->nworkers = i;
-            lopt_meta_free(m);
-            return st;
-        }
+        m->nworkers = i;
+        lopt_status st = lopt_task_create(&w->task, cfg->task, NULL, err);
+        if (st != LOPT_OK) return st;
         if (uses_rp(cfg) && !cfg->first_order && !w->task.hvp) {
             /* backpropagation through the unroll needs H v at every inner step */
-            st = lopt_fail(err, LOPT_EUSAGE, "estimator '%s' backpropagates through the "
-                           "unroll and needs the task's Hessian-vector product, which task "
-                           "'%s' does not provide: use es, pes, nres or fulles, or give the "
-                           "task an hvp", lopt_est_names[cfg->estimator], cfg->task);
             w->task.free(&w->task);
-            m->nworkers = i;
-            lopt_meta_free(m);
-            return st;
+            return lopt_fail(err, LOPT_EUSAGE, "estimator '%s' backpropagates through the "
+                             "unroll and needs the task's Hessian-vector product, which task "
+                             "'%s' does not provide: use es, pes, nres or fulles, or give the "
+                             "task an hvp", lopt_est_names[cfg->estimator], cfg->task);
         }
         if (uses_rp(cfg))
             lopt_unroll_ws_init(&w->ws, &w->task, &m->arch, m->tape);
         else
             lopt_unroll_ws_init_forward(&w->ws, &w->task, &m->arch, m->tape);
-        lopt_pair_ws_init(&w->pair, np);
+        lopt_pair_ws_init(&w->pair, m->np);
         lopt_traj_alloc(&w->minus, w->task.n, lopt_arch_state_rows(&m->arch));
     }
+    m->nworkers = threads;
+    return LOPT_OK;
+}
+
+/* theta, Adam, the trajectories and the per-sample buffers of an outer step */
+static void alloc_state(lopt_meta *m)
+{
+    const lopt_meta_cfg *cfg = &m->cfg;
+    const size_t S = (size_t)cfg->samples, np = m->np;
+    const int rows = lopt_arch_state_rows(&m->arch);
     m->n = m->workers[0].task.n;
     m->theta = lopt_floats(np);
     m->adam_m = lopt_floats(np);
     m->adam_v = lopt_floats(np);
     m->best_theta = lopt_floats(np);
     m->plus = lopt_xcalloc(S, sizeof *m->plus);
-    for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->plus[s], m->n, lopt_arch_state_rows(&m->arch));
+    for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->plus[s], m->n, rows);
     if (persistent(cfg)) {
         m->minus = lopt_xcalloc(S, sizeof *m->minus);
-        for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->minus[s], m->n, lopt_arch_state_rows(&m->arch));
+        for (size_t s = 0; s < S; s++) lopt_traj_alloc(&m->minus[s], m->n, rows);
     }
     if (cfg->estimator == LOPT_EST_PES) m->xi = lopt_floats(S * np);
     m->eps = lopt_floats(S * np);
@@ -278,6 +264,43 @@ static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_er
     lopt_est_sums_init(&m->pooled, np);
     m->ring = lopt_xcalloc((size_t)cfg->pool, sizeof *m->ring);
     for (int i = 0; i < cfg->pool; i++) lopt_est_sums_init(&m->ring[i], np);
+}
+
+static lopt_status meta_alloc(lopt_meta **out, const lopt_meta_cfg *cfg, lopt_err *err)
+{
+    *out = NULL;
+    lopt_status st = check_cfg(cfg, err);
+    if (st != LOPT_OK) return st;
+    lopt_meta *m = lopt_xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->best_step = -1;
+    if ((st = lopt_arch_preset(&m->arch, cfg->arch, err)) != LOPT_OK) {
+        free(m);
+        return st;
+    }
+    m->np = lopt_arch_nparams(&m->arch);
+    if (uses_rp(cfg) && !lopt_arch_has_vjp(&m->arch)) {
+        free(m);
+        return lopt_fail(err, LOPT_EUSAGE, "'%s' has no exact reverse pass (the Adam "
+                         "direction): rp and merged cannot train it; use es, pes, nres or "
+                         "fulles", cfg->arch);
+    }
+    if (strcmp(cfg->train, "all") != 0) {
+        m->mask = lopt_xcalloc(m->np, 1);
+        if ((st = lopt_arch_train_mask(&m->arch, cfg->train, m->mask, NULL, err)) != LOPT_OK) {
+            free(m->mask);
+            free(m);
+            return st;
+        }
+    }
+    int threads = worker_count(cfg);
+    if (threads > 1) openblas_set_num_threads(1);   /* parallel over samples instead */
+    m->tape = tape_len(cfg);
+    if ((st = init_workers(m, threads, err)) != LOPT_OK) {
+        lopt_meta_free(m);
+        return st;
+    }
+    alloc_state(m);
     *out = m;
     return LOPT_OK;
 }
