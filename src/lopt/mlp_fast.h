@@ -6,9 +6,10 @@
 #include "lopt/mlp_lopt.h"
 
 /* After lopt_mlp_update has set wk->scale and wk->bias0: fills wk->x, act[0] and
- * act[1] for the n parameters from the F feature rows src[f] (each (n)). Returns 0,
- * doing nothing, if the architecture or the CPU is not one it handles. */
+ * act[1] for the n parameters from the F feature rows src[f] (each (n)); keep 0
+ * leaves act[0] (only the VJP reads it) unwritten. Returns 0, doing nothing, if the
+ * architecture or the CPU is not one it handles. */
 int lopt_mlp_forward_fast(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
-                          int ntensors, const float *const *src, int F, int IN);
+                          int ntensors, const float *const *src, int F, int IN, int keep);
 
 #endif

@@ -446,9 +446,11 @@ static void nominal_adam(const lopt_arch *a, const float *theta, const float *g,
     }
 }
 
-void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
-                     int ntensors, const float *w, const float *g, float *m, int64_t t,
-                     float *delta)
+/* keep: leave the hidden activations lopt_mlp_vjp reads in wk (0: the lane-form
+ * forward may skip them; what it returns is the same) */
+static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                       int ntensors, const float *w, const float *g, float *m, int64_t t,
+                       float *delta, int keep)
 {
     const lopt_arch *a = wk->arch;
     const size_t n = wk->n;
@@ -486,7 +488,7 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
     }
     const float *src[LOPT_MAX_MOM + 2];
     for (int f = 0; f < F; f++) src[f] = feature_src(f, g, w, m, n);
-    if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN))
+    if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN, keep))
         forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
     if (adam_dir(a)) {
@@ -504,6 +506,20 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
     }
     for (size_t i = 0; i < n; i++)
         delta[i] = -a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+}
+
+void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                     int ntensors, const float *w, const float *g, float *m, int64_t t,
+                     float *delta)
+{
+    mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta, 1);
+}
+
+void lopt_mlp_update_fwd(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                         int ntensors, const float *w, const float *g, float *m, int64_t t,
+                         float *delta)
+{
+    mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta, 0);
 }
 
 void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
@@ -615,7 +631,7 @@ void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tenso
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
     if (!bad) {
-        lopt_mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta);
+        lopt_mlp_update_fwd(wk, theta, tensors, ntensors, w, g, m, t, delta);
         return;
     }
     /* the bad elements' indices, then their state rows (bad, R), kept across the
@@ -637,7 +653,7 @@ void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tenso
         gclean[i] = 0.0f;
         j++;
     }
-    lopt_mlp_update(wk, theta, tensors, ntensors, w, gclean, m, t, delta);
+    lopt_mlp_update_fwd(wk, theta, tensors, ntensors, w, gclean, m, t, delta);
     for (size_t j = 0; j < bad; j++) {
         size_t i = idx[j];
         for (size_t k = 0; k < R; k++) m[k * n + i] = rows[j * R + k];
