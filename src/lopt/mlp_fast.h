@@ -12,4 +12,8 @@
 int lopt_mlp_forward_fast(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                           int ntensors, const float *const *src, int F, int IN, int keep);
 
+/* e[i] = expf(k * out[2 i + 1]), i < n (out (n,2): the MLP's d, s), bit for bit
+ * what the scalar loop gives (on AVX-512 a 16-lane copy of glibc's expf) */
+void lopt_mlp_exp_s(float *e, const float *out, float k, size_t n);
+
 #endif

@@ -289,7 +289,7 @@ static float *floats_nk(size_t n, size_t k)
 
 size_t lopt_mlp_work_bytes(const lopt_arch *a, size_t n)
 {
-    double per = 2.0 * lopt_arch_features(a);
+    double per = 2.0 * lopt_arch_features(a) + 1.0;   /* x, dx, e */
     for (int l = 0; l <= a->nhidden; l++) per += 2.0 * layer_out(a, l);
     double b = per * (double)n * sizeof(float);
     return b >= (double)SIZE_MAX ? SIZE_MAX : (size_t)b;
@@ -309,7 +309,7 @@ lopt_status lopt_mlp_work_try_init(lopt_mlp_work *wk, const lopt_arch *a, size_t
              (wk->dact[l] = floats_nk(n, (size_t)layer_out(a, l)));
     ok = ok && (wk->scale = floats_nk(T, F)) && (wk->coef = floats_nk(T, F)) &&
          (wk->bias0 = lopt_try_floats((size_t)a->hidden)) &&
-         (wk->w0t = floats_nk(F, (size_t)a->hidden));
+         (wk->w0t = floats_nk(F, (size_t)a->hidden)) && (wk->e = lopt_try_floats(n));
     if (ok) return LOPT_OK;
     lopt_mlp_work_free(wk);
     return LOPT_ENOMEM;
@@ -334,6 +334,7 @@ void lopt_mlp_work_free(lopt_mlp_work *wk)
     lopt_free(wk->coef);
     lopt_free(wk->bias0);
     lopt_free(wk->w0t);
+    lopt_free(wk->e);
     memset(wk, 0, sizeof *wk);
 }
 
@@ -428,9 +429,10 @@ static int residual_is_zero(const lopt_arch *a, const float *theta)
 
 /* torch's Adam at step t + 1 as the nominal direction: m is momentum nominal_mom, v the
  * state row after the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat)
- * + eps) + the residual read from out (n, 2), or none for out NULL (a zero residual) */
+ * + eps) + the residual read from out (n, 2) and e (n, exp(exp_mult * s)), or none
+ * for out NULL (a zero residual) */
 static void nominal_adam(const lopt_arch *a, const float *theta, const float *g, float *m,
-                         int64_t t, size_t n, const float *out, float *delta)
+                         int64_t t, size_t n, const float *out, const float *e, float *delta)
 {
     const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
     const float *mk = m + (size_t)a->nominal_mom * n;
@@ -441,8 +443,7 @@ static void nominal_adam(const lopt_arch *a, const float *theta, const float *g,
     for (size_t i = 0; i < n; i++) {
         v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
         float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
-        delta[i] = out ? step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1])
-                       : step * u;
+        delta[i] = out ? step * u - a->step_mult * out[2 * i] * e[i] : step * u;
     }
 }
 
@@ -465,7 +466,7 @@ static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor 
      * while meta-training moves only the schedule) has a residual of exactly 0 for
      * every input: the MLP's forward pass is skipped, the update is the same. */
     if (adam_dir(a) && residual_is_zero(a, theta)) {
-        nominal_adam(a, theta, g, m, t, n, NULL, delta);
+        nominal_adam(a, theta, g, m, t, n, NULL, NULL, delta);
         return;
     }
     /* per-tensor normalisers of the features */
@@ -491,8 +492,12 @@ static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor 
     if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN, keep))
         forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
+    /* the exps first, vectorised (a scalar expf call per parameter kept the loops
+     * below scalar) */
+    const float *e = wk->e;
+    lopt_mlp_exp_s(wk->e, out, a->exp_mult, n);
     if (adam_dir(a)) {
-        nominal_adam(a, theta, g, m, t, n, out, delta);
+        nominal_adam(a, theta, g, m, t, n, out, e, delta);
         return;
     }
     if (a->form == LOPT_FORM_NOMINAL) {
@@ -500,12 +505,11 @@ static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor 
         const int f = lopt_arch_nominal_feature(a);
         const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
         for (size_t i = 0; i < n; i++)
-            delta[i] = c * wk->x[i * F + f] -
-                       a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+            delta[i] = c * wk->x[i * F + f] - a->step_mult * out[2 * i] * e[i];
         return;
     }
     for (size_t i = 0; i < n; i++)
-        delta[i] = -a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+        delta[i] = -a->step_mult * out[2 * i] * e[i];
 }
 
 void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
@@ -538,7 +542,7 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     float *dout = wk->dact[L];
     const int nominal = a->form == LOPT_FORM_NOMINAL;
     for (size_t i = 0; i < n; i++) {
-        float e = expf(a->exp_mult * out[2 * i + 1]);
+        const float e = wk->e[i];   /* the update's exp(exp_mult * s) */
         dout[2 * i] = ddelta[i] * (-a->step_mult * e);
         /* nominal: delta is the residual r = -c d e^{k s} plus the nominal step, and
          * d(delta)/ds = k r (r recomputed as the forward did) */

@@ -174,6 +174,7 @@ typedef struct {
     float *bias0;        /* (hidden) first layer bias + time-feature contribution;
                           * the VJP reuses it as scratch */
     float *w0t;          /* (features, hidden) first layer's weights, transposed */
+    float *e;            /* (n) exp(exp_mult * s) of the last update (the VJP reuses it) */
     int ntensors;
 } lopt_mlp_work;
 
