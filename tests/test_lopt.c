@@ -445,7 +445,8 @@ static void nominal_adam_is_adam(void)
 }
 
 /* The lane-parallel forward (mlp_fast.c, on AVX-512) against the generic one on
- * fmnist-cnn's tensor layout: the same normalised features bit for bit, hidden
+ * fmnist-cnn's tensor layout (a tensor of 10, not a multiple of the 8 lanes): the
+ * same momenta, normalisers and normalised features bit for bit, hidden
  * activations, outputs and update to rounding (fused multiply-adds, other sum
  * orders); and the same bits when called again. */
 static void fast_vs_generic(void)
@@ -489,6 +490,9 @@ static void fast_vs_generic(void)
     }
     CHECK(memcmp(wk[0].x, wk[1].x, n * 7 * sizeof(float)) == 0,
           "lane-parallel forward: features differ from the generic");
+    CHECK(memcmp(m[0], m[1], M * n * sizeof(float)) == 0 &&
+              memcmp(wk[0].scale, wk[1].scale, 8 * 7 * sizeof(float)) == 0,
+          "one-pass momenta and normalisers differ from the generic loops");
     double *got = calloc(35 * n, sizeof(double)), *want = calloc(35 * n, sizeof(double));
     for (size_t i = 0; i < 32 * n; i++) got[i] = wk[1].act[0][i], want[i] = wk[0].act[0][i];
     check_close("lane-parallel forward: hidden activations vs generic", got, want, 32 * n, 1e-5,

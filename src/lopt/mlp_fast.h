@@ -3,7 +3,16 @@
 #ifndef LOPT_MLP_FAST_H
 #define LOPT_MLP_FAST_H
 
+#include <math.h>
+
 #include "lopt/mlp_lopt.h"
+
+/* the per-tensor normaliser of a feature, from its sum of squares ss over sz elements:
+ * (eps + mean v^2)^(-1/2) */
+static inline float lopt_norm_scale(double ss, size_t sz)
+{
+    return (float)(1.0 / sqrt(1e-5 + ss / (double)sz));
+}
 
 /* After lopt_mlp_update has set wk->scale and wk->bias0: fills wk->x, act[0] and
  * act[1] for the n parameters from the F feature rows src[f] (each (n)); keep 0
@@ -11,6 +20,14 @@
  * architecture or the CPU is not one it handles. */
 int lopt_mlp_forward_fast(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                           int ntensors, const float *const *src, int F, int IN, int keep);
+
+/* The update's first pass: the momenta m_k = beta_k m_k + (1 - beta_k) g (m (nmom, n)),
+ * and wk->scale (ntensors, F) from the sums of squares of every feature (g, w, the
+ * updated momenta) per tensor, bit for bit what the scalar loops give. Returns 0,
+ * doing nothing, if the CPU, the feature count or the tensors (not tiling [0, n) in
+ * order) are not ones it handles. */
+int lopt_mlp_moments_fast(lopt_mlp_work *wk, const lopt_tensor *tensors, int ntensors,
+                          const float *w, const float *g, float *m);
 
 /* e[i] = expf(k * out[2 i + 1]), i < n (out (n,2): the MLP's d, s), bit for bit
  * what the scalar loop gives (on AVX-512 a 16-lane copy of glibc's expf) */

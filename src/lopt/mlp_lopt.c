@@ -15,7 +15,6 @@
 #include "lopt/mlp_lopt.h"
 #include "nn/nn.h"
 
-#define NORM_EPS 1e-5
 /* the nominal preset's hand-designed rule: normalised momentum beta = 0.9 (index 1 of
  * paper's betas) at an RMS step of 3e-3 per tensor, as good as tuned Adam on
  * fmnist-cnn at 2,000 steps (docs/decisions.md) */
@@ -458,23 +457,26 @@ static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor 
     const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
     LOPT_ASSERT(ntensors == wk->ntensors);
 
-    for (int k = 0; k < a->nmom; k++) {
-        float b = a->beta[k], *mk = m + (size_t)k * n;
-        for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
-    }
     /* An Adam direction whose residual's output layer is all zero (as initialised, and
      * while meta-training moves only the schedule) has a residual of exactly 0 for
      * every input: the MLP's forward pass is skipped, the update is the same. */
-    if (adam_dir(a) && residual_is_zero(a, theta)) {
-        nominal_adam(a, theta, g, m, t, n, NULL, NULL, delta);
-        return;
-    }
-    /* per-tensor normalisers of the features */
-    for (int T = 0; T < ntensors; T++) {
-        size_t off = tensors[T].offset, sz = tensors[T].size;
-        for (int f = 0; f < F; f++) {
-            double ss = sum_squares(feature_src(f, g, w, m, n) + off, sz);
-            wk->scale[T * F + f] = (float)(1.0 / sqrt(NORM_EPS + ss / (double)sz));
+    const int no_mlp = adam_dir(a) && residual_is_zero(a, theta);
+    /* the momenta, then per-tensor normalisers of the features (in one pass where
+     * mlp_fast.c can) */
+    if (no_mlp || !lopt_mlp_moments_fast(wk, tensors, ntensors, w, g, m)) {
+        for (int k = 0; k < a->nmom; k++) {
+            float b = a->beta[k], *mk = m + (size_t)k * n;
+            for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
+        }
+        if (no_mlp) {
+            nominal_adam(a, theta, g, m, t, n, NULL, NULL, delta);
+            return;
+        }
+        for (int T = 0; T < ntensors; T++) {
+            size_t off = tensors[T].offset, sz = tensors[T].size;
+            for (int f = 0; f < F; f++)
+                wk->scale[T * F + f] =
+                    lopt_norm_scale(sum_squares(feature_src(f, g, w, m, n) + off, sz), sz);
         }
     }
     /* layer 0: the time features are the same for every parameter, so they fold
