@@ -282,6 +282,44 @@ int lopt_mlp_moments_fast(lopt_mlp_work *wk, const lopt_tensor *tensors, int nte
 #endif
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* dz (n,32) = dz [act > 0] in place, colsum (32) = its column sums, row after row in
+ * two vector accumulators: the sums in the order of the generic loops, bit-identical */
+__attribute__((target("avx512f"))) static void relu_colsum32_avx512(float *dz,
+                                                                   const float *act,
+                                                                   size_t n, float *colsum)
+{
+    __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps();
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i++) {
+        float *d = dz + i * 32;
+        const float *p = act + i * 32;
+        const __m512 z0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(p), zero, _CMP_GT_OQ),
+                                              _mm512_loadu_ps(d));
+        const __m512 z1 = _mm512_maskz_mov_ps(
+            _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), zero, _CMP_GT_OQ), _mm512_loadu_ps(d + 16));
+        _mm512_storeu_ps(d, z0);
+        _mm512_storeu_ps(d + 16, z1);
+        c0 = _mm512_add_ps(c0, z0);
+        c1 = _mm512_add_ps(c1, z1);
+    }
+    _mm512_storeu_ps(colsum, c0);
+    _mm512_storeu_ps(colsum + 16, c1);
+}
+#endif
+
+int lopt_mlp_relu_colsum(float *dz, const float *act, size_t n, int H, float *colsum)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (H != 32 || nn_isa_active() != NN_ISA_AVX512) return 0;
+    relu_colsum32_avx512(dz, act, n, colsum);
+    return 1;
+#else
+    (void)dz, (void)act, (void)n, (void)H, (void)colsum;
+    return 0;
+#endif
+}
+
 void lopt_mlp_exp_s(float *e, const float *out, float k, size_t n)
 {
 #if defined(__x86_64__) || defined(__i386__)

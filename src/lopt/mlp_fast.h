@@ -29,6 +29,11 @@ int lopt_mlp_forward_fast(lopt_mlp_work *wk, const float *theta, const lopt_tens
 int lopt_mlp_moments_fast(lopt_mlp_work *wk, const lopt_tensor *tensors, int ntensors,
                           const float *w, const float *g, float *m);
 
+/* The VJP's ReLU of the first hidden layer (H 32): dz (n,H) = dz [act > 0] in place
+ * and colsum (H) = the column sums of the result, bit for bit the generic loops.
+ * Returns 0, doing nothing, for another H or CPU. */
+int lopt_mlp_relu_colsum(float *dz, const float *act, size_t n, int H, float *colsum);
+
 /* e[i] = expf(k * out[2 i + 1]), i < n (out (n,2): the MLP's d, s), bit for bit
  * what the scalar loop gives (on AVX-512 a 16-lane copy of glibc's expf) */
 void lopt_mlp_exp_s(float *e, const float *out, float k, size_t n);

@@ -528,6 +528,17 @@ void lopt_mlp_update_fwd(lopt_mlp_work *wk, const float *theta, const lopt_tenso
     mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta, 0);
 }
 
+/* dot[f] = sum_i dx[i, f] v_f[i] over one tensor's rows [off, off + sz), in double, i
+ * in order: the F sums side by side, so they are F independent chains of adds (one
+ * sum at a time was one chain, ~20% of the VJP); each sum is the same */
+static inline void norm_dots(double *dot, const float *dx, const float *const *src,
+                             size_t off, size_t sz, int F)
+{
+    for (int f = 0; f < F; f++) dot[f] = 0;
+    for (size_t i = off; i < off + sz; i++)
+        for (int f = 0; f < F; f++) dot[f] += (double)dx[i * F + f] * src[f][i];
+}
+
 void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                   int ntensors, const float *w, const float *g, const float *m, int64_t t,
                   const float *delta, const float *ddelta, float *dtheta, float *dg,
@@ -551,6 +562,8 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
         float r = nominal ? -a->step_mult * out[2 * i] * e : delta[i];
         dout[2 * i + 1] = ddelta[i] * a->exp_mult * r;
     }
+    float *colsum = wk->bias0;   /* the forward's folded bias is not needed any more */
+    int have_colsum = 0;
     /* layers L .. 1, dense layers over the n parameters as a batch: dW += dz^T
      * act_{l-1}, db += sum dz, d(act_{l-1}) = dz W_l; then back through layer l-1's
      * ReLU in place (act_{l-1} > 0) */
@@ -561,6 +574,12 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
         const float *dz = wk->dact[l], *prev = wk->act[l - 1];
         float *dprev = wk->dact[l - 1];
         nn_dense_backward_set_dx(dprev, dW, db, dz, prev, W, (int)n, in, o);
+        /* layer 0's adjoint: masked and summed over the parameters (layer 0's bias
+         * and time features) in one pass where mlp_fast.c can */
+        if (l == 1 && lopt_mlp_relu_colsum(dprev, prev, n, in, colsum)) {
+            have_colsum = 1;
+            continue;
+        }
         /* a select, not a branch: vectorised (a branch on the sign kept this loop
          * scalar, ~20% of the VJP's time) */
         for (size_t i = 0; i < n * (size_t)in; i++) dprev[i] = prev[i] > 0.0f ? dprev[i] : 0.0f;
@@ -574,10 +593,11 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     const float *dz0 = wk->dact[0];
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x, F,
                 1.0f, dW0, IN);
-    float *colsum = wk->bias0;   /* the forward's folded bias is not needed any more */
-    for (int h = 0; h < H; h++) colsum[h] = 0.0f;
-    for (size_t i = 0; i < n; i++)
-        for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
+    if (!have_colsum) {
+        for (int h = 0; h < H; h++) colsum[h] = 0.0f;
+        for (size_t i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
+    }
     for (int h = 0; h < H; h++) {
         db0[h] += colsum[h];
         for (int j = 0; j < a->ntime; j++) dW0[h * IN + F + j] += colsum[h] * time_feature(a, j, t);
@@ -605,17 +625,22 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     }
     /* normalisation y = v s, s = (eps + mean v^2)^(-1/2):
      *   dv_i = s dy_i - s^3 v_i (sum_j dy_j v_j) / N */
+    const float *src[LOPT_MAX_MOM + 2];
+    for (int f = 0; f < F; f++) src[f] = feature_src(f, g, w, m, n);
     for (int T = 0; T < ntensors; T++) {
         size_t off = tensors[T].offset, sz = tensors[T].size;
+        double dot[LOPT_MAX_MOM + 2];
+        if (F == 7)   /* the paper preset's features: the sums in registers */
+            norm_dots(dot, wk->dx, src, off, sz, 7);
+        else
+            norm_dots(dot, wk->dx, src, off, sz, F);
         for (int f = 0; f < F; f++) {
-            const float *v = feature_src(f, g, w, m, n) + off;
+            const float *v = src[f] + off;
             const float *dy = wk->dx + off * F + f;
             float *dv = f == 0 ? dg : f == 1 ? dw : dm + (size_t)(f - 2) * n;
             dv += off;
-            double dot = 0;
-            for (size_t i = 0; i < sz; i++) dot += (double)dy[i * F] * v[i];
             float s = wk->scale[T * F + f];
-            float c = (float)((double)s * s * s * dot / (double)sz);
+            float c = (float)((double)s * s * s * dot[f] / (double)sz);
             for (size_t i = 0; i < sz; i++) dv[i] += s * dy[i * F] - c * v[i];
         }
     }
