@@ -306,7 +306,127 @@ __attribute__((target("avx512f"))) static void relu_colsum32_avx512(float *dz,
     _mm512_storeu_ps(colsum, c0);
     _mm512_storeu_ps(colsum + 16, c1);
 }
+
+/* The VJP below the outputs for one hidden layer of 32 (lopt_mlp_vjp_fast), pass 1,
+ * row by row with every sum over the parameters in a register: dout's row (dd, ds)
+ * gives dW1 += dout^T act0 (4 vectors) and db1 += its column sums (in order, as
+ * nn_dense_backward's), dz = (dout W1)[act0 > 0] (as the dense tile computes it:
+ * fma(ds, W1[1], fma(dd, W1[0], 0)), then the mask), kept in dz0 for pass 2, its
+ * column sums (2 vectors, as relu_colsum32) and dW0^T += x^T dz (2 F vectors). */
+__attribute__((target("avx512f"), always_inline)) static inline void vjp32_rows(
+    float *dz0, float *colsum, float *gW1, float *gb1, float *gW0t, const float *dout,
+    const float *act0, const float *x, const float *W1, size_t n, int F)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 w00 = _mm512_loadu_ps(W1), w01 = _mm512_loadu_ps(W1 + 16);
+    const __m512 w10 = _mm512_loadu_ps(W1 + 32), w11 = _mm512_loadu_ps(W1 + 48);
+    __m512 gd0 = zero, gd1 = zero, gs0 = zero, gs1 = zero, c0 = zero, c1 = zero;
+    __m512 g0[8], g1[8];
+    for (int f = 0; f < 8; f++) g0[f] = g1[f] = zero;
+    float bd = gb1[0], bs = gb1[1];
+    for (size_t i = 0; i < n; i++) {
+        const float *a = act0 + i * 32, *xi = x + i * F;
+        const __m512 a0 = _mm512_loadu_ps(a), a1 = _mm512_loadu_ps(a + 16);
+        const __m512 dd = _mm512_set1_ps(dout[2 * i]), ds = _mm512_set1_ps(dout[2 * i + 1]);
+        bd += dout[2 * i];
+        bs += dout[2 * i + 1];
+        gd0 = _mm512_fmadd_ps(dd, a0, gd0);
+        gd1 = _mm512_fmadd_ps(dd, a1, gd1);
+        gs0 = _mm512_fmadd_ps(ds, a0, gs0);
+        gs1 = _mm512_fmadd_ps(ds, a1, gs1);
+        __m512 z0 = _mm512_fmadd_ps(ds, w10, _mm512_fmadd_ps(dd, w00, zero));
+        __m512 z1 = _mm512_fmadd_ps(ds, w11, _mm512_fmadd_ps(dd, w01, zero));
+        z0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a0, zero, _CMP_GT_OQ), z0);
+        z1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a1, zero, _CMP_GT_OQ), z1);
+        _mm512_storeu_ps(dz0 + i * 32, z0);
+        _mm512_storeu_ps(dz0 + i * 32 + 16, z1);
+        c0 = _mm512_add_ps(c0, z0);
+        c1 = _mm512_add_ps(c1, z1);
+        for (int f = 0; f < F; f++) {
+            const __m512 xf = _mm512_set1_ps(xi[f]);
+            g0[f] = _mm512_fmadd_ps(xf, z0, g0[f]);
+            g1[f] = _mm512_fmadd_ps(xf, z1, g1[f]);
+        }
+    }
+    gb1[0] = bd;
+    gb1[1] = bs;
+    _mm512_storeu_ps(colsum, c0);
+    _mm512_storeu_ps(colsum + 16, c1);
+    _mm512_storeu_ps(gW1, gd0);
+    _mm512_storeu_ps(gW1 + 16, gd1);
+    _mm512_storeu_ps(gW1 + 32, gs0);
+    _mm512_storeu_ps(gW1 + 48, gs1);
+    for (int f = 0; f < F; f++) {
+        _mm512_storeu_ps(gW0t + f * 32, g0[f]);
+        _mm512_storeu_ps(gW0t + f * 32 + 16, g1[f]);
+    }
+}
+
+/* pass 2, 16 parameters at a time: dx (n,F) = dz0 W0[:, :F], with dz0's rows
+ * transposed to one vector per hidden unit (lanes = parameters), F chains of 32
+ * broadcast multiply-adds, and the F result vectors transposed back into rows */
+__attribute__((target("avx512f"), always_inline)) static inline void vjp32_dx(
+    float *dx, const float *dz0, const float *W0, int IN, size_t n, int F)
+{
+    const __mmask16 kf = (__mmask16)((1u << F) - 1);
+    for (size_t i0 = 0; i0 < n; i0 += 16) {
+        const int nl = n - i0 < 16 ? (int)(n - i0) : 16;
+        __m512 acc[16];
+        for (int f = 0; f < 16; f++) acc[f] = _mm512_setzero_ps();
+        for (int h0 = 0; h0 < 32; h0 += 16) {
+            __m512 z[16];
+            for (int l = 0; l < 16; l++)
+                z[l] = l < nl ? _mm512_loadu_ps(dz0 + (i0 + l) * 32 + h0) : _mm512_setzero_ps();
+            transpose16(z);   /* z[h]: unit h0 + h across the parameters */
+            for (int h = 0; h < 16; h++) {
+                const float *wr = W0 + (size_t)(h0 + h) * IN;
+                for (int f = 0; f < F; f++)
+                    acc[f] = _mm512_fmadd_ps(z[h], _mm512_set1_ps(wr[f]), acc[f]);
+            }
+        }
+        transpose16(acc);   /* acc[l]: parameter i0 + l's F values */
+        for (int l = 0; l < nl; l++) _mm512_mask_storeu_ps(dx + (i0 + l) * F, kf, acc[l]);
+    }
+}
+
+/* both passes, with the paper preset's F = 7 a constant (the loops over features
+ * unroll, as in BLOCK16) */
+__attribute__((target("avx512f"))) static void vjp32_avx512(
+    float *dz0, float *colsum, float *gW1, float *gb1, float *gW0t, float *dx,
+    const float *dout, const float *act0, const float *x, const float *W0, int IN, size_t n,
+    int F)
+{
+    const float *W1 = W0 + (size_t)32 * (IN + 1);
+    if (F == 7) {
+        vjp32_rows(dz0, colsum, gW1, gb1, gW0t, dout, act0, x, W1, n, 7);
+        vjp32_dx(dx, dz0, W0, IN, n, 7);
+    } else {
+        vjp32_rows(dz0, colsum, gW1, gb1, gW0t, dout, act0, x, W1, n, F);
+        vjp32_dx(dx, dz0, W0, IN, n, F);
+    }
+}
 #endif
+
+int lopt_mlp_vjp_fast(lopt_mlp_work *wk, const float *theta, float *dtheta, float *colsum)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    const lopt_arch *a = wk->arch;
+    const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a);
+    if (a->nhidden != 1 || a->hidden != 32 || F > 8 || nn_isa_active() != NN_ISA_AVX512)
+        return 0;
+    const size_t n = wk->n, off1 = (size_t)32 * (IN + 1);   /* layer 1 (W1 (2,32), b1) */
+    float gW1[64], gW0t[8 * 32];
+    vjp32_avx512(wk->dact[0], colsum, gW1, dtheta + off1 + 64, gW0t, wk->dx, wk->dact[1],
+                 wk->act[0], wk->x, theta, IN, n, F);
+    for (int k = 0; k < 64; k++) dtheta[off1 + k] += gW1[k];
+    for (int h = 0; h < 32; h++)
+        for (int f = 0; f < F; f++) dtheta[(size_t)h * IN + f] += gW0t[f * 32 + h];
+    return 1;
+#else
+    (void)wk, (void)theta, (void)dtheta, (void)colsum;
+    return 0;
+#endif
+}
 
 int lopt_mlp_relu_colsum(float *dz, const float *act, size_t n, int H, float *colsum)
 {

@@ -29,6 +29,15 @@ int lopt_mlp_forward_fast(lopt_mlp_work *wk, const float *theta, const lopt_tens
 int lopt_mlp_moments_fast(lopt_mlp_work *wk, const lopt_tensor *tensors, int ntensors,
                           const float *w, const float *g, float *m);
 
+/* lopt_mlp_vjp's dense layers for one hidden layer of 32 units and F <= 8 features,
+ * after its output adjoints wk->dact[1] (n,2) are set: accumulates dW1, db1 and
+ * dW0[:, :F] into dtheta, leaves dz0 (n,32) in wk->dact[0], its column sums in colsum
+ * (32) and dx = dz0 W0[:, :F] in wk->dx (n,F). The sums over the parameters run in
+ * vector registers in parameter order, not in OpenBLAS's blocking: dW1, dW0 and dx
+ * round differently from the generic path (db1, dz0 and colsum are the same bits).
+ * Returns 0, doing nothing, for another architecture or CPU. */
+int lopt_mlp_vjp_fast(lopt_mlp_work *wk, const float *theta, float *dtheta, float *colsum);
+
 /* The VJP's ReLU of the first hidden layer (H 32): dz (n,H) = dz [act > 0] in place
  * and colsum (H) = the column sums of the result, bit for bit the generic loops.
  * Returns 0, doing nothing, for another H or CPU. */

@@ -564,10 +564,14 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     }
     float *colsum = wk->bias0;   /* the forward's folded bias is not needed any more */
     int have_colsum = 0;
+    /* one hidden layer of 32 (the paper preset): all the dense layers' work in
+     * mlp_fast.c, two passes over the parameters (OpenBLAS's n x 32 x F products
+     * were half of this VJP) */
+    const int fast = lopt_mlp_vjp_fast(wk, theta, dtheta, colsum);
     /* layers L .. 1, dense layers over the n parameters as a batch: dW += dz^T
      * act_{l-1}, db += sum dz, d(act_{l-1}) = dz W_l; then back through layer l-1's
      * ReLU in place (act_{l-1} > 0) */
-    for (int l = L; l >= 1; l--) {
+    for (int l = L; l >= 1 && !fast; l--) {
         int in = layer_in(a, l), o = layer_out(a, l);
         const float *W = theta + layer_offset(a, l);
         float *dW = dtheta + layer_offset(a, l), *db = dW + (size_t)o * in;
@@ -591,9 +595,10 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     const float *W0 = theta;
     float *dW0 = dtheta, *db0 = dtheta + (size_t)H * IN;
     const float *dz0 = wk->dact[0];
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x, F,
-                1.0f, dW0, IN);
-    if (!have_colsum) {
+    if (!fast)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x,
+                    F, 1.0f, dW0, IN);
+    if (!fast && !have_colsum) {
         for (int h = 0; h < H; h++) colsum[h] = 0.0f;
         for (size_t i = 0; i < n; i++)
             for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
@@ -603,8 +608,9 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
         for (int j = 0; j < a->ntime; j++) dW0[h * IN + F + j] += colsum[h] * time_feature(a, j, t);
     }
     /* dx = dz0 W0[:, :F] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, W0, IN,
-                0.0f, wk->dx, F);
+    if (!fast)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, W0,
+                    IN, 0.0f, wk->dx, F);
     if (nominal) {
         /* the nominal step delta_nom = C x_f with C = -nominal_step e^{sched(t)},
          * sched = b + sum_j a_j tf_j(t):
