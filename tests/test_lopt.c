@@ -440,6 +440,27 @@ static void nominal_adam_is_adam(void)
           "nominal-adam: the zero-residual shortcut changed the update");
     skip.free(&skip);
     full.free(&full);
+
+    /* the Adam direction's AVX-512 loop (mlp_fast.c) is the scalar loop bit for bit */
+    if (nn_isa_supported(NN_ISA_AVX512)) {
+        lopt_optimizer on[2];
+        float *w[2] = {w1, w2};
+        for (int k = 0; k < 2; k++)
+            CHECK(lopt_learned_create(&on[k], &a, theta, t, 2, NW, NULL) == LOPT_OK, "create");
+        lopt_rng_fill_normal(w1, NW, 1.0f, 4, LOPT_STREAM_TEST, 0);
+        memcpy(w2, w1, NW * sizeof(float));
+        for (int s = 0; s < STEPS; s++) {
+            lopt_rng_fill_normal(g, NW, 1.0f, 5, LOPT_STREAM_TEST, (uint64_t)s * NW);
+            for (int k = 0; k < 2; k++) {
+                nn_isa old = nn_isa_force(k ? NN_ISA_AVX512 : NN_ISA_SSE);
+                on[k].step(&on[k], w[k], g);
+                nn_isa_force(old);
+            }
+        }
+        CHECK(memcmp(w1, w2, NW * sizeof(float)) == 0,
+              "nominal-adam: the AVX-512 Adam direction differs from the scalar loop");
+        for (int k = 0; k < 2; k++) on[k].free(&on[k]);
+    }
     lopt_free(theta2);
     lopt_free(theta); lopt_free(w1); lopt_free(w2); lopt_free(g);
 }

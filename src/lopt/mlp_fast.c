@@ -428,6 +428,56 @@ int lopt_mlp_vjp_fast(lopt_mlp_work *wk, const float *theta, float *dtheta, floa
 #endif
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* mlp_lopt.c's nominal_adam loop on 16 lanes, its operations in its order (sqrtf's
+ * errno path kept the scalar loop from vectorising) */
+__attribute__((target("avx512f"))) static void adam_dir_avx512(
+    float *delta, float *v, const float *mk, const float *g, const float *out, const float *e,
+    size_t n, float b2, float step, float root_bc2, float eps, float step_mult)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512 vb2 = _mm512_set1_ps(b2), c2 = _mm512_set1_ps(1.0f - b2);
+    const __m512 vs = _mm512_set1_ps(step), rb = _mm512_set1_ps(root_bc2);
+    const __m512 ve = _mm512_set1_ps(eps), sm = _mm512_set1_ps(step_mult);
+    for (size_t i = 0; i < n; i += 16) {
+        const size_t left = n - i;
+        const __mmask16 k = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1);
+        const __m512 gi = _mm512_maskz_loadu_ps(k, g + i);
+        const __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_maskz_loadu_ps(k, v + i)),
+                                        _mm512_mul_ps(_mm512_mul_ps(c2, gi), gi));
+        _mm512_mask_storeu_ps(v + i, k, vi);
+        const __m512 u = _mm512_div_ps(
+            _mm512_maskz_loadu_ps(k, mk + i),
+            _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), rb), ve));
+        __m512 d = _mm512_mul_ps(vs, u);
+        if (out) {
+            const __mmask16 k0 = (__mmask16)(left >= 8 ? 0xFFFF : (1u << (2 * left)) - 1);
+            const __mmask16 k1 = (__mmask16)(left >= 16 ? 0xFFFF : left <= 8 ? 0
+                                                                 : (1u << (2 * (left - 8))) - 1);
+            const __m512 dd = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(k0, out + 2 * i), even,
+                                                     _mm512_maskz_loadu_ps(k1, out + 2 * i + 16));
+            d = _mm512_sub_ps(d, _mm512_mul_ps(_mm512_mul_ps(sm, dd), _mm512_maskz_loadu_ps(k, e + i)));
+        }
+        _mm512_mask_storeu_ps(delta + i, k, d);
+    }
+}
+#endif
+
+int lopt_mlp_adam_dir_fast(float *delta, float *v, const float *mk, const float *g,
+                           const float *out, const float *e, size_t n, float b2, float step,
+                           float root_bc2, float eps, float step_mult)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (nn_isa_active() != NN_ISA_AVX512) return 0;
+    adam_dir_avx512(delta, v, mk, g, out, e, n, b2, step, root_bc2, eps, step_mult);
+    return 1;
+#else
+    (void)delta, (void)v, (void)mk, (void)g, (void)out, (void)e, (void)n, (void)b2;
+    (void)step, (void)root_bc2, (void)eps, (void)step_mult;
+    return 0;
+#endif
+}
+
 int lopt_mlp_relu_colsum(float *dz, const float *act, size_t n, int H, float *colsum)
 {
 #if defined(__x86_64__) || defined(__i386__)

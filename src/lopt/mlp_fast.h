@@ -38,6 +38,14 @@ int lopt_mlp_moments_fast(lopt_mlp_work *wk, const lopt_tensor *tensors, int nte
  * Returns 0, doing nothing, for another architecture or CPU. */
 int lopt_mlp_vjp_fast(lopt_mlp_work *wk, const float *theta, float *dtheta, float *colsum);
 
+/* The nominal-adam update's loop (mlp_lopt.c's nominal_adam): v = b2 v + (1 - b2) g^2,
+ * u = mk / (sqrt(v) / root_bc2 + eps), delta = step u (- step_mult d e with out (n,2)
+ * and e (n) given), bit for bit the scalar loop. Returns 0, doing nothing, on a CPU
+ * without AVX-512. */
+int lopt_mlp_adam_dir_fast(float *delta, float *v, const float *mk, const float *g,
+                           const float *out, const float *e, size_t n, float b2, float step,
+                           float root_bc2, float eps, float step_mult);
+
 /* The VJP's ReLU of the first hidden layer (H 32): dz (n,H) = dz [act > 0] in place
  * and colsum (H) = the column sums of the result, bit for bit the generic loops.
  * Returns 0, doing nothing, for another H or CPU. */

@@ -439,6 +439,9 @@ static void nominal_adam(const lopt_arch *a, const float *theta, const float *g,
     const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
     const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
     const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
+    if (lopt_mlp_adam_dir_fast(delta, v, mk, g, out, e, n, b2, step, root_bc2, LOPT_ADAM_EPS,
+                               a->step_mult))
+        return;
     for (size_t i = 0; i < n; i++) {
         v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
         float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
