@@ -125,88 +125,6 @@ BLOCK16(block16_any, 0, 1)
 BLOCK16(block16_f7_nokeep, 7, 0)
 BLOCK16(block16_any_nokeep, 0, 0)
 
-/* ---- expf on 16 lanes, bit for bit glibc's ------------------------------------------
- * glibc 2.36's expf (sysdeps/ieee754/flt-32/e_expf.c, after Szabolcs Nagy's optimized
- * routines) in its FMA build, which glibc picks on every CPU with AVX-512: in double,
- * k = round(x 32/ln2) by adding 1.5 * 2^52, r = x 32/ln2 - k, 2^(k/32) from a 32-entry
- * table with k/32's integer part added to the exponent, 2^(r/32) by a cubic; the same
- * fused multiply-adds in the same order, so the result is the same float (checked
- * against libm's expf over all 2^32 inputs). Lanes with |x| >= 88, inf or NaN (where
- * glibc over/underflows and sets errno) call expf itself. Why: one scalar expf call
- * per parameter was ~15% of an es inner step on fmnist8-mlp. */
-static const uint64_t expf_tab[32] = {
-    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
-    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
-    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
-    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
-    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
-    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
-    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
-    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
-
-/* 8 lanes of the main path (|x| < 88) */
-__attribute__((target("avx512f"))) static inline __m256 expf8_main(__m256 x)
-{
-    const __m512d invln2n = _mm512_set1_pd(0x1.71547652b82fep+0 * 32);
-    const __m512d shift = _mm512_set1_pd(0x1.8p+52);
-    const __m512d c0 = _mm512_set1_pd(0x1.c6af84b912394p-5 / (32.0 * 32 * 32));
-    const __m512d c1 = _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / (32.0 * 32));
-    const __m512d c2 = _mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32);
-    const __m512d xd = _mm512_cvtps_pd(x);
-    const __m512d ks = _mm512_fmadd_pd(invln2n, xd, shift);   /* k + 1.5 * 2^52 */
-    const __m512i ki = _mm512_castpd_si512(ks);
-    const __m512d kd = _mm512_sub_pd(ks, shift);
-    const __m512d r = _mm512_fmsub_pd(invln2n, xd, kd);
-    const __m512i *T = (const __m512i *)(const void *)expf_tab;
-    __m512i lo = _mm512_permutex2var_epi64(_mm512_loadu_si512(T), ki, _mm512_loadu_si512(T + 1));
-    __m512i hi = _mm512_permutex2var_epi64(_mm512_loadu_si512(T + 2), ki,
-                                           _mm512_loadu_si512(T + 3));
-    __m512i t = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(ki, _mm512_set1_epi64(16)), lo, hi);
-    t = _mm512_add_epi64(t, _mm512_slli_epi64(ki, 47));       /* T[k % 32] + (k << 47) */
-    const __m512d z = _mm512_fmadd_pd(r, c0, c1), r2 = _mm512_mul_pd(r, r);
-    __m512d y = _mm512_fmadd_pd(r, c2, _mm512_set1_pd(1.0));
-    y = _mm512_fmadd_pd(z, r2, y);
-    return _mm512_cvtpd_ps(_mm512_mul_pd(y, _mm512_castsi512_pd(t)));
-}
-
-__attribute__((target("avx512f"))) static inline __m512 expf16(__m512 x)
-{
-    const __m256 a = _mm512_castps512_ps256(x);
-    const __m256 b = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
-    __m512 y = _mm512_castpd_ps(
-        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(expf8_main(a))),
-                           _mm256_castps_pd(expf8_main(b)), 1));
-    /* glibc's test: the top 12 bits of |x| above those of 88.0f */
-    const __m512i top = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7ff00000));
-    const __mmask16 big = _mm512_cmpgt_epu32_mask(top, _mm512_set1_epi32(0x42afffff));
-    if (big) {
-        float xs[16], ys[16];
-        _mm512_storeu_ps(xs, x);
-        _mm512_storeu_ps(ys, y);
-        for (int l = 0; l < 16; l++)
-            if (big >> l & 1) ys[l] = expf(xs[l]);
-        y = _mm512_loadu_ps(ys);
-    }
-    return y;
-}
-
-__attribute__((target("avx512f"))) static void exp_s_avx512(float *e, const float *out,
-                                                           float k, size_t n)
-{
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512 kv = _mm512_set1_ps(k);
-    for (size_t i = 0; i < n; i += 16) {
-        const size_t left = n - i;
-        const __mmask16 k0 = (__mmask16)(left >= 8 ? 0xFFFF : (1u << (2 * left)) - 1);
-        const __mmask16 k1 = (__mmask16)(left >= 16 ? 0xFFFF : left <= 8 ? 0
-                                                             : (1u << (2 * (left - 8))) - 1);
-        const __m512 p0 = _mm512_maskz_loadu_ps(k0, out + 2 * i);
-        const __m512 p1 = _mm512_maskz_loadu_ps(k1, out + 2 * i + 16);
-        const __m512 s = _mm512_permutex2var_ps(p0, odd, p1);
-        const __mmask16 ke = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1);
-        _mm512_mask_storeu_ps(e + i, ke, expf16(_mm512_mul_ps(kv, s)));
-    }
-}
 /* One pass over each tensor instead of one per momentum and one per feature: the
  * separate sums of squares were each one chain of dependent adds per lane (8 partial
  * sums in double, ~4 cycles per 8 elements), ~10% of an update; here the F sums are
@@ -492,12 +410,6 @@ int lopt_mlp_relu_colsum(float *dz, const float *act, size_t n, int H, float *co
 
 void lopt_mlp_exp_s(float *e, const float *out, float k, size_t n)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    if (nn_isa_active() == NN_ISA_AVX512) {
-        exp_s_avx512(e, out, k, n);
-        return;
-    }
-#endif
     for (size_t i = 0; i < n; i++) e[i] = expf(k * out[2 * i + 1]);
 }
 

@@ -497,8 +497,8 @@ static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor 
     if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN, keep))
         forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
-    /* the exps first, vectorised (a scalar expf call per parameter kept the loops
-     * below scalar) */
+    /* the exps first, in a pass of their own (a scalar expf call per parameter
+     * kept the loops below scalar), and kept for the VJP */
     const float *e = wk->e;
     lopt_mlp_exp_s(wk->e, out, a->exp_mult, n);
     if (adam_dir(a)) {
