@@ -15,6 +15,7 @@
 #endif
 
 #include "check.h"
+#include "lopt/mlp_fast.h"
 #include "lopt/mlp_lopt.h"
 #include "nn/nn.h"
 
@@ -439,12 +440,34 @@ static void nominal_adam_is_adam(void)
           "nominal-adam: the zero-residual shortcut changed the update");
     skip.free(&skip);
     full.free(&full);
+
+    /* the Adam direction's AVX-512 loop (mlp_fast.c) is the scalar loop bit for bit */
+    if (nn_isa_supported(NN_ISA_AVX512)) {
+        lopt_optimizer on[2];
+        float *w[2] = {w1, w2};
+        for (int k = 0; k < 2; k++)
+            CHECK(lopt_learned_create(&on[k], &a, theta, t, 2, NW, NULL) == LOPT_OK, "create");
+        lopt_rng_fill_normal(w1, NW, 1.0f, 4, LOPT_STREAM_TEST, 0);
+        memcpy(w2, w1, NW * sizeof(float));
+        for (int s = 0; s < STEPS; s++) {
+            lopt_rng_fill_normal(g, NW, 1.0f, 5, LOPT_STREAM_TEST, (uint64_t)s * NW);
+            for (int k = 0; k < 2; k++) {
+                nn_isa old = nn_isa_force(k ? NN_ISA_AVX512 : NN_ISA_SSE);
+                on[k].step(&on[k], w[k], g);
+                nn_isa_force(old);
+            }
+        }
+        CHECK(memcmp(w1, w2, NW * sizeof(float)) == 0,
+              "nominal-adam: the AVX-512 Adam direction differs from the scalar loop");
+        for (int k = 0; k < 2; k++) on[k].free(&on[k]);
+    }
     lopt_free(theta2);
     lopt_free(theta); lopt_free(w1); lopt_free(w2); lopt_free(g);
 }
 
 /* The lane-parallel forward (mlp_fast.c, on AVX-512) against the generic one on
- * fmnist-cnn's tensor layout: the same normalised features bit for bit, hidden
+ * fmnist-cnn's tensor layout (a tensor of 10, not a multiple of the 8 lanes): the
+ * same momenta, normalisers and normalised features bit for bit, hidden
  * activations, outputs and update to rounding (fused multiply-adds, other sum
  * orders); and the same bits when called again. */
 static void fast_vs_generic(void)
@@ -488,6 +511,9 @@ static void fast_vs_generic(void)
     }
     CHECK(memcmp(wk[0].x, wk[1].x, n * 7 * sizeof(float)) == 0,
           "lane-parallel forward: features differ from the generic");
+    CHECK(memcmp(m[0], m[1], M * n * sizeof(float)) == 0 &&
+              memcmp(wk[0].scale, wk[1].scale, 8 * 7 * sizeof(float)) == 0,
+          "one-pass momenta and normalisers differ from the generic loops");
     double *got = calloc(35 * n, sizeof(double)), *want = calloc(35 * n, sizeof(double));
     for (size_t i = 0; i < 32 * n; i++) got[i] = wk[1].act[0][i], want[i] = wk[0].act[0][i];
     check_close("lane-parallel forward: hidden activations vs generic", got, want, 32 * n, 1e-5,
@@ -499,6 +525,36 @@ static void fast_vs_generic(void)
     CHECK(memcmp(delta[1], delta[2], n * sizeof(float)) == 0 &&
               memcmp(wk[1].act[0], wk[2].act[0], n * 32 * sizeof(float)) == 0,
           "lane-parallel forward: not reproducible");
+    /* the VJP: the paper shape's register pass (mlp_fast.c) against the generic one
+     * through src/nn's dense layers, each after its own forward above */
+    float *ddelta = lopt_floats(n);
+    lopt_rng_fill_normal(ddelta, n, 1.0f, 34, LOPT_STREAM_TEST, 0);
+    float *dth[2], *dgr[2], *dwr[2], *dmr[2];
+    for (int k = 0; k < 2; k++) {
+        dth[k] = lopt_floats(np), dgr[k] = lopt_floats(n), dwr[k] = lopt_floats(n);
+        dmr[k] = lopt_floats(M * n);
+        nn_isa old = nn_isa_force(isa[k]);
+        lopt_mlp_vjp(&wk[k], theta, cnn, 8, w, g, m[k], 40, delta[k], ddelta, dth[k], dgr[k],
+                     dwr[k], dmr[k]);
+        nn_isa_force(old);
+    }
+    double *vg = calloc(np + (3 + M) * n, sizeof(double)), *vw = calloc(np + (3 + M) * n,
+                                                                          sizeof(double));
+    size_t nv = 0;
+    for (size_t i = 0; i < np; i++, nv++) vg[nv] = dth[1][i], vw[nv] = dth[0][i];
+    for (size_t i = 0; i < n; i++, nv++) vg[nv] = dgr[1][i], vw[nv] = dgr[0][i];
+    for (size_t i = 0; i < n; i++, nv++) vg[nv] = dwr[1][i], vw[nv] = dwr[0][i];
+    for (size_t i = 0; i < M * n; i++, nv++) vg[nv] = dmr[1][i], vw[nv] = dmr[0][i];
+    check_close("register-pass VJP vs generic (theta, g, w, momenta)", vg, vw, nv, 1e-4, 1e-6);
+    for (int k = 0; k < 2; k++) {
+        lopt_free(dth[k]);
+        lopt_free(dgr[k]);
+        lopt_free(dwr[k]);
+        lopt_free(dmr[k]);
+    }
+    lopt_free(ddelta);
+    free(vg);
+    free(vw);
     free(got);
     free(want);
     for (int k = 0; k < 3; k++) {

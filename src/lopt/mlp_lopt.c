@@ -15,7 +15,6 @@
 #include "lopt/mlp_lopt.h"
 #include "nn/nn.h"
 
-#define NORM_EPS 1e-5
 /* the nominal preset's hand-designed rule: normalised momentum beta = 0.9 (index 1 of
  * paper's betas) at an RMS step of 3e-3 per tensor, as good as tuned Adam on
  * fmnist-cnn at 2,000 steps (docs/decisions.md) */
@@ -289,7 +288,7 @@ static float *floats_nk(size_t n, size_t k)
 
 size_t lopt_mlp_work_bytes(const lopt_arch *a, size_t n)
 {
-    double per = 2.0 * lopt_arch_features(a);
+    double per = 2.0 * lopt_arch_features(a) + 1.0;   /* x, dx, e */
     for (int l = 0; l <= a->nhidden; l++) per += 2.0 * layer_out(a, l);
     double b = per * (double)n * sizeof(float);
     return b >= (double)SIZE_MAX ? SIZE_MAX : (size_t)b;
@@ -309,7 +308,7 @@ lopt_status lopt_mlp_work_try_init(lopt_mlp_work *wk, const lopt_arch *a, size_t
              (wk->dact[l] = floats_nk(n, (size_t)layer_out(a, l)));
     ok = ok && (wk->scale = floats_nk(T, F)) && (wk->coef = floats_nk(T, F)) &&
          (wk->bias0 = lopt_try_floats((size_t)a->hidden)) &&
-         (wk->w0t = floats_nk(F, (size_t)a->hidden));
+         (wk->w0t = floats_nk(F, (size_t)a->hidden)) && (wk->e = lopt_try_floats(n));
     if (ok) return LOPT_OK;
     lopt_mlp_work_free(wk);
     return LOPT_ENOMEM;
@@ -334,6 +333,7 @@ void lopt_mlp_work_free(lopt_mlp_work *wk)
     lopt_free(wk->coef);
     lopt_free(wk->bias0);
     lopt_free(wk->w0t);
+    lopt_free(wk->e);
     memset(wk, 0, sizeof *wk);
 }
 
@@ -428,9 +428,10 @@ static int residual_is_zero(const lopt_arch *a, const float *theta)
 
 /* torch's Adam at step t + 1 as the nominal direction: m is momentum nominal_mom, v the
  * state row after the momenta; delta = -nominal_step e^{sched(t)} m_hat / (sqrt(v_hat)
- * + eps) + the residual read from out (n, 2), or none for out NULL (a zero residual) */
+ * + eps) + the residual read from out (n, 2) and e (n, exp(exp_mult * s)), or none
+ * for out NULL (a zero residual) */
 static void nominal_adam(const lopt_arch *a, const float *theta, const float *g, float *m,
-                         int64_t t, size_t n, const float *out, float *delta)
+                         int64_t t, size_t n, const float *out, const float *e, float *delta)
 {
     const float b1 = a->beta[a->nominal_mom], b2 = LOPT_ADAM_BETA2;
     const float *mk = m + (size_t)a->nominal_mom * n;
@@ -438,40 +439,47 @@ static void nominal_adam(const lopt_arch *a, const float *theta, const float *g,
     const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
     const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
     const float step = (float)(c / bc1), root_bc2 = (float)sqrt(bc2);
+    if (lopt_mlp_adam_dir_fast(delta, v, mk, g, out, e, n, b2, step, root_bc2, LOPT_ADAM_EPS,
+                               a->step_mult))
+        return;
     for (size_t i = 0; i < n; i++) {
         v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
         float u = mk[i] / (sqrtf(v[i]) / root_bc2 + LOPT_ADAM_EPS);
-        delta[i] = out ? step * u - a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1])
-                       : step * u;
+        delta[i] = out ? step * u - a->step_mult * out[2 * i] * e[i] : step * u;
     }
 }
 
-void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
-                     int ntensors, const float *w, const float *g, float *m, int64_t t,
-                     float *delta)
+/* keep: leave the hidden activations lopt_mlp_vjp reads in wk (0: the lane-form
+ * forward may skip them; what it returns is the same) */
+static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                       int ntensors, const float *w, const float *g, float *m, int64_t t,
+                       float *delta, int keep)
 {
     const lopt_arch *a = wk->arch;
     const size_t n = wk->n;
     const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
     LOPT_ASSERT(ntensors == wk->ntensors);
 
-    for (int k = 0; k < a->nmom; k++) {
-        float b = a->beta[k], *mk = m + (size_t)k * n;
-        for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
-    }
     /* An Adam direction whose residual's output layer is all zero (as initialised, and
      * while meta-training moves only the schedule) has a residual of exactly 0 for
      * every input: the MLP's forward pass is skipped, the update is the same. */
-    if (adam_dir(a) && residual_is_zero(a, theta)) {
-        nominal_adam(a, theta, g, m, t, n, NULL, delta);
-        return;
-    }
-    /* per-tensor normalisers of the features */
-    for (int T = 0; T < ntensors; T++) {
-        size_t off = tensors[T].offset, sz = tensors[T].size;
-        for (int f = 0; f < F; f++) {
-            double ss = sum_squares(feature_src(f, g, w, m, n) + off, sz);
-            wk->scale[T * F + f] = (float)(1.0 / sqrt(NORM_EPS + ss / (double)sz));
+    const int no_mlp = adam_dir(a) && residual_is_zero(a, theta);
+    /* the momenta, then per-tensor normalisers of the features (in one pass where
+     * mlp_fast.c can) */
+    if (no_mlp || !lopt_mlp_moments_fast(wk, tensors, ntensors, w, g, m)) {
+        for (int k = 0; k < a->nmom; k++) {
+            float b = a->beta[k], *mk = m + (size_t)k * n;
+            for (size_t i = 0; i < n; i++) mk[i] = b * mk[i] + (1.0f - b) * g[i];
+        }
+        if (no_mlp) {
+            nominal_adam(a, theta, g, m, t, n, NULL, NULL, delta);
+            return;
+        }
+        for (int T = 0; T < ntensors; T++) {
+            size_t off = tensors[T].offset, sz = tensors[T].size;
+            for (int f = 0; f < F; f++)
+                wk->scale[T * F + f] =
+                    lopt_norm_scale(sum_squares(feature_src(f, g, w, m, n) + off, sz), sz);
         }
     }
     /* layer 0: the time features are the same for every parameter, so they fold
@@ -486,11 +494,15 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
     }
     const float *src[LOPT_MAX_MOM + 2];
     for (int f = 0; f < F; f++) src[f] = feature_src(f, g, w, m, n);
-    if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN))
+    if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN, keep))
         forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
+    /* the exps first, in a pass of their own (a scalar expf call per parameter
+     * kept the loops below scalar), and kept for the VJP */
+    const float *e = wk->e;
+    lopt_mlp_exp_s(wk->e, out, a->exp_mult, n);
     if (adam_dir(a)) {
-        nominal_adam(a, theta, g, m, t, n, out, delta);
+        nominal_adam(a, theta, g, m, t, n, out, e, delta);
         return;
     }
     if (a->form == LOPT_FORM_NOMINAL) {
@@ -498,12 +510,36 @@ void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *t
         const int f = lopt_arch_nominal_feature(a);
         const float c = -a->nominal_step * expf(lopt_arch_schedule(a, theta, t));
         for (size_t i = 0; i < n; i++)
-            delta[i] = c * wk->x[i * F + f] -
-                       a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+            delta[i] = c * wk->x[i * F + f] - a->step_mult * out[2 * i] * e[i];
         return;
     }
     for (size_t i = 0; i < n; i++)
-        delta[i] = -a->step_mult * out[2 * i] * expf(a->exp_mult * out[2 * i + 1]);
+        delta[i] = -a->step_mult * out[2 * i] * e[i];
+}
+
+void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                     int ntensors, const float *w, const float *g, float *m, int64_t t,
+                     float *delta)
+{
+    mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta, 1);
+}
+
+void lopt_mlp_update_fwd(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                         int ntensors, const float *w, const float *g, float *m, int64_t t,
+                         float *delta)
+{
+    mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta, 0);
+}
+
+/* dot[f] = sum_i dx[i, f] v_f[i] over one tensor's rows [off, off + sz), in double, i
+ * in order: the F sums side by side, so they are F independent chains of adds (one
+ * sum at a time was one chain, ~20% of the VJP); each sum is the same */
+static inline void norm_dots(double *dot, const float *dx, const float *const *src,
+                             size_t off, size_t sz, int F)
+{
+    for (int f = 0; f < F; f++) dot[f] = 0;
+    for (size_t i = off; i < off + sz; i++)
+        for (int f = 0; f < F; f++) dot[f] += (double)dx[i * F + f] * src[f][i];
 }
 
 void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
@@ -522,23 +558,35 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     float *dout = wk->dact[L];
     const int nominal = a->form == LOPT_FORM_NOMINAL;
     for (size_t i = 0; i < n; i++) {
-        float e = expf(a->exp_mult * out[2 * i + 1]);
+        const float e = wk->e[i];   /* the update's exp(exp_mult * s) */
         dout[2 * i] = ddelta[i] * (-a->step_mult * e);
         /* nominal: delta is the residual r = -c d e^{k s} plus the nominal step, and
          * d(delta)/ds = k r (r recomputed as the forward did) */
         float r = nominal ? -a->step_mult * out[2 * i] * e : delta[i];
         dout[2 * i + 1] = ddelta[i] * a->exp_mult * r;
     }
+    float *colsum = wk->bias0;   /* the forward's folded bias is not needed any more */
+    int have_colsum = 0;
+    /* one hidden layer of 32 (the paper preset): all the dense layers' work in
+     * mlp_fast.c, two passes over the parameters (OpenBLAS's n x 32 x F products
+     * were half of this VJP) */
+    const int fast = lopt_mlp_vjp_fast(wk, theta, dtheta, colsum);
     /* layers L .. 1, dense layers over the n parameters as a batch: dW += dz^T
      * act_{l-1}, db += sum dz, d(act_{l-1}) = dz W_l; then back through layer l-1's
      * ReLU in place (act_{l-1} > 0) */
-    for (int l = L; l >= 1; l--) {
+    for (int l = L; l >= 1 && !fast; l--) {
         int in = layer_in(a, l), o = layer_out(a, l);
         const float *W = theta + layer_offset(a, l);
         float *dW = dtheta + layer_offset(a, l), *db = dW + (size_t)o * in;
         const float *dz = wk->dact[l], *prev = wk->act[l - 1];
         float *dprev = wk->dact[l - 1];
         nn_dense_backward_set_dx(dprev, dW, db, dz, prev, W, (int)n, in, o);
+        /* layer 0's adjoint: masked and summed over the parameters (layer 0's bias
+         * and time features) in one pass where mlp_fast.c can */
+        if (l == 1 && lopt_mlp_relu_colsum(dprev, prev, n, in, colsum)) {
+            have_colsum = 1;
+            continue;
+        }
         /* a select, not a branch: vectorised (a branch on the sign kept this loop
          * scalar, ~20% of the VJP's time) */
         for (size_t i = 0; i < n * (size_t)in; i++) dprev[i] = prev[i] > 0.0f ? dprev[i] : 0.0f;
@@ -550,19 +598,22 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     const float *W0 = theta;
     float *dW0 = dtheta, *db0 = dtheta + (size_t)H * IN;
     const float *dz0 = wk->dact[0];
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x, F,
-                1.0f, dW0, IN);
-    float *colsum = wk->bias0;   /* the forward's folded bias is not needed any more */
-    for (int h = 0; h < H; h++) colsum[h] = 0.0f;
-    for (size_t i = 0; i < n; i++)
-        for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
+    if (!fast)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x,
+                    F, 1.0f, dW0, IN);
+    if (!fast && !have_colsum) {
+        for (int h = 0; h < H; h++) colsum[h] = 0.0f;
+        for (size_t i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
+    }
     for (int h = 0; h < H; h++) {
         db0[h] += colsum[h];
         for (int j = 0; j < a->ntime; j++) dW0[h * IN + F + j] += colsum[h] * time_feature(a, j, t);
     }
     /* dx = dz0 W0[:, :F] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, W0, IN,
-                0.0f, wk->dx, F);
+    if (!fast)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, W0,
+                    IN, 0.0f, wk->dx, F);
     if (nominal) {
         /* the nominal step delta_nom = C x_f with C = -nominal_step e^{sched(t)},
          * sched = b + sum_j a_j tf_j(t):
@@ -583,17 +634,22 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
     }
     /* normalisation y = v s, s = (eps + mean v^2)^(-1/2):
      *   dv_i = s dy_i - s^3 v_i (sum_j dy_j v_j) / N */
+    const float *src[LOPT_MAX_MOM + 2];
+    for (int f = 0; f < F; f++) src[f] = feature_src(f, g, w, m, n);
     for (int T = 0; T < ntensors; T++) {
         size_t off = tensors[T].offset, sz = tensors[T].size;
+        double dot[LOPT_MAX_MOM + 2];
+        if (F == 7)   /* the paper preset's features: the sums in registers */
+            norm_dots(dot, wk->dx, src, off, sz, 7);
+        else
+            norm_dots(dot, wk->dx, src, off, sz, F);
         for (int f = 0; f < F; f++) {
-            const float *v = feature_src(f, g, w, m, n) + off;
+            const float *v = src[f] + off;
             const float *dy = wk->dx + off * F + f;
             float *dv = f == 0 ? dg : f == 1 ? dw : dm + (size_t)(f - 2) * n;
             dv += off;
-            double dot = 0;
-            for (size_t i = 0; i < sz; i++) dot += (double)dy[i * F] * v[i];
             float s = wk->scale[T * F + f];
-            float c = (float)((double)s * s * s * dot / (double)sz);
+            float c = (float)((double)s * s * s * dot[f] / (double)sz);
             for (size_t i = 0; i < sz; i++) dv[i] += s * dy[i * F] - c * v[i];
         }
     }
@@ -615,7 +671,7 @@ void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tenso
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) bad += !isfinite(g[i]);
     if (!bad) {
-        lopt_mlp_update(wk, theta, tensors, ntensors, w, g, m, t, delta);
+        lopt_mlp_update_fwd(wk, theta, tensors, ntensors, w, g, m, t, delta);
         return;
     }
     /* the bad elements' indices, then their state rows (bad, R), kept across the
@@ -637,7 +693,7 @@ void lopt_learned_update(lopt_mlp_work *wk, const float *theta, const lopt_tenso
         gclean[i] = 0.0f;
         j++;
     }
-    lopt_mlp_update(wk, theta, tensors, ntensors, w, gclean, m, t, delta);
+    lopt_mlp_update_fwd(wk, theta, tensors, ntensors, w, gclean, m, t, delta);
     for (size_t j = 0; j < bad; j++) {
         size_t i = idx[j];
         for (size_t k = 0; k < R; k++) m[k * n + i] = rows[j * R + k];

@@ -174,6 +174,7 @@ typedef struct {
     float *bias0;        /* (hidden) first layer bias + time-feature contribution;
                           * the VJP reuses it as scratch */
     float *w0t;          /* (features, hidden) first layer's weights, transposed */
+    float *e;            /* (n) exp(exp_mult * s) of the last update (the VJP reuses it) */
     int ntensors;
 } lopt_mlp_work;
 
@@ -193,6 +194,13 @@ void lopt_mlp_work_free(lopt_mlp_work *wk);
 void lopt_mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                      int ntensors, const float *w, const float *g, float *m, int64_t t,
                      float *delta);
+
+/* lopt_mlp_update for a step no lopt_mlp_vjp follows (forward unrolls, training):
+ * the same m and delta bit for bit, but the hidden activations in wk may be left
+ * stale (the lane-form forward skips writing them, ~1/3 of its time). */
+void lopt_mlp_update_fwd(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
+                         int ntensors, const float *w, const float *g, float *m, int64_t t,
+                         float *delta);
 
 /* VJP of delta with respect to theta and the inputs, after lopt_mlp_update with the
  * same arguments (m is the momentum AFTER the update). ddelta (n) is the adjoint

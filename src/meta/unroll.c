@@ -234,7 +234,8 @@ static double forward_step(lopt_unroll_ws *ws, const lopt_unroll_cfg *cfg, const
     lopt_task_sample(task, &ws->inner, LOPT_SPLIT_TRAIN, task_seed, t);
     double li = task->loss_grad(task, w, &ws->inner, g);
     if (!isfinite(li) || li > cfg->diverge_factor * init_loss) return li;
-    lopt_mlp_update(&ws->wk, theta, task->tensors, task->ntensors, w, g, m, t, ws->delta);
+    /* the reverse pass recomputes the activations it needs (reverse_steps) */
+    lopt_mlp_update_fwd(&ws->wk, theta, task->tensors, task->ntensors, w, g, m, t, ws->delta);
     for (size_t i = 0; i < n; i++) w[i] += ws->delta[i];
     *lo = read_outer ? outer_loss(ws, cfg, task_seed, t, w, go) : 0.0;
     return li;

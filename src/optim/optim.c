@@ -35,6 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/nn.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define OPTIM_X86 1
+#endif
+
 const char *const lopt_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                         NULL};
 
@@ -137,6 +144,38 @@ static void sgd_step(lopt_optimizer *o, float *w, const float *g)
 
 /* ---- RMSprop ---------------------------------------------------------------------- */
 
+#ifdef OPTIM_X86
+/* rmsprop_step's loop on 16 lanes, the same operations in the same order, so the same
+ * bits (sqrtf's errno path kept the scalar loop from vectorising, as in adam.c) */
+__attribute__((target("avx512f"))) static void rmsprop_avx512(
+    float *w, float *b, float *v, const float *g, size_t n, float wd, float mu, float alpha,
+    float one_m_alpha, float eps, float lr)
+{
+    const __m512 vwd = _mm512_set1_ps(wd), vmu = _mm512_set1_ps(mu);
+    const __m512 va = _mm512_set1_ps(alpha), vc = _mm512_set1_ps(one_m_alpha);
+    const __m512 ve = _mm512_set1_ps(eps), nlr = _mm512_set1_ps(-lr);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        const __m512 wi = _mm512_maskz_loadu_ps(k, w + i);
+        __m512 d = _mm512_maskz_loadu_ps(k, g + i);
+        if (wd != 0.0f) d = _mm512_add_ps(d, _mm512_mul_ps(vwd, wi));
+        const __m512 vi = _mm512_add_ps(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(k, v + i)),
+                                        _mm512_mul_ps(_mm512_mul_ps(vc, d), d));
+        _mm512_mask_storeu_ps(v + i, k, vi);
+        const __m512 a = _mm512_add_ps(_mm512_sqrt_ps(vi), ve);
+        if (mu > 0.0f) {
+            const __m512 bi = _mm512_add_ps(_mm512_mul_ps(vmu, _mm512_maskz_loadu_ps(k, b + i)),
+                                            _mm512_div_ps(d, a));
+            _mm512_mask_storeu_ps(b + i, k, bi);
+            _mm512_mask_storeu_ps(w + i, k, _mm512_add_ps(wi, _mm512_mul_ps(nlr, bi)));
+        } else {
+            _mm512_mask_storeu_ps(w + i, k,
+                                  _mm512_add_ps(wi, _mm512_div_ps(_mm512_mul_ps(nlr, d), a)));
+        }
+    }
+}
+#endif
+
 static void rmsprop_step(lopt_optimizer *o, float *w, const float *g)
 {
     optim_ctx *c = o->ctx;
@@ -148,6 +187,12 @@ static void rmsprop_step(lopt_optimizer *o, float *w, const float *g)
     float *v = c->v;   /* (n) square average */
     c->t++;
     const float lr = (float)step_lr(c);
+#ifdef OPTIM_X86
+    if (nn_isa_active() == NN_ISA_AVX512) {
+        rmsprop_avx512(w, b, v, g, n, wd, mu, alpha, one_m_alpha, eps, lr);
+        return;
+    }
+#endif
     for (size_t i = 0; i < n; i++) {
         float d = wd != 0.0f ? g[i] + wd * w[i] : g[i];
         v[i] = alpha * v[i] + (one_m_alpha * d) * d;
