@@ -23,36 +23,11 @@
 
 #include "lopt/mlp_fast.h"
 #include "nn/nn.h"
+#include "nn/simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-/* 16 rows of 16 floats transposed in registers (unpack, shuffle, two 128-bit lane
- * exchanges) */
-__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    }
-}
 
 /* parameters [i0, i0 + nl) of one tensor (nl <= 16); src[f] its feature rows,
  * scale[f] their normalisers. FF: the feature count, a constant for the paper
@@ -79,7 +54,7 @@ typedef void block16_fn(float *x, float *act0, float *act1, const float *const s
         {   /* x (n,F): lane l's F features are row l, the block's rows contiguous */     \
             __m512 t[16];                                                                   \
             for (int f = 0; f < 16; f++) t[f] = f < F ? xf[f] : _mm512_setzero_ps();         \
-            transpose16(t);                                                                 \
+            nn_transpose16(t);                                                                 \
             const __mmask16 kf = (__mmask16)((1u << F) - 1);                                \
             float *xb = x + i0 * F;                                                         \
             for (int l = 0; l < nl; l++) _mm512_mask_storeu_ps(xb + l * F, kf, t[l]);       \
@@ -101,7 +76,7 @@ typedef void block16_fn(float *x, float *act0, float *act1, const float *const s
                 s4[h & 3] = _mm512_fmadd_ps(acc, _mm512_set1_ps(W1[32 + h0 + h]), s4[h & 3]); \
             }                                                                               \
             if (KEEP) {                                                                     \
-                transpose16(z); /* act0 (n,32): lanes become rows */                        \
+                nn_transpose16(z); /* act0 (n,32): lanes become rows */                        \
                 for (int l = 0; l < nl; l++) _mm512_storeu_ps(ab + l * 32 + h0, z[l]);      \
             }                                                                               \
         }                                                                                   \
@@ -295,14 +270,14 @@ __attribute__((target("avx512f"), always_inline)) static inline void vjp32_dx(
             __m512 z[16];
             for (int l = 0; l < 16; l++)
                 z[l] = l < nl ? _mm512_loadu_ps(dz0 + (i0 + l) * 32 + h0) : _mm512_setzero_ps();
-            transpose16(z);   /* z[h]: unit h0 + h across the parameters */
+            nn_transpose16(z);   /* z[h]: unit h0 + h across the parameters */
             for (int h = 0; h < 16; h++) {
                 const float *wr = W0 + (size_t)(h0 + h) * IN;
                 for (int f = 0; f < F; f++)
                     acc[f] = _mm512_fmadd_ps(z[h], _mm512_set1_ps(wr[f]), acc[f]);
             }
         }
-        transpose16(acc);   /* acc[l]: parameter i0 + l's F values */
+        nn_transpose16(acc);   /* acc[l]: parameter i0 + l's F values */
         for (int l = 0; l < nl; l++) _mm512_mask_storeu_ps(dx + (i0 + l) * F, kf, acc[l]);
     }
 }

@@ -23,6 +23,7 @@
 #endif
 
 #include "nn/nn.h"
+#include "nn/simd.h"
 
 /* ---- C (M,N) += sum_k A(m,k) B(k,:) ---------------------------------------------------
  * A(m,k) = A[m * lda + k] (rows) or A[k * lda + m] (columns, TRANS). With load 0 the
@@ -78,32 +79,6 @@ DN_TILE(6, 4, 1)
 typedef void (*dn_tile_fn)(float *, ptrdiff_t, const float *, ptrdiff_t, const float *,
                            ptrdiff_t, int, int, __mmask16, int, const float *);
 
-/* 16 rows of 16 floats transposed in registers (unpack, shuffle, two 128-bit lane
- * exchanges), as mlp_fast.c's */
-__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    }
-}
 
 /* wt (K,N) = W (N,K)^T in 16 x 16 blocks through registers (element by element the
  * strided stores were ~15% of a dense forward) */
@@ -120,7 +95,7 @@ __attribute__((target("avx512f"))) static void transpose_avx512(float *wt, const
             for (int i = 0; i < 16; i++)
                 r[i] = i < nn ? _mm512_maskz_loadu_ps(kr, W + (size_t)(n0 + i) * K + k0)
                               : _mm512_setzero_ps();
-            transpose16(r);
+            nn_transpose16(r);
             for (int i = 0; i < kk; i++)
                 _mm512_mask_storeu_ps(wt + (size_t)(k0 + i) * N + n0, kn, r[i]);
         }
