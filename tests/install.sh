@@ -19,11 +19,16 @@ bad() { echo "FAIL: $*"; fail=1; }
 [ -f "$build/liblopt.a" ] || { echo "FAIL: $build/liblopt.a missing (make all first)"; exit 1; }
 mkvars=(BUILD="$build")
 extra=""
-# a sanitized build (make asan): same toggles, and the sanitizer runtimes at link time
-if nm "$build/liblopt.a" 2>/dev/null | grep -q __asan_; then
-  mkvars+=(SANITIZE=1 OMP=0)
+# the toggles the library was built with, read off its symbols, so that make install
+# neither rebuilds it nor writes a lopt.pc for another build: a sanitized build (make
+# asan) needs the sanitizer runtimes at link time, an OpenMP one -fopenmp in
+# Libs.private (make asan builds with OpenMP on)
+syms=$(nm "$build/liblopt.a" 2>/dev/null)
+if grep -q __asan_ <<<"$syms"; then
+  mkvars+=(SANITIZE=1)
   extra="-fsanitize=address,undefined"
 fi
+if grep -q GOMP_ <<<"$syms"; then mkvars+=(OMP=1); else mkvars+=(OMP=0); fi
 
 # 1. staged: everything under DESTDIR, the real prefix in lopt.pc
 if make --no-print-directory -s "${mkvars[@]}" install PREFIX=/opt/lopt DESTDIR="$tmp/stage" \
