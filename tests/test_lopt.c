@@ -383,6 +383,53 @@ static void mask_checks(void)
 /* nominal-adam, untrained (zero residual, zero schedule), is torch's Adam at lr
  * nominal_step: the same trajectory as lopt's Adam (torch.optim semantics, checked
  * against torch in test_optim) over 30 steps of random gradients */
+/* lopt_mlp_adam_dir_fast against the scalar loop of mlp_lopt.c's nominal_adam on the
+ * same inputs, bit for bit: without a residual and with one (the MLP's (n,2) outputs
+ * read in lanes), at lengths with every tail (n % 16 = 0..15, n < 8) */
+static void adam_dir_lanes(void)
+{
+    if (!nn_isa_supported(NN_ISA_AVX512)) return;
+    const size_t NMAX = 300;
+    float *mk = lopt_floats(NMAX), *g = lopt_floats(NMAX), *v0 = lopt_floats(NMAX), *out = lopt_floats(2 * NMAX),
+          *e = lopt_floats(NMAX), *v[2], *d[2];
+    lopt_rng_fill_normal(mk, NMAX, 0.1f, 41, LOPT_STREAM_TEST, 0);
+    lopt_rng_fill_normal(g, NMAX, 1.0f, 42, LOPT_STREAM_TEST, 0);
+    lopt_rng_fill_normal(v0, NMAX, 1.0f, 43, LOPT_STREAM_TEST, 0);
+    lopt_rng_fill_normal(out, 2 * NMAX, 0.5f, 44, LOPT_STREAM_TEST, 0);
+    for (size_t i = 0; i < NMAX; i++) v0[i] *= v0[i], e[i] = expf(0.5f * out[2 * i + 1]);
+    const float b2 = 0.999f, step = -3e-3f, root_bc2 = 0.1f, eps = 1e-8f, smult = 1e-3f;
+    static const size_t lens[] = {1, 5, 7, 8, 9, 15, 16, 17, 31, 300};
+    size_t bad = 0, ran = 0;
+    for (int r = 0; r < 2; r++)
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            const size_t n = lens[li];
+            for (int k = 0; k < 2; k++) {
+                v[k] = lopt_floats(n);
+                d[k] = lopt_floats(n);
+                memcpy(v[k], v0, n * sizeof(float));
+            }
+            const float *o = r ? out : NULL;
+            nn_isa old = nn_isa_force(NN_ISA_AVX512);
+            ran += lopt_mlp_adam_dir_fast(d[1], v[1], mk, g, o, e, n, b2, step, root_bc2, eps,
+                                          smult) != 0;
+            nn_isa_force(old);
+            for (size_t i = 0; i < n; i++) {
+                v[0][i] = b2 * v[0][i] + (1.0f - b2) * g[i] * g[i];
+                float u = mk[i] / (sqrtf(v[0][i]) / root_bc2 + eps);
+                d[0][i] = o ? step * u - smult * o[2 * i] * e[i] : step * u;
+            }
+            bad += memcmp(v[0], v[1], n * sizeof(float)) != 0 ||
+                   memcmp(d[0], d[1], n * sizeof(float)) != 0;
+            for (int k = 0; k < 2; k++) lopt_free(v[k]), lopt_free(d[k]);
+        }
+    CHECK(ran == 20 && bad == 0, "Adam direction lanes: %zu of 20 runs took the lanes, %zu differ "
+          "from the scalar loop", ran, bad);
+    printf("ok   Adam direction lanes == scalar loop bit for bit (with and without a residual, "
+           "10 lengths)\n");
+    float *f[] = {mk, g, v0, out, e};
+    for (size_t i = 0; i < 5; i++) lopt_free(f[i]);
+}
+
 static void nominal_adam_is_adam(void)
 {
     lopt_arch a;
@@ -441,7 +488,8 @@ static void nominal_adam_is_adam(void)
     skip.free(&skip);
     full.free(&full);
 
-    /* the Adam direction's AVX-512 loop (mlp_fast.c) is the scalar loop bit for bit */
+    /* the Adam direction's AVX-512 loop (mlp_fast.c) is the scalar loop bit for bit
+     * (the residual's branch: adam_dir_lanes below) */
     if (nn_isa_supported(NN_ISA_AVX512)) {
         lopt_optimizer on[2];
         float *w[2] = {w1, w2};
@@ -525,6 +573,44 @@ static void fast_vs_generic(void)
     CHECK(memcmp(delta[1], delta[2], n * sizeof(float)) == 0 &&
               memcmp(wk[1].act[0], wk[2].act[0], n * 32 * sizeof(float)) == 0,
           "lane-parallel forward: not reproducible");
+    /* the update without the VJP's activations (the forward steps of an unroll): the
+     * same update and momenta bit for bit */
+    {
+        lopt_mlp_work wf;
+        lopt_mlp_work_init(&wf, &a, n, 8);
+        float *mf = lopt_floats(M * n), *df = lopt_floats(n);
+        memcpy(mf, m0, M * n * sizeof(float));
+        nn_isa old = nn_isa_force(NN_ISA_AVX512);
+        lopt_mlp_update_fwd(&wf, theta, cnn, 8, w, g, mf, 40, df);
+        nn_isa_force(old);
+        CHECK(memcmp(df, delta[1], n * sizeof(float)) == 0 &&
+                  memcmp(mf, m[1], M * n * sizeof(float)) == 0,
+              "lopt_mlp_update_fwd differs from lopt_mlp_update");
+        lopt_mlp_work_free(&wf);
+        lopt_free(mf);
+        lopt_free(df);
+    }
+    /* layer 0's ReLU mask with its column sums in lanes: the generic loops' bits */
+    {
+        const int H = 32;
+        float *dz = lopt_floats((size_t)H * n), *dz2 = lopt_floats((size_t)H * n),
+              *act = lopt_floats((size_t)H * n), cs[32], cs2[32] = {0};
+        lopt_rng_fill_normal(dz, (size_t)H * n, 1.0f, 35, LOPT_STREAM_TEST, 0);
+        lopt_rng_fill_normal(act, (size_t)H * n, 1.0f, 36, LOPT_STREAM_TEST, 0);
+        memcpy(dz2, dz, (size_t)H * n * sizeof(float));
+        nn_isa old = nn_isa_force(NN_ISA_AVX512);
+        int lanes = lopt_mlp_relu_colsum(dz, act, n, H, cs);
+        nn_isa_force(old);
+        for (size_t i = 0; i < (size_t)H * n; i++) dz2[i] = act[i] > 0.0f ? dz2[i] : 0.0f;
+        for (size_t i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) cs2[h] += dz2[i * H + h];
+        CHECK(lanes && memcmp(dz, dz2, (size_t)H * n * sizeof(float)) == 0 &&
+                  memcmp(cs, cs2, sizeof cs) == 0,
+              "ReLU mask + column sums in lanes differ from the generic loops (lanes %d)", lanes);
+        lopt_free(dz);
+        lopt_free(dz2);
+        lopt_free(act);
+    }
     /* the VJP: the paper shape's register pass (mlp_fast.c) against the generic one
      * through src/nn's dense layers, each after its own forward above */
     float *ddelta = lopt_floats(n);
@@ -635,6 +721,7 @@ int main(void)
     nominal_exact_check(LOPT_NOMINAL_GRAD, 0, 20);
     mask_checks();
     nominal_adam_is_adam();
+    adam_dir_lanes();
     schedule_fit_checks();
     fast_vs_generic();
     /* the kink rule must not hollow the test out */

@@ -9,6 +9,7 @@
  * checkpoint keeps them bit for bit. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -267,8 +268,27 @@ static void log_rows_roundtrip(const char *file, int optional)
     lopt_meta_free(m3);
 }
 
+/* extreme values print as a bounded line each (a time_s near DBL_MAX is 310 digits),
+ * never read past the line buffer (ASan in make asan) */
+static void log_extreme_rows(void)
+{
+    lopt_meta_row r[2] = {{.step = INT64_MAX, .outer_loss = -1e308, .g_rp_norm = 1e308,
+                           .g_es_norm = -1e308, .v_rp = 1e308, .v_es = 1e308, .w_es = -1e308,
+                           .K = INT32_MIN, .inner_steps_per_s = 1e308, .resets = INT64_MIN,
+                           .diverged = INT64_MAX, .skipped = INT32_MAX, .time_s = 1.7e308,
+                           .eval_final = -1e308, .eval_mean = 1e308},
+                          {.step = 1, .outer_loss = NAN, .time_s = -1.7e308}};
+    char *csv = lopt_meta_log_csv(r, 2);
+    size_t lines = 0;
+    for (const char *p = csv; *p; p++) lines += *p == '\n';
+    CHECK(lines == 3 && strlen(csv) < 2 * 1024 + strlen(lopt_meta_csv_header),
+          "extreme rows: %zu lines, %zu bytes", lines, strlen(csv));
+    free(csv);
+}
+
 int main(void)
 {
+    log_extreme_rows();
     log_rows_roundtrip("tests/fuzz/corpus/ckpt/es.ckpt", 0);
     /* the headline run's, with the evaluation columns */
     log_rows_roundtrip("runs/fmnist-cnn-cos/sched.lopt.ckpt", 1);

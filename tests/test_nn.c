@@ -367,7 +367,8 @@ static void test_dense_tiles(int B, int I, int O)
 {
     if (!nn_isa_supported(NN_ISA_AVX512)) return;
     size_t nx = (size_t)B * I, ny = (size_t)B * O, nw = (size_t)O * I;
-    size_t tot = 2 * ny + 2 * nx + 2 * nw + 2 * (size_t)O;
+    /* and nn_dense_backward_set_dx into NaN: written, not accumulated */
+    size_t tot = 2 * ny + 3 * nx + 3 * nw + 3 * (size_t)O;
     float *x = lopt_floats(nx), *rx = lopt_floats(nx), *W = lopt_floats(nw), *rW = lopt_floats(nw),
           *b = lopt_floats(O), *dy = lopt_floats(ny), *rdy = lopt_floats(ny);
     fill_normal(x, nx, 1.0f);
@@ -383,17 +384,19 @@ static void test_dense_tiles(int B, int I, int O)
         nn_isa old = nn_isa_force(isa[k]);
         float *o = out[k] = lopt_floats(tot);
         float *y = o, *ry = y + ny, *dx = ry + ny, *rdx = dx + nx, *dW = rdx + nx, *rdW = dW + nw,
-              *db = rdW + nw, *rdb = db + O;
+              *db = rdW + nw, *rdb = db + O, *sdx = rdb + O, *sdW = sdx + nx, *sdb = sdW + nw;
+        for (size_t i = 0; i < nx; i++) sdx[i] = NAN;
         nn_dense_forward(y, x, W, b, B, I, O);
         nn_dense_rforward(ry, rx, x, W, rW, b, B, I, O);
         nn_dense_backward(dx, dW, db, dy, x, W, B, I, O);
         nn_dense_rbackward(rdx, rdW, rdb, rdy, dy, x, rx, W, rW, B, I, O);
+        nn_dense_backward_set_dx(sdx, sdW, sdb, dy, x, W, B, I, O);
         nn_isa_force(old);
     }
     double *g = calloc(tot, sizeof(double)), *w = calloc(tot, sizeof(double));
     for (size_t i = 0; i < tot; i++) g[i] = out[1][i], w[i] = out[0][i];
     char name[96];
-    snprintf(name, sizeof name, "dense tiles %dx%dx%d vs cblas (4 functions)", B, I, O);
+    snprintf(name, sizeof name, "dense tiles %dx%dx%d vs cblas (5 functions)", B, I, O);
     check_close(name, g, w, tot, 1e-5, 1e-5 * max_abs(w, tot));
     float *f[] = {x, rx, W, rW, b, dy, rdy, out[0], out[1]};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) lopt_free(f[i]);

@@ -184,7 +184,7 @@ static void define_flags(compare_cli *s)
 {
     lopt_compare_opts_default(&s->co);
     size_t len = 0;
-    for (int i = 0; i < s->co.nbaselines; i++)
+    for (int i = 0; i < s->co.nbaselines && len < sizeof s->baselines_default; i++)
         len += (size_t)snprintf(s->baselines_default + len, sizeof s->baselines_default - len,
                                 "%s%s", i ? "," : "", s->co.baselines[i]);
     s->baselines = s->baselines_default;

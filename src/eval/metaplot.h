@@ -9,7 +9,7 @@
 
 /* rows: a meta-training log (lopt_meta_rows). Writes BASE-loss.{svg,png},
  * BASE-wes.{svg,png} and, if any row was evaluated at the horizon,
- * BASE-eval.{svg,png}. A log with no outer steps writes nothing. */
+ * BASE-eval.{svg,png}. An empty log writes nothing. */
 lopt_status lopt_meta_plot(const lopt_meta_row *rows, size_t n, const char *base,
                            lopt_err *err);
 

@@ -242,7 +242,6 @@ static float *floats_nk(size_t n, size_t k)
     return k && n > SIZE_MAX / k ? NULL : lopt_try_floats(n * k);
 }
 
-/* The one constructor: lopt_opt_new and lopt_opt_new2 are its one-group case. */
 /* The groups' counts, checked: tensors and parameters in all and those updated
  * (not frozen). Returns 0, or -1 with the reason in errbuf. */
 typedef struct {
@@ -356,6 +355,7 @@ static void lay_out_tensors(lopt_opt *o, const lopt_param_group *groups, int ngr
     }
 }
 
+/* The one constructor: lopt_opt_new and lopt_opt_new2 are its one-group case. */
 lopt_opt *lopt_opt_new_groups(const lopt_model *model, const lopt_param_group *groups,
                               int ngroups, char *errbuf, size_t errlen)
 {

@@ -1,9 +1,14 @@
-/* mlp_fast.c - the learned optimizer's forward over all parameters with one
- * parameter per vector lane (AVX-512: 16 parameters at a time), for architectures
- * with one hidden layer of 32 units and at most 8 features (the paper preset and
- * forms built on it).
+/* mlp_fast.c - the learned optimizer's loops on AVX-512 lanes, each behind a runtime
+ * check and each returning 0 (nothing done) where it does not apply, so that
+ * mlp_lopt.c's generic code runs instead: the forward over all parameters with one
+ * parameter per vector lane (16 at a time) and the paper shape's VJP in two register
+ * passes, for architectures with one hidden layer of 32 units and at most 8 features
+ * (the paper preset and forms built on it); the momenta and per-tensor sums of squares
+ * in one pass; the nominal-adam direction; layer 0's ReLU mask with its column sums.
+ * All but the forward and the VJP (float rounding, see mlp_fast.h) are bit for bit
+ * the scalar loops they replace, which test_lopt compares them with.
  *
- * Why: the generic forward (mlp_lopt.c) vectorises over the 32 hidden units of one
+ * The forward. Why: the generic forward (mlp_lopt.c) vectorises over the 32 hidden units of one
  * parameter and ends in a GEMM with 2 output columns, which OpenBLAS runs at a
  * fraction of its speed; with parameters across the lanes the hidden layer is 7
  * broadcast-weight multiply-adds per unit and the output layer two more, no

@@ -542,6 +542,50 @@ static inline void norm_dots(double *dot, const float *dx, const float *const *s
         for (int f = 0; f < F; f++) dot[f] += (double)dx[i * F + f] * src[f][i];
 }
 
+/* The VJP's dense layers, any shape: from dact[L] (the outputs' adjoint) down to
+ * theta's layer weights, wk->dx (the features' adjoint, (n,F)) and colsum (H), layer
+ * 0's adjoint summed over the parameters, for its bias and time features. */
+static void vjp_dense_generic(lopt_mlp_work *wk, const float *theta, float *dtheta,
+                              float *colsum)
+{
+    const lopt_arch *a = wk->arch;
+    const size_t n = wk->n;
+    const int F = lopt_arch_features(a), IN = lopt_arch_inputs(a), H = a->hidden;
+    int have_colsum = 0;
+    /* layers L .. 1, dense layers over the n parameters as a batch: dW += dz^T
+     * act_{l-1}, db += sum dz, d(act_{l-1}) = dz W_l; then back through layer l-1's
+     * ReLU in place (act_{l-1} > 0) */
+    for (int l = a->nhidden; l >= 1; l--) {
+        int in = layer_in(a, l), o = layer_out(a, l);
+        const float *W = theta + layer_offset(a, l);
+        float *dW = dtheta + layer_offset(a, l), *db = dW + (size_t)o * in;
+        const float *dz = wk->dact[l], *prev = wk->act[l - 1];
+        float *dprev = wk->dact[l - 1];
+        nn_dense_backward_set_dx(dprev, dW, db, dz, prev, W, (int)n, in, o);
+        /* layer 0's adjoint: masked and summed over the parameters (layer 0's bias
+         * and time features) in one pass where mlp_fast.c can */
+        if (l == 1 && lopt_mlp_relu_colsum(dprev, prev, n, in, colsum)) {
+            have_colsum = 1;
+            continue;
+        }
+        nn_relu_rforward(dprev, dprev, prev, n * (size_t)in);   /* the mask, in place */
+    }
+    /* layer 0 is not nn_dense_*: its weights W0 (H, IN) are used on the F features
+     * only (row stride IN), the time features' columns folded into the bias.
+     * z_0 = x W0[:, :F]^T + W0[:, F:] tf(t) + b0 */
+    const float *dz0 = wk->dact[0];
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x, F,
+                1.0f, dtheta, IN);
+    if (!have_colsum) {
+        for (int h = 0; h < H; h++) colsum[h] = 0.0f;
+        for (size_t i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
+    }
+    /* dx = dz0 W0[:, :F] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, theta,
+                IN, 0.0f, wk->dx, F);
+}
+
 void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,
                   int ntensors, const float *w, const float *g, const float *m, int64_t t,
                   const float *delta, const float *ddelta, float *dtheta, float *dg,
@@ -565,55 +609,16 @@ void lopt_mlp_vjp(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tens
         float r = nominal ? -a->step_mult * out[2 * i] * e : delta[i];
         dout[2 * i + 1] = ddelta[i] * a->exp_mult * r;
     }
+    /* the dense layers: one hidden layer of 32 (the paper preset) in mlp_fast.c's two
+     * passes over the parameters (OpenBLAS's n x 32 x F products were half of this
+     * VJP), any other shape through src/nn */
     float *colsum = wk->bias0;   /* the forward's folded bias is not needed any more */
-    int have_colsum = 0;
-    /* one hidden layer of 32 (the paper preset): all the dense layers' work in
-     * mlp_fast.c, two passes over the parameters (OpenBLAS's n x 32 x F products
-     * were half of this VJP) */
-    const int fast = lopt_mlp_vjp_fast(wk, theta, dtheta, colsum);
-    /* layers L .. 1, dense layers over the n parameters as a batch: dW += dz^T
-     * act_{l-1}, db += sum dz, d(act_{l-1}) = dz W_l; then back through layer l-1's
-     * ReLU in place (act_{l-1} > 0) */
-    for (int l = L; l >= 1 && !fast; l--) {
-        int in = layer_in(a, l), o = layer_out(a, l);
-        const float *W = theta + layer_offset(a, l);
-        float *dW = dtheta + layer_offset(a, l), *db = dW + (size_t)o * in;
-        const float *dz = wk->dact[l], *prev = wk->act[l - 1];
-        float *dprev = wk->dact[l - 1];
-        nn_dense_backward_set_dx(dprev, dW, db, dz, prev, W, (int)n, in, o);
-        /* layer 0's adjoint: masked and summed over the parameters (layer 0's bias
-         * and time features) in one pass where mlp_fast.c can */
-        if (l == 1 && lopt_mlp_relu_colsum(dprev, prev, n, in, colsum)) {
-            have_colsum = 1;
-            continue;
-        }
-        /* a select, not a branch: vectorised (a branch on the sign kept this loop
-         * scalar, ~20% of the VJP's time) */
-        for (size_t i = 0; i < n * (size_t)in; i++) dprev[i] = prev[i] > 0.0f ? dprev[i] : 0.0f;
-    }
-    /* layer 0 is not nn_dense_*: its weights W0 (H, IN) are used on the F features
-     * only (row stride IN), the time features' columns folded into the bias.
-     * z_0 = x W0[:, :F]^T + W0[:, F:] tf(t) + b0 ; the time features are constants,
-     * so only theta receives their part */
-    const float *W0 = theta;
+    if (!lopt_mlp_vjp_fast(wk, theta, dtheta, colsum)) vjp_dense_generic(wk, theta, dtheta, colsum);
     float *dW0 = dtheta, *db0 = dtheta + (size_t)H * IN;
-    const float *dz0 = wk->dact[0];
-    if (!fast)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, (int)n, 1.0f, dz0, H, wk->x,
-                    F, 1.0f, dW0, IN);
-    if (!fast && !have_colsum) {
-        for (int h = 0; h < H; h++) colsum[h] = 0.0f;
-        for (size_t i = 0; i < n; i++)
-            for (int h = 0; h < H; h++) colsum[h] += dz0[i * H + h];
-    }
     for (int h = 0; h < H; h++) {
         db0[h] += colsum[h];
         for (int j = 0; j < a->ntime; j++) dW0[h * IN + F + j] += colsum[h] * time_feature(a, j, t);
     }
-    /* dx = dz0 W0[:, :F] */
-    if (!fast)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, F, H, 1.0f, dz0, H, W0,
-                    IN, 0.0f, wk->dx, F);
     if (nominal) {
         /* the nominal step delta_nom = C x_f with C = -nominal_step e^{sched(t)},
          * sched = b + sum_j a_j tf_j(t):

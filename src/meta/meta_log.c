@@ -61,8 +61,12 @@ char *lopt_meta_log_csv(const lopt_meta_row *rows, size_t n)
     char *text = lopt_xrealloc(NULL, cap);
     len = (size_t)snprintf(text, cap, "%s", lopt_meta_csv_header);
     for (size_t i = 0; i < n; i++) {
-        char line[640];
-        size_t k = (size_t)csv_line(&rows[i], line, sizeof line);
+        /* a line is at most ~700 characters (a time_s near DBL_MAX prints 310 of
+         * them); a longer one would be cut, never read past */
+        char line[1024];
+        int w = csv_line(&rows[i], line, sizeof line);
+        size_t k = w < 0 ? 0 : (size_t)w < sizeof line ? (size_t)w : sizeof line - 1;
+        line[k] = 0;
         if (len + k + 1 > cap) {
             cap = 2 * (len + k + 1);
             text = lopt_xrealloc(text, cap);

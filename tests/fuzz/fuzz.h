@@ -97,6 +97,15 @@ static int fuzz_one_ckpt(const unsigned char *data, size_t n, const char *path)
     int ok = lopt_meta_load(&m, path, &err) == LOPT_OK;
     if (!ok && (m || !err.msg[0])) abort();
     if (ok && lopt_meta_save(m, path, &err) != LOPT_OK) abort();
+    if (ok) {
+        /* the log as --log writes it and as the plots read it: whatever the rows hold */
+        const lopt_meta_row *rows;
+        size_t nrows = lopt_meta_rows(m, &rows);
+        char *csv = lopt_meta_log_csv(rows, nrows);
+        if (!csv || strncmp(csv, lopt_meta_csv_header, strlen(lopt_meta_csv_header)) != 0)
+            abort();
+        free(csv);
+    }
     lopt_meta_free(m);
     return ok;
 }
