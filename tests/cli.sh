@@ -37,6 +37,14 @@ expect 2 "unknown option '--stpes'" -- train --task quadratic --opt adam --stpes
 expect 2 "unknown optimizer" -- train --task quadratic --opt adamw --steps 10
 expect 2 "must be positive" -- train --task quadratic --opt adam --steps 0
 expect 2 "usage: lopt train" -- train --task quadratic --opt adam --steps -5
+# on AVX-512 every fmnist-cnn kernel is lopt's own, so training does not depend on which
+# kernels OpenBLAS picks (a change that handed small dense shapes to CBLAS broke this)
+if grep -q avx512f /proc/cpuinfo 2>/dev/null; then
+  r1=$(env -u OPENBLAS_CORETYPE "$lopt" train --task fmnist-cnn --opt adam --lr 1e-2 --steps 30 --seed 3 2>/dev/null | tail -1 | cut -d' ' -f1-7)
+  r2=$(OPENBLAS_CORETYPE=Haswell "$lopt" train --task fmnist-cnn --opt adam --lr 1e-2 --steps 30 --seed 3 2>/dev/null | tail -1 | cut -d' ' -f1-7)
+  if [ -n "$r1" ] && [ "$r1" = "$r2" ]; then echo "ok   fmnist-cnn training is the same under OpenBLAS's own and Haswell kernels ($r1)"
+  else echo "FAIL: fmnist-cnn training depends on OPENBLAS_CORETYPE: '$r1' vs '$r2'"; fail=1; fi
+fi
 # a missing dataset names the Debian package, exit 1
 LOPT_FMNIST_DIR="$tmp/none" expect 1 "dataset-fashion-mnist" -- train --task fmnist8-mlp --opt adam --steps 5
 

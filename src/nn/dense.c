@@ -109,14 +109,11 @@ static int gemm_tiles(float *C, int ldc, const float *A, int lda, int trans, con
 {
 #ifdef DN_X86
     if (nn_isa_active() != NN_ISA_AVX512) return 0;
-    /* a tile computes its RM rows whatever M is (RM = 24 for the narrowest columns):
-     * with fewer than half of them real in a column block (the learned optimizer's
-     * 2-output layer, M = 2) CBLAS does less work. Decided before any block is done. */
+    /* Every shape takes the tiles, however few its rows (a tile computes its RM rows
+     * whatever M is): handing small M to CBLAS (tried for the learned optimizer's
+     * M = 2 output layer) changed fmnist-cnn's training in the last bits, since its
+     * image groups are small, and made it depend on OPENBLAS_CORETYPE. */
     static const int rows_for[5] = {0, 24, 12, 8, 6};
-    for (int n0 = 0; n0 < N; n0 += 64) {
-        int nn = N - n0 < 64 ? N - n0 : 64;
-        if (2 * M < rows_for[(nn + 15) / 16]) return 0;
-    }
     for (int n0 = 0; n0 < N; n0 += 64) {
         int nn = N - n0 < 64 ? N - n0 : 64, nv = (nn + 15) / 16;
         __mmask16 last = (__mmask16)(nn % 16 ? (1u << (nn % 16)) - 1 : 0xFFFF);
