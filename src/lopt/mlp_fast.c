@@ -21,9 +21,7 @@
  *
  * Single-threaded: at ~10 ns per parameter a whole fmnist-cnn update is ~0.15 ms,
  * less than a parallel region costs when another process shares the cores. */
-#include <math.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <string.h>
 
 #include "lopt/mlp_fast.h"
@@ -386,11 +384,6 @@ int lopt_mlp_relu_colsum(float *dz, const float *act, size_t n, int H, float *co
     (void)dz, (void)act, (void)n, (void)H, (void)colsum;
     return 0;
 #endif
-}
-
-void lopt_mlp_exp_s(float *e, const float *out, float k, size_t n)
-{
-    for (size_t i = 0; i < n; i++) e[i] = expf(k * out[2 * i + 1]);
 }
 
 int lopt_mlp_forward_fast(lopt_mlp_work *wk, const float *theta, const lopt_tensor *tensors,

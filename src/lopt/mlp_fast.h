@@ -51,10 +51,4 @@ int lopt_mlp_adam_dir_fast(float *delta, float *v, const float *mk, const float 
  * Returns 0, doing nothing, for another H or CPU. */
 int lopt_mlp_relu_colsum(float *dz, const float *act, size_t n, int H, float *colsum);
 
-/* e[i] = expf(k * out[2 i + 1]), i < n (out (n,2): the MLP's d, s), in one pass of
- * its own, kept for the VJP. Left out: a vector exp. libm's expf is scalar here, and
- * one of our own would not be bit for bit expf, so every learned update would move
- * at the rounding level; a gain to weigh against that later. */
-void lopt_mlp_exp_s(float *e, const float *out, float k, size_t n);
-
 #endif

@@ -497,10 +497,12 @@ static void mlp_update(lopt_mlp_work *wk, const float *theta, const lopt_tensor 
     if (!lopt_mlp_forward_fast(wk, theta, tensors, ntensors, src, F, IN, keep))
         forward_generic(wk, theta, tensors, ntensors, src);
     const float *out = wk->act[a->nhidden];   /* (n, 2): d, s */
-    /* the exps first, in a pass of their own (a scalar expf call per parameter
-     * kept the loops below scalar), and kept for the VJP */
-    const float *e = wk->e;
-    lopt_mlp_exp_s(wk->e, out, a->exp_mult, n);
+    /* the exps e^{k s} first, in a pass of their own (a scalar expf call per
+     * parameter kept the loops below scalar), and kept for the VJP. Left out: a
+     * vector exp; libm's expf is scalar here, and one of our own would not be expf
+     * bit for bit, so every learned update would move at the rounding level */
+    float *e = wk->e;
+    for (size_t i = 0; i < n; i++) e[i] = expf(a->exp_mult * out[2 * i + 1]);
     if (adam_dir(a)) {
         nominal_adam(a, theta, g, m, t, n, out, e, delta);
         return;
